@@ -1,0 +1,92 @@
+"""Evaluation metrics on constructed cases where the right answer is known."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from blender_relight import camera  # noqa: E402
+from evaluation import metrics  # noqa: E402
+from evaluation.schedule import keyed_schedule  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _textured(seed: int = 0, size: int = 256) -> np.ndarray:
+    """A smooth random texture (DIS flow needs texture to lock on)."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.random((size, size, 3)).astype(np.float32), (0, 0), 3)
+    return (img - img.min()) / (img.max() - img.min())
+
+
+def test_lighting_error_is_l2_over_coefficients() -> None:
+    target = np.zeros((2, 9))
+    est = np.zeros((2, 9))
+    est[0, 0], est[1, [1, 2]] = 3.0, [3.0, 4.0]
+    assert np.allclose(metrics.lighting_error(est, target), [3.0, 5.0])
+    rgb = np.zeros((1, 9, 3))
+    rgb[0, 0] = [1.0, 2.0, 2.0]
+    assert np.allclose(metrics.lighting_error(rgb, np.zeros_like(rgb)), [3.0])
+    with pytest.raises(ValueError):
+        metrics.lighting_error(np.zeros((2, 9)), np.zeros((3, 9)))
+
+
+def test_instability_of_constant_sequence_is_zero_and_grows_with_noise() -> None:
+    sh = np.linspace(-1, 1, 9)
+    assert metrics.lighting_instability(np.repeat(sh[None], 30, axis=0)) == pytest.approx(0.0, abs=1e-12)
+    rng = np.random.default_rng(1)
+    noisy = sh + 0.1 * rng.standard_normal((400, 9))
+    assert metrics.lighting_instability(noisy) == pytest.approx(0.1 * 3.0, rel=0.1)  # sqrt(9 * 0.01)
+
+
+def test_warping_error_zero_for_identical_frames() -> None:
+    img = _textured()
+    assert metrics.warping_error(img, img, img, img) == 0.0
+
+
+def test_warping_error_follows_motion_and_catches_flicker() -> None:
+    """A shifted frame is explained by the flow (near 0); a brightness jump of 0.1 is measured as ≈ 0.1."""
+    img = _textured(2)
+    moved = np.roll(img, (3, -2), axis=(0, 1))
+    still = metrics.warping_error(img, moved, img, moved)
+    assert still < 0.01 < np.abs(moved - img).mean()
+    flicker = metrics.warping_error(img, moved + 0.1, img, moved)
+    assert flicker == pytest.approx(0.1, abs=0.015)
+    # Occlusion check: the rolled-in border strip of the new frame has no source and is excluded.
+    _, visible = metrics.flow_and_visibility(img, moved)
+    assert visible[20:-20, 20:-20].mean() > 0.95
+
+
+def test_pose_error() -> None:
+    a = camera.orbit_camera(0.0, 0.0, target=np.zeros(3))
+    b = camera.orbit_camera(np.radians(10.0), 0.0, target=np.zeros(3))
+    rot, trans = metrics.pose_error(camera.make_label(a), camera.make_label(b))
+    assert rot == pytest.approx(10.0, abs=1e-3)  # labels are float32
+    assert trans == pytest.approx(2 * camera.RADIUS * np.sin(np.radians(5.0)), rel=1e-3)
+    assert metrics.pose_error(camera.make_label(a), camera.make_label(a)) == pytest.approx((0.0, 0.0), abs=1e-3)
+
+
+def test_schedule_holds_then_blends() -> None:
+    keys = [np.full(9, 0.0), np.full(9, 1.0)]
+    s = keyed_schedule(keys, 100, hold=20, blend=20)
+    assert s.shape == (100, 9)
+    assert np.all(s[:20] == 0.0) and np.all(s[40:60] == 1.0)
+    assert np.all(np.diff(s[19:41, 0]) > 0)  # strictly rising while blending
+    assert np.allclose(s[80:100], 0.0)  # cycles back to the first light
+
+
+def test_identity_similarity() -> None:
+    emb, reason = metrics.identity_embedder_or_reason()
+    if emb is None:
+        pytest.skip(reason)
+    a, b = DATA / "images" / "dpr_obama.jpg", DATA / "images" / "lp_s1.jpg"
+    if not a.is_file() or not b.is_file():
+        pytest.skip("portraits absent in ../shared/data/images")
+    load = lambda p: cv2.cvtColor(cv2.resize(cv2.imread(str(p)), (512, 512)), cv2.COLOR_BGR2RGB)  # noqa: E731
+    img, other = load(a), load(b)
+    assert emb.similarity(img, img) == pytest.approx(1.0, abs=1e-6)
+    darker = (img * 0.6).astype(np.uint8)
+    assert emb.similarity(img, darker) > emb.similarity(img, other)
