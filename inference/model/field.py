@@ -1,0 +1,50 @@
+"""The tri-plane decoder: per 3D sample, density + albedo + features from the albedo planes, normal + visibility +
+features from the shading planes.
+
+Why two heads: albedo (and the geometry, through density) must not depend on light, so only the albedo planes feed
+them; normal refinement and visibility (self-shadowing, occlusion) live in the shading planes, and their head also
+reads the albedo features because geometry is defined by the density there.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+from .triplane import sample_triplane
+
+
+def mlp(c_in: int, hidden: int, c_out: int) -> nn.Sequential:
+    """Two-layer MLP with softplus like EG3D's OSGDecoder."""
+    return nn.Sequential(nn.Linear(c_in, hidden), nn.Softplus(), nn.Linear(hidden, c_out))
+
+
+class TriplaneField(nn.Module):
+    """Decode samples (B, M, 3) from the two tri-planes into a dict of per-sample channels."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c, h, f = cfg.plane_channels, cfg.field_hidden, cfg.feature_dim
+        self.albedo_head = mlp(c, h, 1 + 3 + f)          # sigma, albedo rgb, albedo features
+        self.shading_head = mlp(2 * c, h, 3 + 1 + f)     # normal, visibility logit, shading features
+
+    @property
+    def channels(self) -> int:
+        """Channels composited by the renderer (everything except sigma)."""
+        return 3 + 3 + 1 + 2 * self.cfg.feature_dim
+
+    def forward(self, albedo_planes: torch.Tensor, shading_planes: torch.Tensor,
+                points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return sigma (B, M, 1) and values (B, M, channels): albedo(3), normal(3, raw), visibility(1), features."""
+        fa = sample_triplane(albedo_planes, points, self.cfg.box_warp)
+        fs = sample_triplane(shading_planes, points, self.cfg.box_warp)
+        a = self.albedo_head(fa)
+        s = self.shading_head(torch.cat([fa, fs], dim=-1))
+        sigma = a[..., :1]
+        albedo = torch.sigmoid(a[..., 1:4]) * (1 + 2 * 0.001) - 0.001   # EG3D's colour activation
+        normal = s[..., :3]
+        visibility = torch.sigmoid(s[..., 3:4])
+        values = torch.cat([albedo, normal, visibility, F.softplus(a[..., 4:]), F.softplus(s[..., 4:])], dim=-1)
+        return sigma, values
