@@ -1,0 +1,144 @@
+"""Estimate the lighting already present in a frame: RGB second-order SH from face pixels against face normals.
+
+Image model (the project's one Lambertian convention, also what Blender renders): a diffuse surface of albedo ρ under
+irradiance E has radiance ρ·E/π, and a linear pixel value of 1.0 is that radiance for ρ = 1, E = π (a white surface
+in a uniform world of radiance 1). Irradiance is ``sh.irradiance_basis(n) @ sh``, so an estimated SH is directly
+comparable with the SH of Blender lights (``blender_lights``) in Blender's units.
+
+Albedo/light scale ambiguity: pixels only give ρ·E. We fix the mean face albedo to a constant skin albedo per channel,
+:data:`REFERENCE_SKIN_ALBEDO`, and this is the only place that choice is made. Consequence: a face darker or more
+saturated than the reference reads as dimmer or more coloured light; relighting by the ratio E_target/E_source then
+keeps the face's own tone when the target equals the estimate. Local albedo changes (eyebrows, beard, lips, makeup)
+and effects outside the model (specular highlights, cast shadows, hair) are handled as outliers.
+
+Robustness: pixels near saturation or near black are excluded; the fit is iteratively reweighted least squares on the
+per-pixel relative residual shared by the three channels (Huber first, then Tukey's biweight, so speculars and hair
+lose all weight), with a mild ridge prior that pulls band 2 (and less, band 1) toward zero. The visible normals cover
+only the front hemisphere, so the constant and the front-back (y) terms are nearly collinear (condition number ≈ 50
+on a frontal face): the prior is kept tiny because a stronger one biases real front lights by 10-30 %, and albedo
+gradients that follow the normals are indistinguishable from light (a 5 % left-right albedo gradient costs ≈ 10 % of
+the SH norm while the shading it predicts is off by only 2 %).
+
+DPR's gray convention: DPR relights the L channel of an sRGB image, image = albedo × shading with shading =
+``irradiance_basis(n) @ sh_gray`` (no 1/π). We map by luminance and that factor only:
+``sh_gray = to_gray(sh_rgb) / π`` and back ``sh_rgb = π · as_rgb(sh_gray)`` (gray light). DPR's L is perceptual, not
+linear, so its coefficients agree with ours in direction and balance but not exactly in scale; that difference is not
+modelled here (see docs/lighting.md).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from blender_relight import face_geometry
+from blender_relight.lighting import sh as shlib
+
+#: Mean linear-RGB albedo assumed for the visible face (typical skin; see the module docstring for why it exists).
+REFERENCE_SKIN_ALBEDO = np.array([0.56, 0.40, 0.33])
+
+#: Pixels whose largest channel exceeds this (linear) are treated as clipped highlights.
+SATURATION = 0.92
+#: Pixels whose luminance is below this fraction of the face's median are treated as hair, shadow or noise.
+DARK_FRACTION = 0.08
+#: Ridge weights per SH band (relative to the data term's scale): band 0 free, band 1 mild, band 2 stronger.
+RIDGE_BANDS = (0.0, 1e-6, 4e-6)
+#: At most this many pixels enter the fit (uniform subsampling; more adds time, not accuracy).
+MAX_SAMPLES = 20000
+
+_BAND_OF = np.array([0, 1, 1, 1, 2, 2, 2, 2, 2])
+_LUMA = np.array([0.2126, 0.7152, 0.0722])
+
+
+def _robust_scale(r: np.ndarray) -> float:
+    return float(1.4826 * np.median(np.abs(r - np.median(r)))) + 1e-6
+
+
+def estimate_sh(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarray,
+                albedo: np.ndarray = REFERENCE_SKIN_ALBEDO, iterations: int = 8) -> np.ndarray:
+    """RGB radiance SH ``(9, 3)`` of the light on a face, from linear pixels, unit normals in the SH frame and a
+    mask of usable face pixels (bool or weights in [0, 1]).
+
+    Returns zeros when fewer than 50 pixels are usable (nothing to estimate from).
+    """
+    img = np.asarray(image_linear, dtype=np.float64)
+    nrm = np.asarray(normals_sh, dtype=np.float64)
+    m = np.asarray(mask)
+    if img.shape[:2] != nrm.shape[:2] or img.shape[:2] != m.shape[:2]:
+        raise ValueError(f"image {img.shape}, normals {nrm.shape} and mask {m.shape} must share height and width")
+    weight0 = m.astype(np.float64).reshape(-1)
+    pix = img.reshape(-1, 3)
+    n = nrm.reshape(-1, 3)
+    norm = np.linalg.norm(n, axis=1)
+    usable = (weight0 > 0.5) & (norm > 0.5) & np.all(np.isfinite(pix), axis=1) & (pix.max(axis=1) < SATURATION)
+    idx = np.flatnonzero(usable)
+    if idx.size < 50:
+        return np.zeros((9, 3))
+    luma = pix[idx] @ _LUMA
+    idx = idx[luma > DARK_FRACTION * np.median(luma)]
+    if idx.size < 50:
+        return np.zeros((9, 3))
+    if idx.size > MAX_SAMPLES:
+        idx = idx[np.linspace(0, idx.size - 1, MAX_SAMPLES).astype(np.int64)]
+
+    # Model: pixel_c = (albedo_c / π) · B(n) · sh_c, so fitting y_c = π · pixel_c / albedo_c against B gives sh_c.
+    B = shlib.irradiance_basis(n[idx] / norm[idx, None])
+    y = pix[idx] * (np.pi / np.asarray(albedo, dtype=np.float64).reshape(1, 3))
+    prior_w = weight0[idx]
+    scale = float(np.mean(B[:, 0] ** 2))  # makes the ridge weights independent of the pixel count and basis scale
+    ridge = np.diag([RIDGE_BANDS[b] for b in _BAND_OF]) * scale
+
+    w = prior_w.copy()
+    coeffs = np.zeros((9, 3))
+    for it in range(iterations):
+        Bw = B * w[:, None]
+        A = Bw.T @ B / max(w.sum(), 1e-12) + ridge
+        rhs = Bw.T @ y / max(w.sum(), 1e-12)
+        coeffs = np.linalg.solve(A, rhs)
+        pred = B @ coeffs
+        # Relative residual (albedo changes are multiplicative), combined over channels by luminance weight.
+        level = np.maximum(pred @ _LUMA, 1e-3 * max(float(np.median(y @ _LUMA)), 1e-9))
+        r = ((y - pred) @ _LUMA) / level
+        s = _robust_scale(r)
+        u = r / s
+        if it < 2:  # Huber: a safe start from least squares
+            c = 1.345
+            rw = np.where(np.abs(u) <= c, 1.0, c / np.maximum(np.abs(u), 1e-12))
+        else:  # Tukey's biweight: gross outliers (speculars, hair) get zero weight
+            c = 4.685
+            rw = np.where(np.abs(u) < c, (1.0 - (u / c) ** 2) ** 2, 0.0)
+        w = prior_w * rw
+    return coeffs
+
+
+def estimate_frame_sh(crop_linear: np.ndarray, points_crop: np.ndarray, cam2world: np.ndarray,
+                      albedo: np.ndarray = REFERENCE_SKIN_ALBEDO) -> np.ndarray:
+    """RGB SH ``(9, 3)`` (SH frame) of the light on the tracked face in an EG3D crop.
+
+    ``points_crop``: face landmarks in crop pixels (x right, y down, z away); ``cam2world``: the frame's EG3D
+    cam2world (4x4 or 3x3; its rotation takes camera-space normals to EG3D world, then to the SH frame).
+    Eyes and the inner mouth are left out (the open tesselation), and a 3-pixel erosion drops silhouette pixels
+    whose colour mixes with the background.
+    """
+    import cv2
+
+    crop = np.asarray(crop_linear)
+    maps = face_geometry.render_face_maps(points_crop, crop.shape[:2])
+    mask = cv2.erode(maps.mask.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    rot = np.asarray(cam2world, dtype=np.float64)[:3, :3]
+    n_world = maps.normals.reshape(-1, 3).astype(np.float64) @ rot.T
+    n_sh = shlib.rotate_eg3d_to_sh(n_world).reshape(maps.normals.shape)
+    return estimate_sh(crop, n_sh, mask, albedo)
+
+
+def rgb_sh_to_dpr_gray(sh_rgb: np.ndarray) -> np.ndarray:
+    """Project RGB SH (9, 3) to DPR's gray SH (9,): luminance, divided by π (DPR's shading multiplies albedo
+    directly, ours is irradiance and radiance is albedo × irradiance / π)."""
+    return shlib.to_gray(sh_rgb) / np.pi
+
+
+def dpr_gray_to_rgb_sh(sh_gray: np.ndarray) -> np.ndarray:
+    """DPR's gray SH (9,) to a white RGB SH (9, 3) in this project's irradiance units (inverse of
+    :func:`rgb_sh_to_dpr_gray` for gray lights)."""
+    g = np.asarray(sh_gray, dtype=np.float64)
+    if g.shape != (9,):
+        raise ValueError(f"DPR gray SH must have shape (9,), got {g.shape}")
+    return shlib.as_rgb(g) * np.pi
