@@ -155,8 +155,12 @@ class IdentityEmbedder:
     def similarity(self, input_rgb8: np.ndarray, relit_rgb8: np.ndarray) -> float:
         """Cosine similarity of the descriptors of input and relit crops (1 = same embedding)."""
         shape = self.landmarks(np.ascontiguousarray(input_rgb8))
-        a, b = self.embed(input_rgb8, shape), self.embed(relit_rgb8, shape)
-        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+        return cosine(self.embed(input_rgb8, shape), self.embed(relit_rgb8, shape))
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two descriptors."""
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
 def identity_embedder_or_reason() -> tuple[IdentityEmbedder | None, str]:

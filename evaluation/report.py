@@ -40,12 +40,13 @@ def _fmt(value: object, fmt: str) -> str:
         return str(value)
 
 
-def markdown_table(rows: Sequence[dict], first: str = "system") -> str:
-    """Rows (dicts with ``first`` and keys of :data:`COLUMNS`) as a GitHub markdown table."""
-    head = [first] + [h for _, h, _ in COLUMNS]
+def markdown_table(rows: Sequence[dict], lead: Sequence[str] = ("system",)) -> str:
+    """Rows (dicts with the ``lead`` keys and keys of :data:`COLUMNS`) as a GitHub markdown table."""
+    head = list(lead) + [h for _, h, _ in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append("| " + " | ".join([str(r.get(first, ""))] + [_fmt(r.get(k), f) for k, _, f in COLUMNS]) + " |")
+        cells = [str(r.get(k, "")) for k in lead] + [_fmt(r.get(k), f) for k, _, f in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -90,3 +90,36 @@ def test_identity_similarity() -> None:
     assert emb.similarity(img, img) == pytest.approx(1.0, abs=1e-6)
     darker = (img * 0.6).astype(np.uint8)
     assert emb.similarity(img, darker) > emb.similarity(img, other)
+
+
+def test_geometric_estimator_recovers_known_light() -> None:
+    """A face rendered (Lambertian, the estimator's skin albedo) under a known SH, then estimated through the
+    project's geometric estimator, scores a small lighting error; a different light scores a large one."""
+    estimate = pytest.importorskip("blender_relight.lighting.estimate")
+    from blender_relight import face_geometry
+    from blender_relight.lighting import sh as shlib
+    from blender_relight.tracking.landmarks import MediapipeBackend
+    from evaluation.dpr import example_lights
+
+    src, lights_dir = DATA / "images" / "dpr_obama.jpg", DATA / "dpr" / "example_light"
+    if not src.is_file() or not lights_dir.is_dir():
+        pytest.skip("DPR demo image or example lights absent in ../shared/data")
+    rgb = cv2.cvtColor(cv2.resize(cv2.imread(str(src)), (512, 512)), cv2.COLOR_BGR2RGB)
+    with MediapipeBackend(max_num_faces=1, static_image_mode=True) as backend:
+        faces = backend.detect(rgb)
+    assert faces, "mediapipe found no face on obama.jpg"
+    points = faces[0].points
+    cam2world = camera.split_label(camera.frontal_label())[0]
+    maps = face_geometry.render_face_maps(points, 512)
+    n_sh = shlib.rotate_eg3d_to_sh(maps.normals.reshape(-1, 3) @ cam2world[:3, :3].T).reshape(512, 512, 3)
+    lights = example_lights(lights_dir)
+    errors = []
+    for gray in (lights[0], lights[3]):
+        target = estimate.dpr_gray_to_rgb_sh(gray)
+        irr = np.clip(shlib.irradiance(n_sh, target), 0.0, None)
+        image = np.where(maps.mask[..., None], estimate.REFERENCE_SKIN_ALBEDO / np.pi * irr, 0.02).astype(np.float32)
+        est = estimate.estimate_frame_sh(image, points, cam2world)
+        errors.append(metrics.lighting_error(estimate.rgb_sh_to_dpr_gray(est)[None], gray[None])[0])
+        wrong = lights[3] if gray is lights[0] else lights[0]
+        assert metrics.lighting_error(estimate.rgb_sh_to_dpr_gray(est)[None], wrong[None])[0] > 3 * errors[-1]
+    assert max(errors) < 0.05 * np.linalg.norm(lights[0]), errors
