@@ -13,6 +13,9 @@ from typing import Iterator
 
 from .errors import RelightError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` if needed and check it can be written; raise a RelightError that says what to do if not."""
@@ -36,6 +39,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the result the usual permissions
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

@@ -1,0 +1,214 @@
+"""EG3D/FFHQ-style alignment: a similarity transform frame -> 512² crop, its exact inverse, and a feathered mask.
+
+Why FFHQ's recipe: EG3D's FFHQ crops (the model's training distribution) are aligned from the eye-to-eye and
+eye-to-mouth vectors (Karras et al.'s ``recreate_aligned_images``); using the same recipe puts a tracked face where
+the model expects it. Why a similarity (not a quad warp): its inverse is exact, so a relit crop pastes back with
+``cv2.warpAffine(..., WARP_INVERSE_MAP)`` on the very matrix that made it.
+
+Coordinates: OpenCV pixel coordinates (x right, y down, pixel centres at integers) in both frame and crop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from blender_relight.tracking import landmarks as lmk
+
+CROP_SIZE = 512
+
+# Eye-corner midpoints are steadier than iris centres (gaze) or lid contours (blinks); FFHQ's eye means lie on them.
+_MP_KEYS = {"eye_l": (lmk.MP_EYE_RIGHT_OUTER, lmk.MP_EYE_RIGHT_INNER), "eye_r": (lmk.MP_EYE_LEFT_INNER,
+            lmk.MP_EYE_LEFT_OUTER), "mouth_l": (lmk.MP_MOUTH_RIGHT,), "mouth_r": (lmk.MP_MOUTH_LEFT,),
+            "nose": (lmk.MP_NOSE_TIP,)}
+# iBUG 68-point layout (face_alignment): eyes 36-41 (image left), 42-47, mouth corners 48 and 54, nose tip 30.
+_IBUG_KEYS = {"eye_l": tuple(range(36, 42)), "eye_r": tuple(range(42, 48)), "mouth_l": (48,), "mouth_r": (54,),
+              "nose": (30,)}
+
+
+def keypoints(points: np.ndarray) -> dict[str, np.ndarray]:
+    """Eye centres (image left/right), mouth corners and nose tip (x, y) from a 478/468- or 68-point layout."""
+    pts = np.asarray(points, dtype=np.float64)[:, :2]
+    table = _IBUG_KEYS if len(pts) == 68 else _MP_KEYS
+    if len(pts) not in (68, 468, 478):
+        raise ValueError(f"unknown landmark layout with {len(pts)} points (expected 478, 468 or 68)")
+    return {k: pts[list(idx)].mean(axis=0) for k, idx in table.items()}
+
+
+def ffhq_frame(points: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """FFHQ's oriented crop square from landmarks: (centre c, half-side vector x), both (2,) in frame px.
+
+    x points along the crop's +x axis and its length is half the crop side; y = rot90(x) points down.
+    """
+    k = keypoints(points)
+    eye_avg = (k["eye_l"] + k["eye_r"]) / 2
+    eye_to_eye = k["eye_r"] - k["eye_l"]
+    mouth_avg = (k["mouth_l"] + k["mouth_r"]) / 2
+    eye_to_mouth = mouth_avg - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * np.array([-1.0, 1.0])
+    x /= np.hypot(*x)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8) * scale
+    c = eye_avg + eye_to_mouth * 0.1
+    return c, x
+
+
+def similarity_from_frame(c: np.ndarray, x: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """2x3 frame->crop matrix that maps the square (centre c, half-side vector x) onto the crop [0, size)²."""
+    half = float(np.hypot(*x))
+    s = size / (2.0 * half)
+    cos, sin = x[0] / half, x[1] / half
+    R = np.array([[cos, sin], [-sin, cos]]) * s  # rotates x onto +X and scales
+    t = np.array([size / 2.0 - 0.5, size / 2.0 - 0.5]) - R @ np.asarray(c, dtype=np.float64)
+    return np.hstack([R, t[:, None]])
+
+
+def invert_affine(M: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine matrix."""
+    return cv2.invertAffineTransform(np.asarray(M, dtype=np.float64))
+
+
+@dataclass
+class CropTransform:
+    """Frame -> crop similarity (2x3 ``matrix``), with the warps and the paste-back that use it."""
+
+    matrix: np.ndarray
+    size: int = CROP_SIZE
+
+    @staticmethod
+    def from_landmarks(points: np.ndarray, size: int = CROP_SIZE, scale: float = 1.0) -> "CropTransform":
+        c, x = ffhq_frame(points, scale)
+        return CropTransform(similarity_from_frame(c, x, size), size)
+
+    @staticmethod
+    def from_params(params: np.ndarray, size: int = CROP_SIZE) -> "CropTransform":
+        """From (cx, cy, hx, hy) = centre and half-side vector, the form smoothed over time by the tracker."""
+        p = np.asarray(params, dtype=np.float64)
+        return CropTransform(similarity_from_frame(p[:2], p[2:4], size), size)
+
+    @property
+    def inverse(self) -> np.ndarray:
+        """2x3 crop -> frame matrix."""
+        return invert_affine(self.matrix)
+
+    @property
+    def scale(self) -> float:
+        """Crop pixels per frame pixel."""
+        return float(np.sqrt(abs(np.linalg.det(self.matrix[:, :2]))))
+
+    def to_crop(self, points: np.ndarray) -> np.ndarray:
+        """Frame points (N, 2) or (N, 3) -> crop; z (if present) scales with the crop."""
+        return _apply(self.matrix, points, self.scale)
+
+    def to_frame(self, points: np.ndarray) -> np.ndarray:
+        """Crop points (N, 2) or (N, 3) -> frame."""
+        return _apply(self.inverse, points, 1.0 / self.scale)
+
+    def warp(self, frame: np.ndarray, interpolation: int | None = None) -> np.ndarray:
+        """The size² crop of ``frame`` (any dtype, any channel count); borders reflect, as FFHQ pads by mirroring."""
+        if interpolation is None:
+            interpolation = cv2.INTER_AREA if self.scale < 0.5 else cv2.INTER_LINEAR
+        if interpolation == cv2.INTER_AREA:  # warpAffine has no area filter: pre-shrink, then warp the rest
+            factor = int(np.floor(1.0 / self.scale))
+            if factor >= 2:
+                small = cv2.resize(frame, None, fx=1.0 / factor, fy=1.0 / factor, interpolation=cv2.INTER_AREA)
+                S = np.array([[factor, 0.0, (factor - 1) / 2.0], [0.0, factor, (factor - 1) / 2.0], [0, 0, 1]])
+                M = np.vstack([self.matrix, [0, 0, 1]]) @ S
+                return cv2.warpAffine(small, M[:2], (self.size, self.size), flags=cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_REFLECT_101)
+            interpolation = cv2.INTER_LINEAR
+        return cv2.warpAffine(frame, self.matrix, (self.size, self.size), flags=interpolation,
+                              borderMode=cv2.BORDER_REFLECT_101)
+
+    def frame_roi(self, frame_shape: tuple[int, ...], mask: np.ndarray | None = None) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) of the frame region the crop (or the mask's non-zero part) covers, clipped."""
+        h, w = frame_shape[:2]
+        if mask is not None:
+            ys, xs = np.nonzero(mask > 1e-4)
+            if len(xs) == 0:
+                return 0, 0, 0, 0
+            corners = np.array([[xs.min(), ys.min()], [xs.max(), ys.min()], [xs.min(), ys.max()], [xs.max(), ys.max()]],
+                               dtype=np.float64)
+        else:
+            e = self.size - 1
+            corners = np.array([[0, 0], [e, 0], [0, e], [e, e]], dtype=np.float64)
+        pts = self.to_frame(corners)
+        x0, y0 = np.floor(pts.min(axis=0)).astype(int) - 1
+        x1, y1 = np.ceil(pts.max(axis=0)).astype(int) + 2
+        return max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+
+    def unwarp(self, crop: np.ndarray, frame: np.ndarray, mask: np.ndarray,
+               reference: np.ndarray | None = None) -> np.ndarray:
+        """Paste ``crop`` back into a copy of ``frame`` through the inverse warp, blended by the crop-space ``mask``.
+
+        - ``reference`` None: the frame takes the crop's pixels where the mask is 1 (feathered at its edge).
+        - ``reference`` = the unmodified crop (``warp(frame)``): only the *change* ``crop - reference`` is pasted,
+          so the frame keeps its own full-resolution detail and an unchanged crop returns the frame exactly.
+        Only the region under the mask is resampled (cheap on 4K frames). Works on float or integer frames.
+        """
+        out = np.array(frame, copy=True)
+        x0, y0, x1, y1 = self.frame_roi(frame.shape, mask)
+        if x1 <= x0 or y1 <= y0:
+            return out
+        # Inverse map restricted to the ROI: dst (x, y) in the ROI samples the crop at matrix @ (x + x0, y + y0).
+        M = self.matrix.copy()
+        M[:, 2] += M[:, :2] @ np.array([x0, y0], dtype=np.float64)
+        dsize = (x1 - x0, y1 - y0)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        m = cv2.warpAffine(mask.astype(np.float32), M, dsize, flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=0.0)
+        src = np.asarray(crop, dtype=np.float32)
+        if reference is not None:
+            src = src - np.asarray(reference, dtype=np.float32)
+        pasted = cv2.warpAffine(src, M, dsize, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        if pasted.ndim == 2 and out.ndim == 3:
+            pasted = pasted[..., None]
+        region = out[y0:y1, x0:x1].astype(np.float32)
+        mm = m[..., None] if region.ndim == 3 else m
+        if reference is not None:
+            blended = region + mm * pasted
+        else:
+            blended = region + mm * (pasted - region)
+        if np.issubdtype(out.dtype, np.integer):
+            info = np.iinfo(out.dtype)
+            blended = np.clip(np.rint(blended), info.min, info.max)
+        out[y0:y1, x0:x1] = blended.astype(out.dtype)
+        return out
+
+
+def _apply(M: np.ndarray, points: np.ndarray, z_scale: float) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float64)
+    xy = pts[:, :2] @ M[:, :2].T + M[:, 2]
+    if pts.shape[1] > 2:
+        return np.concatenate([xy, pts[:, 2:] * z_scale], axis=1).astype(np.float32)
+    return xy.astype(np.float32)
+
+
+def face_mask(points_crop: np.ndarray, size: int = CROP_SIZE, forehead: float = 0.6, grow: float = 0.03,
+              feather: float = 0.02) -> np.ndarray:
+    """Feathered head/face mask (size, size) float32 in 0..1 from crop-space landmarks.
+
+    The landmarks' convex hull stops at the brows, so the upper half of the face oval is copied upward by
+    ``forehead`` × the eye-to-mouth distance to take in the forehead and the hairline; the hull is then grown by
+    ``grow`` × size and blurred by a Gaussian of sigma ``feather`` × size placed *outside* it, so the mask is 1 on the
+    whole face and falls to 0 over a few sigma: the paste has no seam.
+    """
+    pts = np.asarray(points_crop, dtype=np.float64)[:, :2]
+    k = keypoints(points_crop)
+    eye_avg = (k["eye_l"] + k["eye_r"]) / 2
+    mouth_avg = (k["mouth_l"] + k["mouth_r"]) / 2
+    down = mouth_avg - eye_avg
+    lift = np.linalg.norm(down)
+    down_unit = down / max(lift, 1e-6)
+    upper = pts[(pts - eye_avg) @ down_unit < 0.0]  # points above the eye line
+    lifted = upper - down_unit * lift * forehead
+    hull = cv2.convexHull(np.concatenate([pts, lifted]).astype(np.float32))
+    mask = np.zeros((size, size), dtype=np.uint8)
+    cv2.fillConvexPoly(mask, np.rint(hull[:, 0]).astype(np.int32), 255, lineType=cv2.LINE_AA)
+    sigma = max(feather * size, 0.5)
+    radius = int(round(grow * size + 2.0 * sigma))
+    if radius > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        mask = cv2.dilate(mask, kernel)
+    out = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigma)
+    return np.clip(out, 0.0, 1.0)
