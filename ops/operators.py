@@ -1,0 +1,239 @@
+"""Operators: import, analyse (modal, threaded, cancellable), relight now / live, render to sequencer, export.
+
+Why thin: each one reads the scene, calls ``blender_relight`` through the helpers of this package, and turns a
+``RelightError`` into one clear report; nothing here computes lighting or cameras itself.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+from bpy.props import EnumProperty, StringProperty
+from bpy_extras.io_utils import ImportHelper
+
+from blender_relight.errors import RelightError
+
+from . import output, relight, rig, session as sessions, worker
+from .props import EXPORT_FORMATS
+
+VIDEO_FILTER = "*.mp4;*.mov;*.mkv;*.avi;*.webm;*.m4v;*.png;*.jpg;*.jpeg"
+
+
+def _report_error(op: bpy.types.Operator, settings, exc: Exception) -> set[str]:
+    settings.status = str(exc)
+    op.report({"ERROR"}, str(exc))
+    return {"CANCELLED"}
+
+
+def import_clip(context: bpy.types.Context, filepath: str, frame_start: int | None = None) -> None:
+    """Add the movie strip, anchor, camera and proxy for ``filepath`` and point the scene settings at them."""
+    scene = context.scene
+    settings = scene.portrait_relight
+    path = Path(bpy.path.abspath(filepath))
+    if not path.is_file():
+        raise RelightError(f"{path}: file not found; choose a portrait video")
+    sessions.forget_sessions()
+    settings.video_path = str(path)
+    settings.analysed = False
+    settings.progress = 0.0
+    settings.frame_start = scene.frame_start if frame_start is None else frame_start
+    session = sessions.get_session(settings, context)
+    info = session.info
+    strip = rig.add_movie_strip(scene, path, settings.frame_start)
+    settings.movie_strip = strip.name
+    settings.relit_strip = ""
+    settings.anchor = rig.add_anchor(scene, path.stem)
+    settings.proxy = rig.add_proxy(scene, settings.anchor, path.stem)
+    settings.camera = rig.add_camera(scene, path.stem)
+    scene.camera = settings.camera
+    scene.render.resolution_x, scene.render.resolution_y = int(info.width), int(info.height)
+    scene.render.resolution_percentage = 100
+    fps = float(info.fps) or 25.0
+    scene.render.fps, scene.render.fps_base = max(1, round(fps)), max(1, round(fps)) / fps
+    scene.frame_end = settings.frame_start + int(info.frame_count) - 1
+    settings.status = f"imported {path.name}: {info.frame_count} frames, {info.width}x{info.height}; analyse next"
+
+
+def finish_analysis(context: bpy.types.Context, state: worker.JobState) -> str:
+    """Main-thread end of an analysis: place the rig from the tracking, update status; returns the status line."""
+    scene = context.scene
+    settings = scene.portrait_relight
+    settings.analysing = False
+    settings.progress = state.fraction
+    if state.cancelled:
+        settings.status = f"analysis cancelled at {state.done}/{state.total} frames; run Analyse again to resume"
+    elif state.error:
+        settings.status = state.error
+    else:
+        session = sessions.get_session(settings, context)
+        keyed = rig.key_anchor(scene, settings, session, int(session.info.frame_count))
+        settings.analysed = keyed > 0
+        settings.status = (f"analysed {state.total} frames in {state.elapsed_s:.1f} s, head tracked in {keyed}"
+                           if keyed else "no face was found in any frame: choose a clip with a visible face")
+        settings.progress = 1.0
+    return settings.status
+
+
+class PR_OT_import_video(bpy.types.Operator, ImportHelper):
+    """Import a portrait video: sequencer strip, head anchor, camera and head proxy"""
+
+    bl_idname = "portrait_relight.import_video"
+    bl_label = "Import Portrait Video"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filter_glob: StringProperty(default=VIDEO_FILTER, options={"HIDDEN"})
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            import_clip(context, self.filepath)
+        except RelightError as exc:
+            return _report_error(self, context.scene.portrait_relight, exc)
+        self.report({"INFO"}, context.scene.portrait_relight.status)
+        return {"FINISHED"}
+
+
+class PR_OT_analyse(bpy.types.Operator):
+    """Track and encode every frame in the background (Esc cancels; finished frames stay cached)"""
+
+    bl_idname = "portrait_relight.analyse"
+    bl_label = "Analyse Clip"
+
+    _job: worker.AnalysisJob | None = None
+    _timer = None
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        s = context.scene.portrait_relight
+        return bool(s.video_path) and not s.analysing
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        """Blocking run (scripts, background mode): the same worker code, on this thread."""
+        settings = context.scene.portrait_relight
+        try:
+            job = worker.AnalysisJob(sessions.get_session(settings, context))
+        except RelightError as exc:
+            return _report_error(self, settings, exc)
+        settings.analysing = True
+        status = finish_analysis(context, job.run())
+        self.report({"INFO"} if settings.analysed else {"WARNING"}, status)
+        return {"FINISHED"} if settings.analysed else {"CANCELLED"}
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if bpy.app.background:
+            return self.execute(context)
+        settings = context.scene.portrait_relight
+        try:
+            self._job = worker.AnalysisJob(sessions.get_session(settings, context))
+        except RelightError as exc:
+            return _report_error(self, settings, exc)
+        settings.analysing, settings.progress, settings.status = True, 0.0, "analysing..."
+        self._job.start()
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.2, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        settings = context.scene.portrait_relight
+        if event.type == "ESC" or not settings.analysing:  # the panel's Cancel button clears `analysing`
+            self._job.cancel()
+        if event.type != "TIMER" and event.type != "ESC":
+            return {"PASS_THROUGH"}
+        state = self._job.snapshot()
+        settings.progress = state.fraction
+        if not state.finished:
+            context.workspace.status_text_set(
+                f"Portrait Relight: analysing {state.done}/{state.total} frames (Esc to cancel)")
+            _redraw(context)
+            return {"RUNNING_MODAL"}
+        self._job.join()
+        context.window_manager.event_timer_remove(self._timer)
+        context.workspace.status_text_set(None)
+        status = finish_analysis(context, state)
+        self.report({"INFO"} if settings.analysed else {"WARNING"}, status)
+        _redraw(context)
+        return {"FINISHED"} if settings.analysed else {"CANCELLED"}
+
+
+def _redraw(context: bpy.types.Context) -> None:
+    for area in context.screen.areas if context.screen else ():
+        area.tag_redraw()
+
+
+class PR_OT_cancel_analysis(bpy.types.Operator):
+    """Stop the running analysis (what is finished stays in the cache)"""
+
+    bl_idname = "portrait_relight.cancel_analysis"
+    bl_label = "Cancel Analysis"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        context.scene.portrait_relight.analysing = False
+        return {"FINISHED"}
+
+
+class PR_OT_relight_frame(bpy.types.Operator):
+    """Relight the current frame with the scene's lights and camera into the preview image"""
+
+    bl_idname = "portrait_relight.relight_frame"
+    bl_label = "Relight Frame"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        scene = context.scene
+        settings = scene.portrait_relight
+        try:
+            session = sessions.get_session(settings, context)
+            req = relight.request(scene, settings, session, context.evaluated_depsgraph_get())
+            frame = relight.relight(session, req)
+        except RelightError as exc:
+            return _report_error(self, settings, exc)
+        relight.show(frame.image)
+        settings.status = f"frame {req.index}: {frame.status}"
+        return {"FINISHED"}
+
+
+class PR_OT_render_sequencer(bpy.types.Operator):
+    """Relight the scene's frame range into an image-sequence strip above the original"""
+
+    bl_idname = "portrait_relight.render_sequencer"
+    bl_label = "Render to Sequencer"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        settings = context.scene.portrait_relight
+        try:
+            old_view = output.use_standard_view(context.scene)
+            strip = output.render_to_sequencer(context)
+        except RelightError as exc:
+            return _report_error(self, settings, exc)
+        note = f" (view transform {old_view} -> Standard)" if old_view else ""
+        settings.status = f"rendered {strip.frame_final_duration} frames to strip {strip.name!r}{note}"
+        self.report({"INFO"}, settings.status)
+        return {"FINISHED"}
+
+
+class PR_OT_export(bpy.types.Operator):
+    """Export relit frames: PNG or EXR sequence, video, or multilayer EXR passes"""
+
+    bl_idname = "portrait_relight.export"
+    bl_label = "Export Relit Frames"
+
+    kind: EnumProperty(name="Format", items=EXPORT_FORMATS)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        self.kind = context.scene.portrait_relight.export_format
+        return self.execute(context)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        settings = context.scene.portrait_relight
+        try:
+            old_view = output.use_standard_view(context.scene)
+            where = output.export(context, self.kind)
+        except RelightError as exc:
+            return _report_error(self, settings, exc)
+        note = f" (view transform {old_view} -> Standard)" if old_view else ""
+        settings.status = f"exported {self.kind} to {where}{note}"
+        self.report({"INFO"}, settings.status)
+        return {"FINISHED"}
+
+
+CLASSES = (PR_OT_import_video, PR_OT_analyse, PR_OT_cancel_analysis, PR_OT_relight_frame, PR_OT_render_sequencer,
+           PR_OT_export)

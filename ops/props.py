@@ -1,0 +1,72 @@
+"""Per-scene settings and state of the relit clip (``scene.portrait_relight``).
+
+Why on the scene: the .blend file remembers which video, cache, anchor and camera belong together, so a reopened
+file resumes from the cache without asking again. Python objects (the ClipSession) live in ``session.py``.
+"""
+from __future__ import annotations
+
+import bpy
+from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty)
+
+ENGINES = [
+    ("auto", "Auto", "The neural model when its files are present, else the analytic engine"),
+    ("analytic", "Analytic", "Tracked face geometry and an SH shading ratio (no model files needed)"),
+    ("neural", "Neural", "The 3D-aware relighting network (needs the ONNX model files)"),
+]
+
+EXPORT_FORMATS = [
+    ("PNG", "PNG sequence", "8-bit sRGB PNG frames (Standard view transform)"),
+    ("EXR", "EXR sequence", "Half-float linear OpenEXR frames"),
+    ("VIDEO", "Video", "H.264 MP4 through Blender's FFmpeg output"),
+    ("MULTILAYER", "Multilayer EXR passes", "Beauty, albedo, normal, depth, shading and alpha per frame"),
+]
+
+
+def _is_empty(_self, obj: bpy.types.Object) -> bool:
+    return obj.type == "EMPTY"
+
+
+def _is_camera(_self, obj: bpy.types.Object) -> bool:
+    return obj.type == "CAMERA"
+
+
+class PortraitRelightSettings(bpy.types.PropertyGroup):
+    """Settings of the clip being relit in this scene."""
+
+    video_path: StringProperty(name="Video", subtype="FILE_PATH", description="Source portrait video")
+    engine: EnumProperty(name="Engine", items=ENGINES, default="auto")
+    anchor: PointerProperty(name="Head anchor", type=bpy.types.Object, poll=_is_empty,
+                            description="Empty that follows the tracked head; lights and camera are read relative to it")
+    camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=_is_camera,
+                            description="Camera whose view relative to the head anchor is rendered")
+    proxy: PointerProperty(name="Head proxy", type=bpy.types.Object)
+    movie_strip: StringProperty(name="Movie strip", description="Name of the source video's sequencer strip")
+    relit_strip: StringProperty(name="Relit strip", description="Name of the relit image-sequence strip")
+    frame_start: IntProperty(name="Start frame", default=1, description="Scene frame of the clip's first frame")
+    stride: IntProperty(name="Stride", default=1, min=1, description="Analyse every n-th frame (preview quality)")
+    analysed: BoolProperty(name="Analysed", default=False)
+    analysing: BoolProperty(name="Analysing", default=False)
+    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    status: StringProperty(name="Status", default="")
+    live: BoolProperty(name="Live preview", default=False,
+                       description="Relight the current frame whenever a light, the camera or the frame changes")
+    use_source_camera: BoolProperty(name="Keep source view", default=False,
+                                    description="Ignore the scene camera and keep the filmed viewpoint")
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//relit/",
+                               description="Folder for rendered and exported frames")
+    export_format: EnumProperty(name="Format", items=EXPORT_FORMATS, default="PNG")
+
+
+CLASSES = (PortraitRelightSettings,)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.portrait_relight = PointerProperty(type=PortraitRelightSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.portrait_relight
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,147 @@
+"""Relight one frame from the scene's current lights and camera, and show it in the preview image.
+
+Why a request key: the depsgraph handler fires for every change (selection, our own image update ...); relighting
+is skipped when frame, SH and camera are unchanged, and the core re-runs only its shading step when just the SH
+changed (the camera-dependent render is cached per frame and camera in the ClipSession).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import bpy
+import numpy as np
+
+from blender_relight.errors import RelightError
+
+from . import compat, rig_maths, scene_read, session as sessions
+
+PREVIEW_IMAGE = "Portrait Relight Preview"
+
+
+@dataclass
+class FrameRequest:
+    """Everything that decides a relit frame."""
+
+    index: int
+    sh: np.ndarray
+    camera_label: np.ndarray | None
+
+    def key(self) -> tuple:
+        cam = None if self.camera_label is None else tuple(np.round(self.camera_label, 5))
+        return self.index, tuple(np.round(self.sh, 5).ravel()), cam
+
+
+def clip_index(scene: bpy.types.Scene, settings: Any, frame: int | None = None) -> int:
+    """Clip frame index shown at a scene frame."""
+    return (scene.frame_current if frame is None else frame) - settings.frame_start
+
+
+def request(scene: bpy.types.Scene, settings: Any, session: Any, depsgraph: bpy.types.Depsgraph,
+            frame: int | None = None) -> FrameRequest:
+    """The relight request at the current frame: scene SH and camera, or None for the filmed viewpoint."""
+    index = clip_index(scene, settings, frame)
+    info = session.info
+    if not 0 <= index < info.frame_count:
+        raise RelightError(f"frame {scene.frame_current} is outside the clip (scene frames {settings.frame_start}"
+                           f"-{settings.frame_start + info.frame_count - 1})")
+    sh = scene_read.scene_sh(scene, settings, depsgraph)
+    label = None
+    if not settings.use_source_camera:
+        label = scene_read.scene_camera_label(scene, settings, depsgraph)
+        source = session.source_camera(index)
+        if label is not None and source is not None and rig_maths.same_view(label, source):
+            label = None
+    return FrameRequest(index, sh, label)
+
+
+def relight(session: Any, req: FrameRequest, with_passes: bool = False) -> Any:
+    """Run the core on one request; returns its RelitFrame (with albedo/normal/depth/shading/alpha if asked)."""
+    return session.relight_frame(req.index, req.sh, req.camera_label, with_passes=with_passes)
+
+
+def show(image_rgb: np.ndarray, name: str = PREVIEW_IMAGE) -> bpy.types.Image:
+    """Copy a linear float RGB frame into a float image datablock (bottom-up rows, as Blender stores them)."""
+    h, w = image_rgb.shape[:2]
+    img = bpy.data.images.get(name)
+    if img is None:
+        img = bpy.data.images.new(name, width=w, height=h, alpha=True, float_buffer=True)
+        img.colorspace_settings.name = "Linear Rec.709" if "Linear Rec.709" in _colourspaces(img) else "Linear"
+    elif tuple(img.size) != (w, h):
+        img.scale(w, h)
+    rgba = np.ones((h, w, 4), dtype=np.float32)
+    rgba[..., :3] = image_rgb[::-1]
+    img.pixels.foreach_set(rgba.ravel())
+    img.update()
+    return img
+
+
+def _colourspaces(img: bpy.types.Image) -> set[str]:
+    prop = img.colorspace_settings.bl_rna.properties["name"]
+    return {item.identifier for item in prop.enum_items}
+
+
+class LivePreview:
+    """State of the live preview: last request key and last error, so handlers stay cheap and quiet."""
+
+    def __init__(self) -> None:
+        self.last_key: tuple | None = None
+        self.last_error: str | None = None
+        self.busy = False
+
+    def update(self, scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph) -> bool:
+        """Relight the current frame if anything that matters changed; True when the preview was redrawn."""
+        settings = scene.portrait_relight
+        if self.busy or not settings.live or not settings.analysed:
+            return False
+        self.busy = True
+        try:
+            session = sessions.get_session(settings)
+            req = request(scene, settings, session, depsgraph)
+            key = req.key()
+            if key == self.last_key:
+                return False
+            frame = relight(session, req)
+            show(frame.image)
+            self.last_key, self.last_error = key, None
+            settings.status = f"frame {req.index}: {frame.status}"
+            return True
+        except RelightError as exc:
+            if str(exc) != self.last_error:
+                self.last_error = str(exc)
+                settings.status = str(exc)
+            return False
+        finally:
+            self.busy = False
+
+
+LIVE = LivePreview()
+
+_RELEVANT = ("Object", "Light", "World", "Camera", "Scene", "NodeTree")
+
+
+@bpy.app.handlers.persistent
+def _on_depsgraph(scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph) -> None:
+    if not any(type(u.id).__name__ in _RELEVANT for u in depsgraph.updates):
+        return
+    LIVE.update(scene, depsgraph)
+
+
+@bpy.app.handlers.persistent
+def _on_frame(scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph | None = None) -> None:
+    LIVE.update(scene, depsgraph or bpy.context.evaluated_depsgraph_get())
+
+
+def register() -> None:
+    if _on_depsgraph not in bpy.app.handlers.depsgraph_update_post:
+        bpy.app.handlers.depsgraph_update_post.append(_on_depsgraph)
+    if _on_frame not in bpy.app.handlers.frame_change_post:
+        bpy.app.handlers.frame_change_post.append(_on_frame)
+
+
+def unregister() -> None:
+    for handlers, fn in ((bpy.app.handlers.depsgraph_update_post, _on_depsgraph),
+                         (bpy.app.handlers.frame_change_post, _on_frame)):
+        while fn in handlers:
+            handlers.remove(fn)
+    LIVE.last_key = None

@@ -1,0 +1,132 @@
+"""Read Blender's lights, world and camera relative to the head anchor, as plain numbers for the core.
+
+Why relative to the anchor: the SH frame is the anchor's local frame (x right, y into the face, z up;
+blender_relight/lighting/sh.py), so a light keyed in world space still lights the face correctly while the tracked
+head moves. Values come from the evaluated depsgraph, so animated lights and cameras are read at the current frame.
+The light-unit maths lives in ``blender_relight.lighting.blender_lights``; this module only gathers.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+import numpy as np
+
+from blender_relight.errors import RelightError
+from blender_relight.lighting import blender_lights
+
+from . import compat, rig_maths
+
+
+def matrix(m: Any) -> np.ndarray:
+    """A mathutils Matrix as a float64 numpy 4x4."""
+    return np.array([list(row) for row in m], dtype=np.float64)
+
+
+def anchor_matrix(settings: Any, depsgraph: bpy.types.Depsgraph | None = None) -> np.ndarray:
+    """The head anchor's rigid matrix_world at the current frame (identity when there is no anchor)."""
+    anchor = compat.read_prop(settings, "anchor", None)
+    if anchor is None:
+        return np.eye(4)
+    if depsgraph is not None:
+        anchor = anchor.evaluated_get(depsgraph)
+    return rig_maths.rigid(matrix(anchor.matrix_world))
+
+
+def light_spec(obj: bpy.types.Object, anchor: np.ndarray) -> blender_lights.LightSpec:
+    """One (evaluated) Blender light as a ``blender_lights.LightSpec`` in the anchor's frame."""
+    light = obj.data
+    position, direction, axis_x = blender_lights.relative_to_anchor(matrix(obj.matrix_world), anchor)
+    use_temperature = bool(compat.read_prop(light, "use_temperature", False))  # Blender 4.5+ only
+    kind = light.type
+    return blender_lights.LightSpec(
+        type=kind,
+        colour=tuple(float(c) for c in light.color),
+        power=float(light.energy),
+        position=position,
+        direction=direction,
+        axis_x=axis_x,
+        spot_size=float(light.spot_size) if kind == "SPOT" else 0.0,
+        spot_blend=float(light.spot_blend) if kind == "SPOT" else 0.0,
+        size=float(light.size) if kind == "AREA" else 0.0,
+        size_y=float(light.size_y) if kind == "AREA" else 0.0,
+        shape=light.shape if kind == "AREA" else "SQUARE",
+        temperature=float(compat.read_prop(light, "temperature", 6500.0)) if use_temperature else None,
+        exposure=float(compat.read_prop(light, "exposure", 0.0) or 0.0),
+        name=obj.name,
+    )
+
+
+def scene_lights(scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph, anchor: np.ndarray) -> list[Any]:
+    """Every light that renders (visible, not disabled in renders) at the current frame."""
+    specs = []
+    for obj in scene.objects:
+        if obj.type != "LIGHT" or obj.hide_render or not obj.visible_get():
+            continue
+        specs.append(light_spec(obj.evaluated_get(depsgraph), anchor))
+    return specs
+
+
+def world_colour(scene: bpy.types.Scene) -> tuple[tuple[float, float, float], str | None]:
+    """The world's uniform colour × strength, and the HDRI file path when its Background is fed by an image."""
+    world = scene.world
+    if world is None:
+        return (0.0, 0.0, 0.0), None
+    if world.use_nodes and world.node_tree is not None:
+        for node in world.node_tree.nodes:
+            if node.type != "BACKGROUND":
+                continue
+            colour_in, strength_in = node.inputs["Color"], node.inputs["Strength"]
+            strength = float(strength_in.default_value)
+            for link in colour_in.links:
+                src = link.from_node
+                if src.type == "TEX_ENVIRONMENT" and src.image is not None:
+                    return (strength, strength, strength), bpy.path.abspath(src.image.filepath)
+            c = colour_in.default_value
+            return (float(c[0]) * strength, float(c[1]) * strength, float(c[2]) * strength), None
+    c = world.color
+    return (float(c[0]), float(c[1]), float(c[2])), None
+
+
+def world_sh(scene: bpy.types.Scene, anchor: np.ndarray) -> np.ndarray | None:
+    """RGB SH (9, 3) of the world (uniform colour, or an HDRI in an Environment Texture); None for a black world."""
+    rgb, hdri = world_colour(scene)
+    if hdri:
+        try:
+            from blender_relight.lighting import environment
+        except ImportError as exc:
+            raise RelightError("HDRI worlds need blender_relight.lighting.environment, missing from this install; "
+                               "use a plain world colour") from exc
+        return environment.hdri_to_sh(hdri, strength=rgb[0], rotation=anchor[:3, :3])
+    if max(rgb) <= 0.0:
+        return None
+    return blender_lights.world_colour_sh(np.asarray(rgb))
+
+
+def scene_sh(scene: bpy.types.Scene, settings: Any, depsgraph: bpy.types.Depsgraph) -> np.ndarray:
+    """RGB SH (9, 3) of the scene's lights and world, in the head anchor's frame, at the current frame.
+
+    A scene with no light and a black world would relight the face to black: that is reported instead.
+    """
+    anchor = anchor_matrix(settings, depsgraph)
+    specs = scene_lights(scene, depsgraph, anchor)
+    world = world_sh(scene, anchor)
+    if not specs and world is None:
+        raise RelightError("the scene has no light and a black world: add a light (Add > Light) or give the "
+                           "world a colour, then relight again")
+    try:
+        return np.asarray(blender_lights.scene_sh(specs, world=world), dtype=np.float64)
+    except ValueError as exc:  # e.g. a light sitting at the head's centre
+        raise RelightError(f"cannot use the scene's lights: {exc}") from exc
+
+
+def scene_camera_label(scene: bpy.types.Scene, settings: Any, depsgraph: bpy.types.Depsgraph) -> np.ndarray | None:
+    """EG3D label of the clip's camera (or the scene camera) seen from the anchor; None when there is no camera."""
+    cam = compat.read_prop(settings, "camera", None) or scene.camera
+    if cam is None:
+        return None
+    cam = cam.evaluated_get(depsgraph)
+    data = cam.data
+    return rig_maths.scene_camera_label(matrix(cam.matrix_world), anchor_matrix(settings, depsgraph),
+                                        float(data.lens), float(data.sensor_width), float(data.shift_x),
+                                        float(data.shift_y))
