@@ -109,3 +109,23 @@ class RelightNet(nn.Module):
         if memory is not None:
             out["memory"], out["memory_valid"] = memory, memory_valid
         return out
+
+
+def randomize_weights(net: nn.Module, seed: int = 0, gain: float = 1.0) -> nn.Module:
+    """Overwrite every parameter with seeded random values (fan-in scaled), including the zero-initialised heads.
+
+    Why: the default initialisation starts several heads at zero (temporal correction, FiLM, shading residual) so an
+    untrained model is well behaved; parity tests and benchmarks need those paths to carry real numbers, or an export
+    bug in them could not show.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if p.dim() >= 2:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) * gain / fan_in ** 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return net
