@@ -1,0 +1,219 @@
+"""Command line: `blender-relight` / `python -m blender_relight`.
+
+Subcommands follow the way a frame travels: ``track`` (landmarks, crops, cameras, source lighting, cached),
+``analyse`` (track + encode for the neural engine), ``relight`` (relit image sequence for a light and camera),
+``export`` (an image sequence to a video + contact sheet), ``info`` (installation facts), ``demo`` (the embedded
+default job, offline). User errors print one line and exit with status 2; cancelling (Ctrl-C) keeps the cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from blender_relight.errors import Cancelled, RelightError
+
+
+class Progress:
+    """A one-line progress bar on stderr with frames/s and ETA (no dependency; quiet when not a terminal)."""
+
+    def __init__(self, label: str, stream=sys.stderr) -> None:
+        self.label, self.stream, self.start, self.last = label, stream, time.monotonic(), 0.0
+        self.tty = stream.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not (done == total or now - self.last > (0.2 if self.tty else 5.0)):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-6)
+        eta = (total - done) / rate if rate > 0 else 0.0
+        width = 28
+        fill = int(width * done / max(total, 1))
+        line = f"{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} {rate:5.1f} frames/s ETA {eta:4.0f}s"
+        self.stream.write(("\r" if self.tty else "") + line + ("" if self.tty and done < total else "\n"))
+        self.stream.flush()
+
+
+def _parse_floats(text: str, n: int, what: str) -> np.ndarray:
+    try:
+        values = np.array([float(v) for v in text.split(",")])
+    except ValueError:
+        raise RelightError(f"{what} must be {n} comma-separated numbers, got {text!r}") from None
+    if values.size != n:
+        raise RelightError(f"{what} must be {n} comma-separated numbers, got {values.size}")
+    return values
+
+
+def load_light(args: argparse.Namespace) -> np.ndarray:
+    """Target lighting from the CLI: an SH file (DPR .txt gray, .json/.npy RGB 9x3) or a direction + colour."""
+    from blender_relight.lighting import sh as shmath
+
+    if args.sh:
+        path = Path(args.sh)
+        if not path.is_file():
+            raise RelightError(f"{path}: light file not found; give a DPR .txt (9 numbers), .json or .npy SH file")
+        try:
+            if path.suffix == ".txt":
+                return shmath.as_rgb(shmath.load_dpr_light(str(path), args.sh_scale))
+            if path.suffix == ".npy":
+                return shmath.as_rgb(np.load(path)) * args.sh_scale
+            if path.suffix == ".json":
+                data = json.loads(path.read_text())
+                return shmath.as_rgb(np.asarray(data.get("sh", data), dtype=np.float64)) * args.sh_scale
+        except (ValueError, OSError) as exc:
+            raise RelightError(f"{path}: not a valid SH light file ({exc})") from exc
+        raise RelightError(f"{path}: unknown light file type; use .txt (DPR), .json or .npy")
+    direction = _parse_floats(args.light_dir, 3, "--light-dir")
+    colour = _parse_floats(args.light_colour, 3, "--light-colour")
+    ambient = _parse_floats(args.ambient, 3, "--ambient") if "," in args.ambient else np.full(3, float(args.ambient))
+    return shmath.directional_light_sh(direction, colour * args.light_strength) + shmath.ambient_sh(ambient)
+
+
+def _camera(args: argparse.Namespace) -> np.ndarray | None:
+    if args.yaw is None and args.pitch is None:
+        return None
+    from blender_relight import camera
+
+    return camera.make_label(camera.orbit_camera(np.radians(args.yaw or 0.0), np.radians(args.pitch or 0.0)))
+
+
+def _frames(text: str | None, count: int) -> range:
+    if not text:
+        return range(count)
+    try:
+        parts = [int(p) if p else None for p in text.split(":")]
+        return range(count)[slice(*parts)]
+    except (ValueError, TypeError):
+        raise RelightError(f"--frames must look like START:STOP[:STEP], got {text!r}") from None
+
+
+def _session(args: argparse.Namespace):
+    from blender_relight.pipeline import ClipSession
+
+    return ClipSession(args.video, cache_dir=args.cache, engine=args.engine, provider=args.provider,
+                       weights_dir=args.weights)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from blender_relight import system_info
+
+    print(system_info.collect().text())
+    return 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    session = _session(args)
+    frames = _frames(args.frames, session.info.frame_count)
+    summary = session.track(frames=frames, progress=Progress("track"))
+    print(summary.text())
+    return 0
+
+
+def cmd_analyse(args: argparse.Namespace) -> int:
+    session = _session(args)
+    frames = _frames(args.frames, session.info.frame_count)
+    summary = session.analyse(frames=frames, progress=Progress("analyse"))
+    print(summary.text())
+    return 0
+
+
+def cmd_relight(args: argparse.Namespace) -> int:
+    session = _session(args)
+    frames = _frames(args.frames, session.info.frame_count)
+    result = session.render_sequence(Path(args.out), frames=frames, light=lambda i: load_light(args),
+                                     camera=lambda i: _camera(args), passes=args.passes,
+                                     image_format=args.format, progress=Progress("relight"))
+    print(result.text())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from blender_relight.export import export_sequence
+
+    result = export_sequence(Path(args.frames_dir), Path(args.out), fps=args.fps, progress=Progress("export"))
+    print(result.text())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from blender_relight.demo import run_demo
+
+    result = run_demo(Path(args.out), frames=args.num_frames, engine=args.engine, provider=args.provider,
+                      progress_factory=Progress)
+    print(result.text())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blender-relight", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="versions, ONNX Runtime providers, model files, optional backends")
+    p.set_defaults(func=cmd_info)
+
+    def clip_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("video", help="portrait video (or a still image)")
+        p.add_argument("--cache", default=None, help="cache folder (default: ~/.cache/blender-relight)")
+        p.add_argument("--frames", default=None, help="frame range START:STOP[:STEP] (default: all)")
+        p.add_argument("--engine", default="auto", choices=("auto", "neural", "analytic"),
+                       help="neural: the trained 3D model (novel views); analytic: tracked geometry + SH ratio")
+        p.add_argument("--provider", default="auto", help="ONNX Runtime provider: auto, cuda, cpu, tensorrt")
+        p.add_argument("--weights", default=None, help="model folder (default: the shipped weights)")
+
+    p = sub.add_parser("track", help="track faces: landmarks, crops, cameras, source lighting (cached)")
+    clip_args(p)
+    p.set_defaults(func=cmd_track)
+    p = sub.add_parser("analyse", help="track and encode every frame for relighting (cached, resumable)")
+    clip_args(p)
+    p.set_defaults(func=cmd_analyse)
+
+    p = sub.add_parser("relight", help="relight a clip: image sequence (+ passes) under a light and camera")
+    clip_args(p)
+    p.add_argument("--out", required=True, help="output folder for the relit frames")
+    p.add_argument("--sh", default=None, help="light as SH: DPR .txt (gray), .json or .npy (9x3 RGB)")
+    p.add_argument("--sh-scale", type=float, default=1.0, help="scale for --sh (DPR's demo uses 0.7)")
+    p.add_argument("--light-dir", default="-1,-1,0.6",
+                   help="direction to the light, head frame: x right, y into the face, z up (default: upper left front)")
+    p.add_argument("--light-colour", default="1,1,1", help="linear RGB colour of the light")
+    p.add_argument("--light-strength", type=float, default=2.0, help="irradiance on a surface facing the light")
+    p.add_argument("--ambient", default="0.05", help="ambient radiance (one number or R,G,B)")
+    p.add_argument("--yaw", type=float, default=None, help="camera yaw in degrees (neural engine: novel view)")
+    p.add_argument("--pitch", type=float, default=None, help="camera pitch in degrees (neural engine: novel view)")
+    p.add_argument("--format", default="png", choices=("png", "exr"), help="frame format")
+    p.add_argument("--passes", action="store_true", help="also write albedo, normal, depth, shading, alpha passes")
+    p.set_defaults(func=cmd_relight)
+
+    p = sub.add_parser("export", help="turn a folder of relit frames into an MP4 and a contact sheet")
+    p.add_argument("frames_dir", help="folder of frames written by `relight`")
+    p.add_argument("--out", required=True, help="output .mp4 path")
+    p.add_argument("--fps", type=float, default=None, help="frame rate (default: from the folder's job.json)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="the embedded default: shipped portrait, moving light, orbiting camera")
+    p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
+    p.add_argument("--num-frames", type=int, default=48, help="clip length in frames")
+    p.add_argument("--engine", default="auto", choices=("auto", "neural", "analytic"))
+    p.add_argument("--provider", default="auto")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Cancelled as exc:
+        print(f"\ncancelled: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ncancelled by the user; finished frames are kept in the cache and a rerun resumes", file=sys.stderr)
+        return 130
+    except RelightError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

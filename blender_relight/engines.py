@@ -1,0 +1,166 @@
+"""Relight engines behind one interface: what turns an EG3D crop, its tracking and a target light (and camera) into
+a relit crop with an alpha and compositing passes.
+
+- ``NeuralEngine``: the project's 3D-aware model through ONNX Runtime (inference.runtime): per-frame encode (cached as
+  tri-planes), temporal correction over a window of earlier frames, render at any camera, shade under any RGB SH.
+  A light change re-runs only the shading step; a camera change re-runs render + shade.
+- ``AnalyticEngine``: no learned weights: the tracked face mesh's normals and the estimated source lighting give
+  ``image × E_target / E_source`` on the face. It cannot show new viewpoints (it says so once); it is what runs
+  when no trained weights are installed and the floor the evaluation compares the model with.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from blender_relight.errors import ModelFileError, RelightError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RelitCrop:
+    """A relit 512² crop (linear RGB), its coverage alpha and compositing passes (each (512, 512, C) float32)."""
+
+    image: np.ndarray
+    alpha: np.ndarray
+    passes: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class RelightEngine(Protocol):
+    """What the pipeline needs from an engine."""
+
+    name: str
+    supports_novel_view: bool
+
+    def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
+        """Per-frame work done once at analysis time (cached); nothing for engines that need none."""
+
+    def relight(self, index: int, crop_linear: np.ndarray, track, sh_rgb: np.ndarray,
+                camera_label: np.ndarray | None, cache) -> RelitCrop:
+        """Relight one tracked frame's crop under ``sh_rgb`` (9, 3), seen from ``camera_label`` (or the source)."""
+
+
+def _source_sh(track) -> np.ndarray:
+    if track.source_sh is None:
+        raise RelightError(f"frame {track.index}: no source lighting estimate in the cache; run `analyse` again")
+    return np.asarray(track.source_sh, dtype=np.float64)
+
+
+class AnalyticEngine:
+    """Tracked geometry + SH ratio; source view only."""
+
+    name = "analytic"
+    supports_novel_view = False
+
+    def __init__(self) -> None:
+        self._warned_view = False
+
+    def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
+        return None
+
+    def relight(self, index: int, crop_linear: np.ndarray, track, sh_rgb: np.ndarray,
+                camera_label: np.ndarray | None, cache) -> RelitCrop:
+        from blender_relight import face_geometry
+        from blender_relight.lighting import analytic
+        from blender_relight.lighting import sh as shmath
+
+        if camera_label is not None and not self._warned_view:
+            log.warning("the analytic engine renders the source view only; install trained weights "
+                        "(the neural engine) for new camera angles")
+            self._warned_view = True
+        points = track.points_crop()
+        maps = face_geometry.render_face_maps(points, crop_linear.shape[:2], fill_holes=True)
+        rot = np.asarray(track.camera_c2w(), dtype=np.float64)[:3, :3]
+        normals_sh = shmath.rotate_eg3d_to_sh(maps.normals.reshape(-1, 3) @ rot.T).reshape(maps.normals.shape)
+        alpha = track.crop_mask()
+        image = analytic.relight_ratio(crop_linear, normals_sh, alpha, _source_sh(track), sh_rgb)
+        shading = analytic.shading_image(normals_sh, sh_rgb).astype(np.float32)
+        albedo = np.where(maps.mask[..., None],
+                          crop_linear * np.pi / np.maximum(analytic.shading_image(normals_sh, _source_sh(track)), 1e-3),
+                          0.0).astype(np.float32)
+        passes = {"albedo": albedo, "shading": shading, "normal": normals_sh.astype(np.float32),
+                  "depth": maps.depth[..., None].astype(np.float32), "alpha": alpha[..., None].astype(np.float32)}
+        return RelitCrop(image.astype(np.float32), alpha.astype(np.float32), passes)
+
+
+class NeuralEngine:
+    """The trained model through ONNX Runtime, with per-frame planes cached and a G-buffer cache for light changes."""
+
+    name = "neural"
+    supports_novel_view = True
+
+    def __init__(self, weights_dir: str | Path | None = None, provider: str = "auto", temporal: bool = True) -> None:
+        from inference.runtime import RelightRuntime, find_weights
+
+        weights = Path(weights_dir) if weights_dir else find_weights()
+        if weights is None:
+            raise ModelFileError("no neural model weights found (inference/weights/default/model.json); "
+                                 "reinstall the package or pass --weights FOLDER, or use --engine analytic")
+        self.runtime = RelightRuntime(weights, provider=provider)
+        self.temporal_enabled = temporal
+        self._memory = None
+        self._last_index: int | None = None
+        self._planes: OrderedDict[int, dict] = OrderedDict()
+        self._gbuffers: OrderedDict[tuple, dict] = OrderedDict()
+        log.info("neural engine: %s", self.runtime.describe())
+
+    def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
+        if cache.get_planes(index) is None:
+            cache.put_planes(index, self.runtime.encode(crop_linear, _source_sh(track)))
+
+    def _frame_planes(self, index: int, crop_linear: np.ndarray, track, cache) -> dict:
+        """Temporally corrected planes of frame ``index`` (memory follows the video; a jump resets it)."""
+        if index in self._planes:
+            return self._planes[index]
+        planes = cache.get_planes(index)
+        if planes is None:
+            planes = self.runtime.encode(crop_linear, _source_sh(track))
+            cache.put_planes(index, planes)
+        if self.temporal_enabled:
+            if self._last_index is None or index != self._last_index + 1:
+                self._memory = None  # a jump on the timeline: start a fresh window
+            planes, self._memory = self.runtime.temporal(planes, self._memory)
+            self._last_index = index
+        self._planes[index] = planes
+        while len(self._planes) > 4:
+            self._planes.popitem(last=False)
+        return planes
+
+    def relight(self, index: int, crop_linear: np.ndarray, track, sh_rgb: np.ndarray,
+                camera_label: np.ndarray | None, cache) -> RelitCrop:
+        camera = np.asarray(track.camera if camera_label is None else camera_label, dtype=np.float32)
+        key = (index, camera.tobytes())
+        gbuffer = self._gbuffers.get(key)
+        if gbuffer is None:
+            gbuffer = self.runtime.render(self._frame_planes(index, crop_linear, track, cache), camera)
+            self._gbuffers[key] = gbuffer
+            while len(self._gbuffers) > 4:
+                self._gbuffers.popitem(last=False)
+        image, passes = self.runtime.shade(gbuffer, np.asarray(sh_rgb, dtype=np.float32))
+        alpha = np.asarray(passes["alpha"], dtype=np.float32).reshape(image.shape[:2])
+        if camera_label is None:
+            alpha = alpha * track.crop_mask()
+        return RelitCrop(image, alpha, {k: np.asarray(v, dtype=np.float32) for k, v in passes.items()})
+
+
+def make_engine(name: str = "auto", provider: str = "auto", weights_dir: str | Path | None = None) -> RelightEngine:
+    """``auto``: the neural engine when trained weights are installed, else the analytic engine (said in the log)."""
+    if name not in ("auto", "neural", "analytic"):
+        raise RelightError(f"unknown engine {name!r}; use auto, neural or analytic")
+    if name == "analytic":
+        return AnalyticEngine()
+    if name == "neural":
+        return NeuralEngine(weights_dir, provider)
+    from inference.runtime import find_weights, weights_are_trained
+
+    weights = Path(weights_dir) if weights_dir else find_weights()
+    if weights is not None and weights_are_trained(weights):
+        return NeuralEngine(weights, provider)
+    log.info("engine auto: no trained neural weights found; using the analytic engine (source view only)")
+    return AnalyticEngine()

@@ -1,0 +1,284 @@
+"""The way a frame travels, for one clip: decode -> track -> crop -> (encode) -> relight -> uncrop -> write.
+
+``ClipSession`` is what the CLI, the Blender operators and the evaluation call. It streams frames (never a whole video
+in memory), caches everything per clip (tracking, encoded planes) so a second run or a scrub never redoes work,
+reports progress, can be cancelled between frames (what is finished stays cached), and passes frames without a
+tracked face through untouched, saying so.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from blender_relight import colour
+from blender_relight.engines import RelightEngine, make_engine
+from blender_relight.errors import Cancelled, RelightError
+from blender_relight.io_utils import ensure_writable_dir
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+PASS_NAMES = ("albedo", "normal", "depth", "shading", "alpha")
+
+
+def default_cache_root() -> Path:
+    """Per-user cache root (overridable with BLENDER_RELIGHT_CACHE); never inside the installed package."""
+    env = os.environ.get("BLENDER_RELIGHT_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "blender-relight"
+
+
+@dataclass
+class ClipInfo:
+    """The source clip's facts."""
+
+    path: Path
+    frame_count: int
+    fps: float
+    width: int
+    height: int
+
+
+@dataclass
+class RelitFrame:
+    """A relit full frame (linear RGB float32), its passes at full-frame size, and the frame's tracking status."""
+
+    image: np.ndarray
+    passes: dict[str, np.ndarray]
+    status: str
+
+
+@dataclass
+class JobSummary:
+    """What a long job did, as lines for a person."""
+
+    title: str
+    counts: dict[str, int] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        counts = ", ".join(f"{v} {k}" for k, v in self.counts.items())
+        return "\n".join([f"{self.title}: {counts}" if counts else self.title, *self.lines])
+
+
+class ClipSession:
+    """One portrait clip with its cache and a relight engine."""
+
+    def __init__(self, video_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                 engine: str | RelightEngine = "auto", provider: str = "auto",
+                 weights_dir: str | os.PathLike | None = None, smoothing: float | None = None) -> None:
+        from blender_relight.cache import ClipCache
+        from blender_relight.video import VideoReader
+
+        path = Path(video_path)
+        if not path.exists():
+            raise RelightError(f"{path}: file not found; check the path (was the video moved or deleted?)")
+        with VideoReader(path) as reader:
+            self.info = ClipInfo(path, reader.frame_count, reader.fps, reader.width, reader.height)
+        self.cache = ClipCache.for_video(path, Path(cache_dir) if cache_dir else default_cache_root())
+        self.engine: RelightEngine = make_engine(engine, provider, weights_dir) if isinstance(engine, str) else engine
+        self.smoothing = smoothing
+        self._reader = None
+        self._frame_cache: tuple[int, np.ndarray] | None = None
+
+    # -- frames ------------------------------------------------------------------------------------------------
+    def _frame(self, index: int) -> np.ndarray:
+        """Decoded RGB uint8 frame ``index`` (the last one is kept: a light change does not decode again)."""
+        from blender_relight.video import VideoReader
+
+        if self._frame_cache is not None and self._frame_cache[0] == index:
+            return self._frame_cache[1]
+        if not 0 <= index < self.info.frame_count:
+            raise RelightError(f"{self.info.path}: frame {index} is out of range (0..{self.info.frame_count - 1})")
+        if self._reader is None:
+            self._reader = VideoReader(self.info.path)
+        frame = self._reader.read(index)
+        self._frame_cache = (index, frame)
+        return frame
+
+    def close(self) -> None:
+        """Release the video handle (the cache stays on disk)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    # -- analysis ----------------------------------------------------------------------------------------------
+    def track(self, frames: Iterable[int] | None = None, progress: ProgressFn | None = None,
+              cancel: CancelFn | None = None) -> JobSummary:
+        """Track faces on ``frames`` (default: all), resuming from the cache."""
+        from blender_relight.tracking.tracker import track_video
+
+        tracks = track_video(self.info.path, cache=self.cache, frames=frames, progress=progress, cancel=cancel,
+                             smoothing=self.smoothing)
+        return self._status_summary(f"tracked {self.info.path.name}", tracks)
+
+    def analyse(self, frames: Iterable[int] | None = None, progress: ProgressFn | None = None,
+                cancel: CancelFn | None = None) -> JobSummary:
+        """Track, then let the engine prepare every tracked frame (the neural engine encodes and caches planes)."""
+        frames = list(range(self.info.frame_count) if frames is None else frames)
+        total = 2 * len(frames)
+        self.track(frames, progress=(lambda d, t: progress(d, total)) if progress else None, cancel=cancel)
+        summary_tracks = []
+        for n, index in enumerate(frames):
+            if cancel is not None and cancel():
+                raise Cancelled(f"analysis of {self.info.path.name} stopped at frame {index}; "
+                                "finished frames are cached and a rerun resumes")
+            track = self.cache.get_track(index)
+            summary_tracks.append(track)
+            if track is not None and track.tracked:
+                crop = self.crop_linear(index, track)
+                self.engine.prepare(index, crop, track, self.cache)
+            if progress:
+                progress(len(frames) + n + 1, total)
+        return self._status_summary(f"analysed {self.info.path.name} with the {self.engine.name} engine",
+                                    summary_tracks)
+
+    def _status_summary(self, title: str, tracks) -> JobSummary:
+        counts: dict[str, int] = {}
+        missing = []
+        for t in tracks:
+            status = "not analysed" if t is None else t.status
+            counts[status] = counts.get(status, 0) + 1
+            if t is not None and not t.tracked:
+                missing.append(t.index)
+        summary = JobSummary(title, counts)
+        if missing:
+            shown = ", ".join(map(str, missing[:12])) + (" ..." if len(missing) > 12 else "")
+            summary.lines.append(f"frames passed through untouched (no usable face): {shown}")
+        summary.lines.append(f"cache: {self.cache.root}")
+        return summary
+
+    def frame_track(self, index: int):
+        """The cached tracking of frame ``index`` (tracking it now if the cache lacks it)."""
+        track = self.cache.get_track(index)
+        if track is None:
+            self.track([index])
+            track = self.cache.get_track(index)
+        return track
+
+    def frame_status(self, index: int) -> str:
+        track = self.cache.get_track(index)
+        return "not analysed" if track is None else track.status
+
+    def source_camera(self, index: int) -> np.ndarray | None:
+        """The frame's EG3D camera label (head fixed at the origin, camera moving), or None without a face."""
+        track = self.frame_track(index)
+        return None if track is None or not track.tracked else np.asarray(track.camera, dtype=np.float64)
+
+    def head_pose(self, index: int) -> np.ndarray | None:
+        """The head's pose relative to the source camera as a 4x4 (EG3D world -> camera, OpenCV axes), or None.
+
+        Equivalent view of the same fact as :meth:`source_camera`: the inverse of cam2world. Blender places its
+        head anchor with it relative to the scene camera.
+        """
+        label = self.source_camera(index)
+        if label is None:
+            return None
+        from blender_relight import camera
+
+        return np.linalg.inv(camera.split_label(label)[0])
+
+    def crop_linear(self, index: int, track=None) -> np.ndarray:
+        """The frame's EG3D 512² crop in linear RGB."""
+        track = self.frame_track(index) if track is None else track
+        return colour.uint8_srgb_to_linear(track.transform.warp(self._frame(index)))
+
+    # -- relighting --------------------------------------------------------------------------------------------
+    def relight_frame(self, index: int, sh_rgb: np.ndarray, camera_label: np.ndarray | None = None,
+                      with_passes: bool = False) -> RelitFrame:
+        """Relight frame ``index`` under RGB SH (9, 3) (gray (9,) accepted), seen from ``camera_label`` or the source.
+
+        A frame with no tracked face comes back unchanged with its status, never an exception.
+        """
+        from blender_relight.lighting import sh as shmath
+
+        sh_rgb = shmath.as_rgb(sh_rgb)
+        frame_linear = colour.uint8_srgb_to_linear(self._frame(index))
+        track = self.frame_track(index)
+        if track is None or not track.tracked:
+            status = "not analysed" if track is None else track.status
+            return RelitFrame(frame_linear, self._empty_passes(frame_linear) if with_passes else {}, status)
+        crop = colour.uint8_srgb_to_linear(track.transform.warp(self._frame(index)))
+        relit = self.engine.relight(index, crop, track, sh_rgb, camera_label, self.cache)
+        image = track.transform.unwarp(relit.image, frame_linear, relit.alpha)
+        passes = {}
+        if with_passes:
+            zeros = np.zeros_like(frame_linear[..., :1])
+            for name in PASS_NAMES:
+                crop_pass = relit.passes.get(name)
+                if crop_pass is None:
+                    continue
+                base = np.zeros(frame_linear.shape[:2] + (crop_pass.shape[2],), np.float32) if crop_pass.ndim == 3 \
+                    else zeros
+                passes[name] = track.transform.unwarp(crop_pass, base, relit.alpha)
+        return RelitFrame(image.astype(np.float32), passes, track.status)
+
+    @staticmethod
+    def _empty_passes(frame: np.ndarray) -> dict[str, np.ndarray]:
+        h, w = frame.shape[:2]
+        return {"albedo": np.zeros((h, w, 3), np.float32), "normal": np.zeros((h, w, 3), np.float32),
+                "depth": np.zeros((h, w, 1), np.float32), "shading": np.zeros((h, w, 3), np.float32),
+                "alpha": np.zeros((h, w, 1), np.float32)}
+
+    def render_sequence(self, out_dir: Path, frames: Iterable[int] | None = None,
+                        light: Callable[[int], np.ndarray] | None = None,
+                        camera: Callable[[int], np.ndarray | None] | None = None, passes: bool = False,
+                        image_format: str = "png", progress: ProgressFn | None = None,
+                        cancel: CancelFn | None = None) -> JobSummary:
+        """Relight ``frames`` into ``out_dir`` as ``frame_000000.png`` (+ passes), resuming a finished job's frames.
+
+        A job file (``job.json``) records what was asked; frames already written for the same request are kept, a
+        different request rewrites them. Each frame is written atomically, so a cancel never leaves a partial file.
+        """
+        from blender_relight.video import write_image
+
+        if light is None:
+            raise RelightError("render_sequence needs a light (a function frame -> RGB SH)")
+        frames = list(range(self.info.frame_count) if frames is None else frames)
+        out_dir = ensure_writable_dir(out_dir)
+        lights = {i: np.asarray(light(i), dtype=np.float64) for i in frames}
+        cameras = {i: (None if camera is None else camera(i)) for i in frames}
+        request = hashlib.sha1()
+        for i in frames:
+            request.update(np.float64(i).tobytes() + lights[i].tobytes())
+            request.update(b"-" if cameras[i] is None else np.asarray(cameras[i], np.float64).tobytes())
+        request.update(f"{self.engine.name}|{passes}|{image_format}|{self.cache.key}".encode())
+        job_path = out_dir / "job.json"
+        job = {"source": str(self.info.path), "fps": self.info.fps, "engine": self.engine.name,
+               "request": request.hexdigest(), "frames": frames, "format": image_format, "passes": passes}
+        previous = json.loads(job_path.read_text()) if job_path.is_file() else {}
+        resume = previous.get("request") == job["request"]
+        from blender_relight.io_utils import write_bytes_atomic
+
+        write_bytes_atomic(job_path, json.dumps(job, indent=1).encode())
+        suffix = ".exr" if image_format == "exr" else ".png"
+        summary = JobSummary(f"relit {self.info.path.name} with the {self.engine.name} engine")
+        written = skipped = 0
+        for n, index in enumerate(frames):
+            if cancel is not None and cancel():
+                raise Cancelled(f"relighting stopped at frame {index}; {written + skipped} frames are in {out_dir} "
+                                "and a rerun of the same command resumes")
+            target = out_dir / f"frame_{index:06d}{suffix}"
+            if resume and target.is_file():
+                skipped += 1
+            else:
+                result = self.relight_frame(index, lights[index], cameras[index], with_passes=passes)
+                write_image(target, result.image)
+                for name, image in result.passes.items():
+                    write_image(out_dir / name / f"{name}_{index:06d}.exr", image)
+                summary.counts[result.status] = summary.counts.get(result.status, 0) + 1
+                written += 1
+            if progress:
+                progress(n + 1, len(frames))
+        summary.lines.append(f"{written} frames written, {skipped} already there (resumed) in {out_dir}")
+        return summary

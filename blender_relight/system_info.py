@@ -1,0 +1,88 @@
+"""What `blender-relight info` reports: versions, ONNX Runtime providers, model files, optional backends.
+
+Why a module of its own: the Blender preferences panel shows the same facts, and both must answer fast (no model
+loading, no heavy imports: package metadata and ``importlib.util.find_spec`` only, except ONNX Runtime whose provider
+list needs its import).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import platform
+import sys
+from dataclasses import dataclass, field
+
+from blender_relight import __version__
+
+PACKAGES = ("numpy", "opencv-python", "opencv-contrib-python", "mediapipe", "onnxruntime", "onnxruntime-gpu",
+            "torch", "onnx", "safetensors", "bpy", "dlib-bin", "face-alignment", "lpips")
+
+
+@dataclass
+class SystemReport:
+    """Facts about this installation, as lines a person can read."""
+
+    sections: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, section: str, line: str) -> None:
+        self.sections.setdefault(section, []).append(line)
+
+    def text(self) -> str:
+        out = []
+        for name, lines in self.sections.items():
+            out.append(f"{name}:")
+            out.extend(f"  {line}" for line in lines)
+        return "\n".join(out)
+
+
+def package_version(name: str) -> str | None:
+    """Installed distribution version, or None (reads metadata only: no import)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def describe_weights(weights_dir) -> str:
+    """One line about a weights folder, from its model.json (no session is created)."""
+    import json
+    from pathlib import Path
+
+    meta_path = Path(weights_dir) / "model.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"{weights_dir}: unreadable model.json ({exc})"
+    trained = "UNTRAINED (random weights)" if meta.get("untrained") else "trained"
+    files = sorted(p.name for p in Path(weights_dir).glob("*.onnx"))
+    return f"{weights_dir}: preset {meta.get('preset', '?')}, {trained}, graphs {', '.join(files) or 'none'}"
+
+
+def collect() -> SystemReport:
+    """Gather the report (fast: well under a second besides the ONNX Runtime import)."""
+    from inference import runtime  # onnxruntime only; no torch
+
+    report = SystemReport()
+    report.add("blender-relight", f"version {__version__}, Python {platform.python_version()} ({sys.executable})")
+    for name in PACKAGES:
+        version = package_version(name)
+        if version is not None:
+            report.add("packages", f"{name} {version}")
+    for line in runtime.providers_report():
+        report.add("ONNX Runtime", line)
+    weights = runtime.find_weights()
+    if weights is None:
+        report.add("model", "no shipped neural weights found (inference/weights/default/model.json): "
+                            "the analytic engine is used")
+    else:
+        report.add("model", describe_weights(weights))
+    from blender_relight.tracking.landmarks import available_backends
+
+    for name, (ok, reason) in available_backends().items():
+        report.add("landmark backends", f"{name}: {'available' if ok else 'not available'} ({reason})")
+    for name, module, why in (("torch", "torch", "training, ONNX export, DPR peer"),
+                              ("dlib", "dlib", "identity metric (evaluation extra)"),
+                              ("lpips", "lpips", "perceptual loss (needs its ImageNet weights offline)")):
+        found = importlib.util.find_spec(module) is not None
+        report.add("optional", f"{name}: {'installed' if found else 'not installed'} — {why}")
+    return report
