@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from blender_relight import face_geometry
+from blender_relight.errors import RelightError
 from blender_relight.lighting import sh as shlib
 
 #: Mean linear-RGB albedo assumed for the visible face (typical skin; see the module docstring for why it exists).
@@ -44,7 +45,14 @@ RIDGE_BANDS = (0.0, 1e-6, 4e-6)
 #: At most this many pixels enter the fit (uniform subsampling; more adds time, not accuracy).
 MAX_SAMPLES = 20000
 
+#: Fewer usable pixels than this and there is nothing to estimate from.
+MIN_PIXELS = 200
+
 _BAND_OF = np.array([0, 1, 1, 1, 2, 2, 2, 2, 2])
+
+
+class TooFewPixelsError(RelightError):
+    """The face shows too few usable pixels (tiny, hidden, saturated or black) to estimate its lighting."""
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
 
 
@@ -57,7 +65,8 @@ def estimate_sh(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarr
     """RGB radiance SH ``(9, 3)`` of the light on a face, from linear pixels, unit normals in the SH frame and a
     mask of usable face pixels (bool or weights in [0, 1]).
 
-    Returns zeros when fewer than 50 pixels are usable (nothing to estimate from).
+    Raises :class:`TooFewPixelsError` when fewer than :data:`MIN_PIXELS` pixels are usable (the caller marks the
+    frame and keeps a neighbour's estimate).
     """
     img = np.asarray(image_linear, dtype=np.float64)
     nrm = np.asarray(normals_sh, dtype=np.float64)
@@ -70,12 +79,12 @@ def estimate_sh(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarr
     norm = np.linalg.norm(n, axis=1)
     usable = (weight0 > 0.5) & (norm > 0.5) & np.all(np.isfinite(pix), axis=1) & (pix.max(axis=1) < SATURATION)
     idx = np.flatnonzero(usable)
-    if idx.size < 50:
-        return np.zeros((9, 3))
-    luma = pix[idx] @ _LUMA
-    idx = idx[luma > DARK_FRACTION * np.median(luma)]
-    if idx.size < 50:
-        return np.zeros((9, 3))
+    if idx.size >= MIN_PIXELS:
+        luma = pix[idx] @ _LUMA
+        idx = idx[luma > DARK_FRACTION * np.median(luma)]
+    if idx.size < MIN_PIXELS:
+        raise TooFewPixelsError(f"only {idx.size} usable face pixels (need {MIN_PIXELS}) to estimate the lighting: "
+                                "the face is too small, hidden, over-exposed or black in this frame")
     if idx.size > MAX_SAMPLES:
         idx = idx[np.linspace(0, idx.size - 1, MAX_SAMPLES).astype(np.int64)]
 

@@ -1,0 +1,148 @@
+"""SH estimation from pixels against normals: recovery of a known RGB SH, robustness, DPR gray converters."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from blender_relight import camera, face_geometry as fg
+from blender_relight.lighting import estimate as est
+from blender_relight.lighting import sh
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Lights to recover: a tinted frontal key with fill, a side light, a top light (all radiance SH, irradiance units).
+LIGHTS = {
+    "front_warm": sh.ambient_sh([0.5, 0.45, 0.4]) + sh.directional_light_sh([0.3, -1.0, 0.4], [2.0, 1.7, 1.3]),
+    "side_cool": sh.ambient_sh([0.3, 0.35, 0.45]) + sh.directional_light_sh([1.0, -0.4, 0.1], [2.5, 2.6, 3.0]),
+    "top": sh.ambient_sh([0.4, 0.4, 0.4]) + sh.directional_light_sh([-0.2, -0.5, 1.0], [2.0, 2.0, 1.8]),
+}
+
+
+def _render(normals_sh: np.ndarray, mask: np.ndarray, light: np.ndarray, seed: int = 0,
+            outliers: float = 0.0) -> np.ndarray:
+    """Lambertian image (albedo·E/π) with a smooth blotchy albedo of the reference mean, noise and outliers."""
+    rng = np.random.default_rng(seed)
+    h, w = mask.shape
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    blotch = (np.cos(2 * np.pi * 12 * xx) * np.cos(2 * np.pi * 12 * yy))[..., None] * np.array([1.0, 0.8, 0.6])
+    albedo = est.REFERENCE_SKIN_ALBEDO * (1.0 + 0.04 * blotch)
+    albedo = albedo / albedo[mask].mean(0) * est.REFERENCE_SKIN_ALBEDO
+    irr = np.maximum(sh.irradiance(normals_sh, light), 0.0)
+    img = albedo * irr / np.pi + rng.normal(0.0, 0.003, (h, w, 3))
+    if outliers:
+        bad = mask & (rng.random((h, w)) < outliers)
+        spec = bad & (rng.random((h, w)) < 0.5)
+        img[spec] = np.minimum(img[spec] + 0.35, 0.9)  # specular highlights (bright, not clipped)
+        img[bad & ~spec] *= 0.15  # hair, beard, eyebrows (dark)
+    return (img * mask[..., None]).astype(np.float32)
+
+
+def _err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def sphere_maps() -> tuple[np.ndarray, np.ndarray]:
+    """Front half of a sphere (what a camera sees of any head): analytic normals in OpenCV axes -> SH frame."""
+    from tests.test_face_geometry import uv_sphere
+
+    v, t = uv_sphere(np.array([128.0, 128.0, 300.0]), 110.0)
+    maps = fg.rasterize(v, t, 256)
+    c2w = camera.orbit_camera(0.0, 0.0, target=np.zeros(3))
+    n_sh = sh.rotate_eg3d_to_sh(maps.normals.reshape(-1, 3) @ c2w[:3, :3].T).reshape(maps.normals.shape)
+    return n_sh, maps.mask
+
+
+@pytest.fixture(scope="module")
+def face_crop_points() -> np.ndarray:
+    """Landmarks of a real frame, moved into its EG3D crop by the tracking front end."""
+    video = DATA / "videos" / "lp_d10.mp4"
+    if not video.exists():
+        pytest.skip(f"{video} not found: the real-face checks need ../shared/data")
+    from blender_relight.tracking import align
+    from blender_relight.tracking.landmarks import MediapipeBackend
+
+    cap = cv2.VideoCapture(str(video))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 20)
+    ok, frame = cap.read()
+    cap.release()
+    assert ok, f"cannot decode {video}"
+    with MediapipeBackend(max_num_faces=1, static_image_mode=True, small_faces=False) as backend:
+        faces = backend.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    assert faces, f"no face found in {video}"
+    crop = align.CropTransform.from_landmarks(faces[0].points)
+    return np.asarray(crop.to_crop(faces[0].points), dtype=np.float64)
+
+
+@pytest.mark.parametrize("name", sorted(LIGHTS))
+def test_recovers_known_sh_on_sphere(sphere_maps, name: str) -> None:
+    n_sh, mask = sphere_maps
+    light = LIGHTS[name]
+    assert _err(est.estimate_sh(_render(n_sh, mask, light), n_sh, mask), light) < 0.05
+    noisy = _render(n_sh, mask, light, seed=1, outliers=0.10)
+    assert _err(est.estimate_sh(noisy, n_sh, mask), light) < 0.05
+
+
+def test_plain_least_squares_would_fail_with_outliers(sphere_maps) -> None:
+    # the robust weights matter: one unweighted pass (iterations=1) is far off on the same image
+    n_sh, mask = sphere_maps
+    light = LIGHTS["side_cool"]
+    noisy = _render(n_sh, mask, light, seed=2, outliers=0.10)
+    assert _err(est.estimate_sh(noisy, n_sh, mask, iterations=1), light) > 2 * _err(est.estimate_sh(noisy, n_sh, mask),
+                                                                                   light)
+
+
+@pytest.mark.parametrize("yaw_deg", [0.0, 25.0])
+def test_estimate_frame_sh_on_rendered_real_face(face_crop_points: np.ndarray, yaw_deg: float) -> None:
+    """Render the tracked face mesh under a known SH (normals rotated by a camera), then estimate it back."""
+    c2w = camera.orbit_camera(np.radians(yaw_deg), np.radians(5.0))
+    maps = fg.render_face_maps(face_crop_points, 512)
+    n_sh = sh.rotate_eg3d_to_sh(maps.normals.reshape(-1, 3) @ c2w[:3, :3].T).reshape(maps.normals.shape)
+    for k, light in enumerate(LIGHTS.values()):
+        image = _render(n_sh, maps.mask, light, seed=k, outliers=0.10)
+        got = est.estimate_frame_sh(image, face_crop_points, c2w)
+        assert got.shape == (9, 3)
+        assert _err(got, light) < 0.05, f"light {k}: error {_err(got, light):.3f}"
+
+
+def test_albedo_scale_convention_is_the_reference_skin(sphere_maps) -> None:
+    # A white surface (albedo 1) under the same light reads as brighter light by 1/reference albedo, per channel.
+    n_sh, mask = sphere_maps
+    light = LIGHTS["front_warm"]
+    white = (np.maximum(sh.irradiance(n_sh, light), 0) / np.pi * mask[..., None]).astype(np.float32) * 0.8
+    got = est.estimate_sh(white, n_sh, mask)
+    assert np.allclose(got[0], light[0] * 0.8 / est.REFERENCE_SKIN_ALBEDO, rtol=0.03)
+
+
+def test_too_few_usable_pixels_is_a_clear_error() -> None:
+    img = np.full((32, 32, 3), 0.3, np.float32)
+    normals = np.zeros((32, 32, 3))
+    normals[..., 1] = -1.0
+    mask = np.ones((32, 32), bool)
+    with pytest.raises(est.TooFewPixelsError, match="usable face pixels"):
+        est.estimate_sh(img, normals, mask & (np.arange(32) < 5)[:, None])  # 160 pixels
+    with pytest.raises(est.TooFewPixelsError):
+        est.estimate_sh(np.full_like(img, 0.99), normals, mask)  # all saturated
+    assert est.estimate_sh(img, normals, mask).shape == (9, 3)
+
+
+def test_shape_mismatch_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        est.estimate_sh(np.zeros((8, 8, 3)), np.zeros((8, 9, 3)), np.ones((8, 8), bool))
+
+
+def test_dpr_gray_round_trip_and_scale() -> None:
+    g = sh.load_dpr_light(str(DATA / "dpr" / "example_light" / "rotate_light_00.txt"), 0.7) \
+        if (DATA / "dpr").exists() else np.array([0.8, -0.3, 0.1, 0.4, -0.2, 0.05, -0.15, -0.05, 0.2])
+    rgb = est.dpr_gray_to_rgb_sh(g)
+    assert rgb.shape == (9, 3) and np.allclose(est.rgb_sh_to_dpr_gray(rgb), g)
+    # DPR's shading (albedo multiplier) equals our irradiance / π: a white Lambertian pixel under that light
+    n = np.array([0.2, -0.9, 0.3]) / np.linalg.norm([0.2, -0.9, 0.3])
+    assert np.allclose(sh.irradiance(n, rgb) / np.pi, sh.irradiance(n, g))
+    warm = est.dpr_gray_to_rgb_sh(g) * np.array([1.0, 0.8, 0.6])
+    assert np.allclose(est.rgb_sh_to_dpr_gray(warm), g * (0.2126 + 0.7152 * 0.8 + 0.0722 * 0.6))
+    with pytest.raises(ValueError):
+        est.dpr_gray_to_rgb_sh(np.zeros((9, 3)))
