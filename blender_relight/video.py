@@ -127,8 +127,8 @@ class VideoReader:
         self.close()
 
     def close(self) -> None:
-        """Release the decoder (safe to call twice)."""
-        if self._cap is not None:
+        """Release the decoder (safe to call twice, or on a half-constructed reader)."""
+        if getattr(self, "_cap", None) is not None:
             self._cap.release()
             self._cap = None
 
@@ -265,7 +265,7 @@ class VideoWriter:
 
     def abort(self, exc: BaseException | None = None) -> None:
         """Stop writing and delete the partial file."""
-        if self._writer is not None:
+        if getattr(self, "_writer", None) is not None:
             self._writer.release()
             self._writer = None
             err = exc if exc is not None else RuntimeError("aborted")

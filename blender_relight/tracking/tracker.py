@@ -1,0 +1,302 @@
+"""Stream a clip into per-frame ``FrameTrack`` records: landmarks, EG3D crop, camera label, source lighting, status.
+
+Why one streaming pass: decoding dominates on long clips, and the landmark backend and the smoothing filters both
+want frames in order. Frames already in the cache are skipped (a rerun resumes where a cancel stopped); each run of
+missing frames starts with fresh filter state.
+
+Status per frame: ``tracked``; ``several_faces`` (the same person is followed: the one nearest the previous track,
+the largest face on the first frame); ``low_confidence`` (tiny face, weak detection or landmarks a rigid face does
+not explain); ``no_face`` (nothing to relight: the frame is passed through untouched later). A frame never raises.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from blender_relight import camera, colour
+from blender_relight.errors import Cancelled
+from blender_relight.tracking import align, pose
+from blender_relight.tracking import landmarks as lmk
+from blender_relight.tracking import smoothing as sm
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("tracked", "no_face", "several_faces", "low_confidence")
+_STATUS_INDEX = {s: i for i, s in enumerate(STATUSES)}
+
+#: A face whose rigid points reproject worse than this (crop px, RMS) is not explained by a rigid head.
+MAX_REPROJ_PX = 9.0
+#: Faces smaller than this (landmark box, frame px) give crops upsampled beyond what the model can use.
+MIN_FACE_PX = 48.0
+MIN_SCORE = 0.5
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+
+
+@dataclass
+class FrameTrack:
+    """Tracking of one frame. ``points`` are smoothed landmarks in frame px; ``crop_matrix`` maps frame -> crop."""
+
+    index: int
+    status: str
+    points: np.ndarray | None = None  # (478, 3) float32
+    crop_matrix: np.ndarray | None = None  # (2, 3) float64
+    camera: np.ndarray | None = None  # (25,) float32 EG3D label
+    source_sh: np.ndarray | None = None  # (9, 3) radiance SH (DPR convention) or None
+    score: float = 0.0
+    reproj_px: float = float("nan")
+    crop_size: int = align.CROP_SIZE
+    _mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def tracked(self) -> bool:
+        """True when the frame has a face to relight (any status but no_face)."""
+        return self.status != "no_face" and self.points is not None
+
+    @property
+    def transform(self) -> align.CropTransform:
+        return align.CropTransform(np.asarray(self.crop_matrix, dtype=np.float64), self.crop_size)
+
+    def points_crop(self) -> np.ndarray:
+        """Landmarks in crop px (z scaled like x and y)."""
+        return self.transform.to_crop(self.points)
+
+    def camera_c2w(self) -> np.ndarray:
+        return camera.split_label(self.camera)[0]
+
+    def crop_mask(self) -> np.ndarray:
+        """Feathered head/face mask in crop space (computed once per track)."""
+        if self._mask is None:
+            self._mask = align.face_mask(self.points_crop(), self.crop_size)
+        return self._mask
+
+    # -- array form for the cache ----------------------------------------------------------------------------------
+    @staticmethod
+    def stack_arrays(tracks: list["FrameTrack"]) -> dict[str, np.ndarray]:
+        n = len(tracks)
+        npts = next((len(t.points) for t in tracks if t.points is not None), lmk.MP_NUM_POINTS)
+        out = {"index": np.array([t.index for t in tracks], dtype=np.int64),
+               "status": np.array([_STATUS_INDEX[t.status] for t in tracks], dtype=np.int8),
+               "points": np.full((n, npts, 3), np.nan, dtype=np.float32),
+               "crop_matrix": np.full((n, 2, 3), np.nan, dtype=np.float64),
+               "camera": np.full((n, 25), np.nan, dtype=np.float32),
+               "source_sh": np.full((n, 9, 3), np.nan, dtype=np.float32),
+               "score": np.array([t.score for t in tracks], dtype=np.float32),
+               "reproj_px": np.array([t.reproj_px for t in tracks], dtype=np.float32),
+               "crop_size": np.array([t.crop_size for t in tracks], dtype=np.int32)}
+        for i, t in enumerate(tracks):
+            for name in ("points", "crop_matrix", "camera", "source_sh"):
+                value = getattr(t, name)
+                if value is not None:
+                    out[name][i] = value
+        return out
+
+    @staticmethod
+    def check_arrays(arrays: dict[str, np.ndarray]) -> None:
+        """Raise ValueError unless ``arrays`` is a well-formed chunk (shapes agree, statuses known)."""
+        n = len(arrays["index"])
+        shapes = {"status": (n,), "crop_matrix": (n, 2, 3), "camera": (n, 25), "source_sh": (n, 9, 3),
+                  "score": (n,), "reproj_px": (n,), "crop_size": (n,)}
+        for name, shape in shapes.items():
+            if arrays[name].shape != shape:
+                raise ValueError(f"{name} has shape {arrays[name].shape}, expected {shape}")
+        if arrays["points"].ndim != 3 or arrays["points"].shape[0] != n or arrays["points"].shape[2] != 3:
+            raise ValueError(f"points has shape {arrays['points'].shape}")
+        if n and (arrays["status"].min() < 0 or arrays["status"].max() >= len(STATUSES)):
+            raise ValueError("unknown status code")
+
+    @staticmethod
+    def from_arrays(arrays: dict[str, np.ndarray], row: int) -> "FrameTrack":
+        status = STATUSES[int(arrays["status"][row])]
+
+        def opt(name: str, dtype: type) -> np.ndarray | None:
+            value = arrays[name][row]
+            return None if np.isnan(value).any() else np.array(value, dtype=dtype)
+
+        return FrameTrack(int(arrays["index"][row]), status, opt("points", np.float32),
+                          opt("crop_matrix", np.float64), opt("camera", np.float32), opt("source_sh", np.float64),
+                          float(arrays["score"][row]), float(arrays["reproj_px"][row]), int(arrays["crop_size"][row]))
+
+
+def _lighting_estimator() -> Callable | None:
+    """``blender_relight.lighting.estimate.estimate_frame_sh`` if it exists (written by the lighting work)."""
+    try:
+        from blender_relight.lighting.estimate import estimate_frame_sh  # noqa: PLC0415
+    except ImportError as exc:
+        log.info("source lighting not estimated: blender_relight.lighting.estimate unavailable (%s)", exc)
+        return None
+    return estimate_frame_sh
+
+
+class FaceTracker:
+    """Frame-by-frame tracker with smoothing and same-person following. Feed frames in order; ``reset`` on a jump."""
+
+    def __init__(self, backend: lmk.LandmarkBackend | None = None, fps: float = 30.0,
+                 smoothing: float | None = None, estimate_sh: bool = True) -> None:
+        self.backend = backend or lmk.MediapipeBackend()
+        self._own_backend = backend is None
+        self.strength = sm.DEFAULT_STRENGTH if smoothing is None else float(smoothing)
+        self.fps = fps
+        self._points_filter = sm.OneEuroFilter(sm.LANDMARK_PX, fps, self.strength)
+        self._pose_filter = sm.OneEuroFilter(sm.POSE_RAD, fps, self.strength)
+        self._template = pose.load_template()
+        self._estimate = _lighting_estimator() if estimate_sh else None
+        self._sh_failed = False
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the previous frames (a seek, a cut, a lost face)."""
+        self.backend.reset()
+        self._forget()
+
+    def _forget(self) -> None:
+        self._points_filter.reset()
+        self._pose_filter.reset()
+        self._prev_face: lmk.FaceLandmarks | None = None
+        self._prev_pnp: tuple[np.ndarray, np.ndarray] | None = None
+
+    def close(self) -> None:
+        if self._own_backend:
+            self.backend.close()
+
+    def _choose(self, faces: list[lmk.FaceLandmarks]) -> lmk.FaceLandmarks:
+        prev = self._prev_face
+        if prev is None:
+            return max(faces, key=lambda f: f.size)
+        return min(faces, key=lambda f: float(np.linalg.norm(f.centre - prev.centre)) / max(prev.size, 1.0)
+                   + abs(np.log(max(f.size, 1.0) / max(prev.size, 1.0))))
+
+    def track(self, index: int, frame_rgb: np.ndarray) -> FrameTrack:
+        """Track one RGB uint8 frame; never raises for a frame without (usable) face."""
+        faces = self.backend.detect(frame_rgb)
+        if not faces:
+            self._forget()
+            return FrameTrack(index, "no_face")
+        face = self._choose(faces)
+        prev = self._prev_face
+        if prev is not None and (np.linalg.norm(face.centre - prev.centre) > 0.5 * prev.size
+                                 or len(face.points) != len(prev.points)):
+            self._forget()  # a cut or a different person: do not smooth across it
+        self._prev_face = face
+        unit = max(face.size, 1.0) / 200.0  # speeds measured in "200-px face" units
+        points = self._points_filter(face.points, unit=unit).astype(np.float32)
+        transform = align.CropTransform.from_landmarks(points)
+        points_crop = transform.to_crop(points)
+        reproj = float("nan")
+        label = None
+        if len(points) == lmk.MP_NUM_POINTS:
+            rvec, tvec, reproj = pose.solve_pnp(points_crop, self._template, self._prev_pnp)
+            self._prev_pnp = (rvec, tvec)
+            view = self._pose_filter(pose.view_params(rvec, tvec))
+            c2w = pose.cam2world_from_view(view)
+            label = camera.make_label(c2w)
+        else:  # other layouts (face_alignment's 68 points) have no template: frontal camera, flagged below
+            c2w = camera.split_label(camera.frontal_label())[0]
+            label = camera.frontal_label()
+        low = (face.score < MIN_SCORE or face.size < MIN_FACE_PX or not np.isfinite(reproj)
+               or reproj > MAX_REPROJ_PX)
+        status = "low_confidence" if low else ("several_faces" if len(faces) > 1 else "tracked")
+        track = FrameTrack(index, status, points, transform.matrix, label, None, face.score, reproj)
+        if self._estimate is not None and not self._sh_failed:
+            track.source_sh = self._source_sh(track, frame_rgb, points_crop, c2w)
+        return track
+
+    def _source_sh(self, track: FrameTrack, frame_rgb: np.ndarray, points_crop: np.ndarray,
+                   c2w: np.ndarray) -> np.ndarray | None:
+        crop_linear = colour.uint8_srgb_to_linear(track.transform.warp(frame_rgb))
+        try:
+            sh = np.asarray(self._estimate(crop_linear, points_crop, c2w), dtype=np.float64)
+        except Exception as exc:  # noqa: BLE001 - a failed estimate must not lose the track; said once
+            log.warning("source lighting estimate failed on frame %d (%s); later frames keep trying", track.index,
+                        exc)
+            return None
+        if sh.shape != (9, 3) or not np.isfinite(sh).all():
+            log.warning("source lighting estimate of frame %d has shape %s or non-finite values; dropped",
+                        track.index, sh.shape)
+            return None
+        return sh
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Contiguous runs [start, stop) of sorted indices."""
+    runs: list[tuple[int, int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def tracking_settings(smoothing: float | None, backend_name: str = "mediapipe") -> dict:
+    """What the cached tracks depend on (a change invalidates them)."""
+    return {"backend": backend_name, "smoothing": sm.DEFAULT_STRENGTH if smoothing is None else float(smoothing),
+            "crop_size": align.CROP_SIZE, "template": pose.load_template().provenance.get("built", "")}
+
+
+def track_video(path: str | os.PathLike, cache=None, progress: ProgressFn | None = None,
+                cancel: CancelFn | None = None, smoothing: float | None = None,
+                frames: Iterable[int] | None = None, backend: lmk.LandmarkBackend | None = None,
+                estimate_sh: bool = True) -> list[FrameTrack]:
+    """Track ``frames`` (default: all) of the clip at ``path``, streaming; returns their FrameTracks in order.
+
+    With a ``cache`` (``blender_relight.cache.ClipCache``), frames already there are read back, new ones are stored
+    every chunk, and ``cancel()`` returning True raises ``Cancelled`` after what is finished has been saved.
+    ``progress(done, total)`` is called after each frame.
+    """
+    from blender_relight.video import VideoReader  # noqa: PLC0415
+
+    with VideoReader(path) as reader:
+        wanted = sorted(set(range(reader.frame_count) if frames is None else (int(i) for i in frames)))
+        wanted = [i for i in wanted if 0 <= i < reader.frame_count]
+        if cache is not None:
+            cache.set_settings(tracking_settings(smoothing, getattr(backend, "name", "mediapipe")))
+            todo = cache.missing(wanted)
+        else:
+            todo = wanted
+        total, done = len(wanted), len(wanted) - len(todo)
+        results: dict[int, FrameTrack] = {}
+        tracker = FaceTracker(backend, reader.fps, smoothing, estimate_sh) if todo else None
+        try:
+            for start, stop in _runs(todo):
+                tracker.reset()
+                last = start - 1
+                for index, frame in reader.frames(start, stop):
+                    if cancel is not None and cancel():
+                        if cache is not None:
+                            cache.flush()
+                        raise Cancelled(f"{Path(path).name}: tracking cancelled at frame {index}; "
+                                        f"{done} of {total} frames are done" +
+                                        (" and cached; run again to resume" if cache is not None else ""))
+                    track = tracker.track(index, frame)
+                    last = index
+                    if cache is not None:
+                        cache.put_track(track)
+                        if (index + 1) % 64 == 0:
+                            cache.flush()
+                    else:
+                        results[index] = track
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+                for index in range(last + 1, stop):  # the container promised frames that do not decode
+                    track = FrameTrack(index, "no_face")
+                    if cache is not None:
+                        cache.put_track(track)
+                    else:
+                        results[index] = track
+                    done += 1
+        finally:
+            if tracker is not None:
+                tracker.close()
+            if cache is not None:
+                cache.flush()
+    if cache is None:
+        return [results[i] for i in wanted]
+    return [t if t is not None else FrameTrack(i, "no_face") for i, t in ((i, cache.get_track(i)) for i in wanted)]
