@@ -44,14 +44,15 @@ def make_demo_clip(out_path: str | Path, frames: int = 48, fps: float = 24.0) ->
 
 
 def demo_light(t: float) -> np.ndarray:
-    """RGB SH at time ``t`` in [0, 1]: a warm key light circling the head once at 30° elevation, a cool ambient fill."""
-    azimuth = 2.0 * math.pi * t - math.pi / 2.0          # starts on the subject's right, passes in front
+    """RGB SH at time ``t`` in [0, 1]: a warm key light swinging from the subject's right, across the front, to the
+    left and back at 30° elevation, over a cool ambient fill."""
+    azimuth = -math.pi / 2.0 - math.radians(80.0) * math.cos(2.0 * math.pi * t)  # -90°: straight in front
     elevation = math.radians(30.0)
     # SH frame: x right, y into the face (away from the viewer), z up; a light in front has negative y.
     direction = np.array([math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth),
                           math.sin(elevation)])
     key = shmath.directional_light_sh(direction, np.array([1.0, 0.86, 0.7]) * 3.0)
-    fill = shmath.ambient_sh(np.array([0.06, 0.08, 0.11]))
+    fill = shmath.ambient_sh(np.array([0.10, 0.12, 0.16]))
     return key + fill
 
 

@@ -66,7 +66,7 @@ class AnalyticEngine:
 
     def relight(self, index: int, crop_linear: np.ndarray, track, sh_rgb: np.ndarray,
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
-        from blender_relight import face_geometry
+        from blender_relight import face_geometry, head_proxy
         from blender_relight.lighting import analytic
         from blender_relight.lighting import sh as shmath
 
@@ -74,17 +74,17 @@ class AnalyticEngine:
             log.warning("the analytic engine renders the source view only; install trained weights "
                         "(the neural engine) for new camera angles")
             self._warned_view = True
-        points = track.points_crop()
-        maps = face_geometry.render_face_maps(points, crop_linear.shape[:2], fill_holes=True)
-        rot = np.asarray(track.camera_c2w(), dtype=np.float64)[:3, :3]
-        normals_sh = shmath.rotate_eg3d_to_sh(maps.normals.reshape(-1, 3) @ rot.T).reshape(maps.normals.shape)
+        maps = face_geometry.render_face_maps(track.points_crop(), crop_linear.shape[:2], fill_holes=True)
         alpha = track.crop_mask()
-        image = analytic.relight_ratio(crop_linear, normals_sh, alpha, _source_sh(track), sh_rgb)
-        shading = analytic.shading_image(normals_sh, sh_rgb).astype(np.float32)
-        albedo = np.where(maps.mask[..., None],
-                          crop_linear * np.pi / np.maximum(analytic.shading_image(normals_sh, _source_sh(track)), 1e-3),
-                          0.0).astype(np.float32)
-        passes = {"albedo": albedo, "shading": shading, "normal": normals_sh.astype(np.float32),
+        normals_cam = head_proxy.head_normals(maps.normals, maps.mask, alpha)
+        rot = np.asarray(track.camera_c2w(), dtype=np.float64)[:3, :3]
+        normals_sh = shmath.rotate_eg3d_to_sh(normals_cam.reshape(-1, 3) @ rot.T).reshape(normals_cam.shape)
+        source = _source_sh(track)
+        image = analytic.relight_ratio(crop_linear, normals_sh, alpha, source, sh_rgb)
+        shading = analytic.shading_image(normals_sh, sh_rgb)
+        source_shading = analytic.shading_image(normals_sh, source)
+        albedo = crop_linear * np.pi / np.maximum(source_shading, 1e-3) * (alpha[..., None] > 0)
+        passes = {"albedo": albedo.astype(np.float32), "shading": shading, "normal": normals_sh.astype(np.float32),
                   "depth": maps.depth[..., None].astype(np.float32), "alpha": alpha[..., None].astype(np.float32)}
         return RelitCrop(image.astype(np.float32), alpha.astype(np.float32), passes)
 
@@ -149,6 +149,16 @@ class NeuralEngine:
         return RelitCrop(image, alpha, {k: np.asarray(v, dtype=np.float32) for k, v in passes.items()})
 
 
+def weights_are_trained(weights_dir: Path) -> bool:
+    """True when the folder's model.json says its weights came from training (not a random-init export)."""
+    import json
+
+    try:
+        return bool(json.loads((Path(weights_dir) / "model.json").read_text()).get("trained"))
+    except (OSError, ValueError):
+        return False
+
+
 def make_engine(name: str = "auto", provider: str = "auto", weights_dir: str | Path | None = None) -> RelightEngine:
     """``auto``: the neural engine when trained weights are installed, else the analytic engine (said in the log)."""
     if name not in ("auto", "neural", "analytic"):
@@ -157,7 +167,7 @@ def make_engine(name: str = "auto", provider: str = "auto", weights_dir: str | P
         return AnalyticEngine()
     if name == "neural":
         return NeuralEngine(weights_dir, provider)
-    from inference.runtime import find_weights, weights_are_trained
+    from inference.runtime import find_weights
 
     weights = Path(weights_dir) if weights_dir else find_weights()
     if weights is not None and weights_are_trained(weights):

@@ -19,7 +19,7 @@ import numpy as np
 
 from blender_relight import colour
 from blender_relight.engines import RelightEngine, make_engine
-from blender_relight.errors import Cancelled, RelightError
+from blender_relight.errors import Cancelled, NoFaceError, RelightError
 from blender_relight.io_utils import ensure_writable_dir
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ class ClipSession:
             raise RelightError(f"{path}: file not found; check the path (was the video moved or deleted?)")
         with VideoReader(path) as reader:
             self.info = ClipInfo(path, reader.frame_count, reader.fps, reader.width, reader.height)
-        self.cache = ClipCache.for_video(path, Path(cache_dir) if cache_dir else default_cache_root())
+        self.cache = ClipCache.for_video(path, Path(cache_dir) if cache_dir else default_cache_root(),
+                                         frame_count=self.info.frame_count)
         self.engine: RelightEngine = make_engine(engine, provider, weights_dir) if isinstance(engine, str) else engine
         self.smoothing = smoothing
         self._reader = None
@@ -120,6 +121,10 @@ class ClipSession:
 
         tracks = track_video(self.info.path, cache=self.cache, frames=frames, progress=progress, cancel=cancel,
                              smoothing=self.smoothing)
+        if tracks and not any(t.tracked for t in tracks):
+            what = "the image" if self.info.frame_count == 1 else f"any of the {len(tracks)} frames asked for"
+            raise NoFaceError(f"{self.info.path}: no face found in {what}; use a portrait where the face is "
+                              "visible, or choose other frames")
         return self._status_summary(f"tracked {self.info.path.name}", tracks)
 
     def analyse(self, frames: Iterable[int] | None = None, progress: ProgressFn | None = None,

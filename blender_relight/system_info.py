@@ -53,7 +53,7 @@ def describe_weights(weights_dir) -> str:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         return f"{weights_dir}: unreadable model.json ({exc})"
-    trained = "UNTRAINED (random weights)" if meta.get("untrained") else "trained"
+    trained = "trained" if meta.get("trained") else "UNTRAINED (random weights)"
     files = sorted(p.name for p in Path(weights_dir).glob("*.onnx"))
     return f"{weights_dir}: preset {meta.get('preset', '?')}, {trained}, graphs {', '.join(files) or 'none'}"
 
@@ -68,8 +68,11 @@ def collect() -> SystemReport:
         version = package_version(name)
         if version is not None:
             report.add("packages", f"{name} {version}")
-    for line in runtime.providers_report():
-        report.add("ONNX Runtime", line)
+    providers = runtime.providers_report()
+    report.add("ONNX Runtime", f"onnxruntime {providers['onnxruntime']}, providers found: "
+                               f"{', '.join(providers['available'])}")
+    report.add("ONNX Runtime", f"will use {providers['chosen']} ({providers['reason']}), "
+                               f"{providers['cpus']} CPU cores")
     weights = runtime.find_weights()
     if weights is None:
         report.add("model", "no shipped neural weights found (inference/weights/default/model.json): "

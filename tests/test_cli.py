@@ -106,7 +106,7 @@ def test_still_image_relights_lit_side_brighter(tmp_path):
     for name, direction in (("left", "-1,-0.6,0.2"), ("right", "1,-0.6,0.2")):
         out = tmp_path / name
         assert main(["relight", str(image), "--out", str(out), "--cache", str(tmp_path / "c"),
-                     "--engine", "analytic", "--light-dir", direction, "--light-strength", "3"]) == 0
+                     "--engine", "analytic", f"--light-dir={direction}", "--light-strength", "3"]) == 0
         results[name] = read_image(out / "frame_000000.png").astype(np.float64)
     source = read_image(image).astype(np.float64)
     diff = results["left"] - results["right"]

@@ -1,0 +1,58 @@
+"""Normals for the whole head region of a crop: the tracked face mesh where it covers, an ellipsoid elsewhere.
+
+Why: the face mesh stops at the hairline and the jaw, but the relit region (the feathered head mask) reaches into the
+hair and past the cheeks. Zero or grazing normals there made the analytic ratio explode into a bright rim. An
+ellipsoid fitted to the mask gives every masked pixel a plausible, smooth normal, and the mesh normals are blended in
+over a soft border so there is no seam between the two.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def ellipsoid_normals(mask: np.ndarray) -> np.ndarray:
+    """Camera-space (OpenCV axes) unit normals of the ellipsoid whose silhouette is the ellipse fitted to ``mask``.
+
+    The normal at the silhouette is tilted back to 70° from the view axis, not 90°, so the rim stays lit by front
+    light the way a head's rounded edge is.
+    """
+    binary = (np.asarray(mask) > 0.5).astype(np.uint8)
+    h, w = binary.shape
+    normals = np.zeros((h, w, 3), np.float32)
+    normals[..., 2] = -1.0
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return normals
+    contour = max(contours, key=cv2.contourArea)
+    if len(contour) < 5:
+        return normals
+    (cx, cy), (d1, d2), angle = cv2.fitEllipse(contour)
+    a, b = max(d1, 1.0) / 2.0, max(d2, 1.0) / 2.0
+    t = np.radians(angle)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    dx, dy = xs - cx, ys - cy
+    u = (dx * np.cos(t) + dy * np.sin(t)) / a
+    v = (-dx * np.sin(t) + dy * np.cos(t)) / b
+    r = np.sqrt(u * u + v * v)
+    scale = np.minimum(r, 1.0) * np.sin(np.radians(70.0)) / np.maximum(r, 1e-6)
+    u, v = u * scale, v * scale
+    nx = u * np.cos(t) - v * np.sin(t)
+    ny = u * np.sin(t) + v * np.cos(t)
+    nz = -np.sqrt(np.maximum(1.0 - nx * nx - ny * ny, 0.0))
+    normals[..., 0], normals[..., 1], normals[..., 2] = nx, ny, nz
+    return normals
+
+
+def head_normals(mesh_normals: np.ndarray, mesh_coverage: np.ndarray, head_mask: np.ndarray,
+                 border_px: float = 6.0, smooth_px: float = 3.0) -> np.ndarray:
+    """Blend the mesh's normals (where it covers, feathered over ``border_px``) into the head ellipsoid's normals."""
+    proxy = ellipsoid_normals(head_mask)
+    # Mesh normals flip sharply around nostrils and lips, where a second-order light cannot be resolved anyway:
+    # smooth them (a few pixels) so the irradiance ratio does not draw lines there.
+    mesh_normals = cv2.GaussianBlur(np.asarray(mesh_normals, np.float32), (0, 0), smooth_px)
+    cover = cv2.erode(np.asarray(mesh_coverage, np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
+    weight = cv2.GaussianBlur(cover, (0, 0), border_px) * cover
+    blended = weight[..., None] * np.asarray(mesh_normals, np.float32) + (1.0 - weight[..., None]) * proxy
+    blended /= np.maximum(np.linalg.norm(blended, axis=2, keepdims=True), 1e-6)
+    return blended.astype(np.float32)
