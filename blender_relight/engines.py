@@ -60,32 +60,46 @@ class AnalyticEngine:
 
     def __init__(self) -> None:
         self._warned_view = False
+        self._geometry_cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
 
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
         return None
 
+    def _geometry(self, index: int, size: tuple[int, int], track) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(normals in the SH frame, depth (H, W, 1), head alpha) of a frame's crop; kept for the last few frames
+        because a light change does not move the geometry."""
+        from blender_relight import face_geometry, head_proxy
+        from blender_relight.lighting import sh as shmath
+
+        if index in self._geometry_cache:
+            return self._geometry_cache[index]
+        maps = face_geometry.render_face_maps(track.points_crop(), size, fill_holes=True)
+        alpha = track.crop_mask()
+        normals_cam = head_proxy.head_normals(maps.normals, maps.mask, alpha)
+        rot = np.asarray(track.camera_c2w(), dtype=np.float64)[:3, :3]
+        normals_sh = shmath.rotate_eg3d_to_sh(normals_cam.reshape(-1, 3) @ rot.T).reshape(normals_cam.shape)
+        entry = (normals_sh.astype(np.float32), maps.depth[..., None].astype(np.float32), alpha)
+        self._geometry_cache[index] = entry
+        while len(self._geometry_cache) > 4:
+            self._geometry_cache.popitem(last=False)
+        return entry
+
     def relight(self, index: int, crop_linear: np.ndarray, track, sh_rgb: np.ndarray,
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
-        from blender_relight import face_geometry, head_proxy
         from blender_relight.lighting import analytic
-        from blender_relight.lighting import sh as shmath
 
         if camera_label is not None and not self._warned_view:
             log.warning("the analytic engine renders the source view only; install trained weights "
                         "(the neural engine) for new camera angles")
             self._warned_view = True
-        maps = face_geometry.render_face_maps(track.points_crop(), crop_linear.shape[:2], fill_holes=True)
-        alpha = track.crop_mask()
-        normals_cam = head_proxy.head_normals(maps.normals, maps.mask, alpha)
-        rot = np.asarray(track.camera_c2w(), dtype=np.float64)[:3, :3]
-        normals_sh = shmath.rotate_eg3d_to_sh(normals_cam.reshape(-1, 3) @ rot.T).reshape(normals_cam.shape)
+        normals_sh, depth, alpha = self._geometry(index, crop_linear.shape[:2], track)
         source = _source_sh(track)
         image = analytic.relight_ratio(crop_linear, normals_sh, alpha, source, sh_rgb)
         shading = analytic.shading_image(normals_sh, sh_rgb)
         source_shading = analytic.shading_image(normals_sh, source)
         albedo = crop_linear * np.pi / np.maximum(source_shading, 1e-3) * (alpha[..., None] > 0)
         passes = {"albedo": albedo.astype(np.float32), "shading": shading, "normal": normals_sh.astype(np.float32),
-                  "depth": maps.depth[..., None].astype(np.float32), "alpha": alpha[..., None].astype(np.float32)}
+                  "depth": depth, "alpha": alpha[..., None].astype(np.float32)}
         return RelitCrop(image.astype(np.float32), alpha.astype(np.float32), passes)
 
 

@@ -91,6 +91,7 @@ class ClipSession:
         self.smoothing = smoothing
         self._reader = None
         self._frame_cache: tuple[int, np.ndarray] | None = None
+        self._linear_cache: tuple[int, np.ndarray, np.ndarray] | None = None
 
     # -- frames ------------------------------------------------------------------------------------------------
     def _frame(self, index: int) -> np.ndarray:
@@ -208,12 +209,12 @@ class ClipSession:
         from blender_relight.lighting import sh as shmath
 
         sh_rgb = shmath.as_rgb(sh_rgb)
-        frame_linear = colour.uint8_srgb_to_linear(self._frame(index))
         track = self.frame_track(index)
         if track is None or not track.tracked:
+            frame_linear = colour.uint8_srgb_to_linear(self._frame(index))
             status = "not analysed" if track is None else track.status
             return RelitFrame(frame_linear, self._empty_passes(frame_linear) if with_passes else {}, status)
-        crop = colour.uint8_srgb_to_linear(track.transform.warp(self._frame(index)))
+        frame_linear, crop = self._linear_frame_and_crop(index, track)
         relit = self.engine.relight(index, crop, track, sh_rgb, camera_label, self.cache)
         image = track.transform.unwarp(relit.image, frame_linear, relit.alpha)
         passes = {}
@@ -227,6 +228,17 @@ class ClipSession:
                     else zeros
                 passes[name] = track.transform.unwarp(crop_pass, base, relit.alpha)
         return RelitFrame(image.astype(np.float32), passes, track.status)
+
+    def _linear_frame_and_crop(self, index: int, track) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``index`` and its crop in linear RGB, kept for the last frame: a light change or a camera move on
+        the same frame decodes, linearises and warps nothing again."""
+        if self._linear_cache is not None and self._linear_cache[0] == index:
+            return self._linear_cache[1], self._linear_cache[2]
+        frame = self._frame(index)
+        frame_linear = colour.uint8_srgb_to_linear(frame)
+        crop = colour.uint8_srgb_to_linear(track.transform.warp(frame))
+        self._linear_cache = (index, frame_linear, crop)
+        return frame_linear, crop
 
     @staticmethod
     def _empty_passes(frame: np.ndarray) -> dict[str, np.ndarray]:
