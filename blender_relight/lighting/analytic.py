@@ -1,0 +1,56 @@
+"""Analytic relighting by irradiance ratio: the ``analytic`` engine and the evaluation's floor.
+
+Why a ratio: with the Lambertian model pixel = albedo · E(n) / π, the albedo cancels in
+``pixel · E_target(n) / E_source(n)``, so a frame can be relit from tracked normals and an estimated source SH with
+no network. It cannot remove cast shadows or speculars of the input, and it is only as good as the normals; that is
+why it is a floor, not the product.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from blender_relight.lighting import sh as shlib
+
+#: Largest brightening factor allowed (a light turned up beyond this is clipped, not amplified noise).
+MAX_RATIO = 8.0
+#: Denominator guard as a fraction of the mean source irradiance inside the mask, per channel.
+GUARD_FRACTION = 0.02
+
+
+def shading_image(normals_sh: np.ndarray, sh: np.ndarray) -> np.ndarray:
+    """Irradiance image ``(H, W, 3)`` float32 of SH ``(9, 3)`` (or gray (9,)) at unit normals ``(H, W, 3)``;
+    0 where the normal is zero (outside the face)."""
+    n = np.asarray(normals_sh, dtype=np.float64)
+    valid = np.einsum("...i,...i->...", n, n) > 0.25
+    out = shlib.irradiance_basis(n) @ shlib.as_rgb(sh)
+    out[~valid] = 0.0
+    return out.astype(np.float32)
+
+
+def relight_ratio(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarray, source_sh: np.ndarray,
+                  target_sh: np.ndarray, max_ratio: float = MAX_RATIO) -> np.ndarray:
+    """``image · E_target(n) / E_source(n)`` inside the (feathered, [0, 1]) mask, the input outside.
+
+    Irradiances are clamped at 0 (second-order SH rings negative behind a strong light); both are offset by a small
+    guard so dark source regions do not explode and so ``target == source`` returns the input exactly; the ratio
+    is clamped to ``[0, max_ratio]``.
+    """
+    img = np.asarray(image_linear, dtype=np.float32)
+    m = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
+    if m.ndim == 3:
+        m = m[..., 0]
+    if img.shape[:2] != m.shape or np.asarray(normals_sh).shape[:2] != m.shape:
+        raise ValueError(f"image {img.shape}, normals {np.shape(normals_sh)} and mask {m.shape} must match")
+    inside = m > 0
+    if not np.any(inside):
+        return img.copy()
+    n = np.asarray(normals_sh, dtype=np.float64)[inside]
+    basis = shlib.irradiance_basis(n)
+    e_src = np.maximum(basis @ shlib.as_rgb(source_sh), 0.0)
+    e_tgt = np.maximum(basis @ shlib.as_rgb(target_sh), 0.0)
+    guard = GUARD_FRACTION * e_src.mean(axis=0, keepdims=True) + 1e-6
+    ratio = np.clip((e_tgt + guard) / (e_src + guard), 0.0, float(max_ratio))
+    out = img.copy()
+    w = m[inside][:, None]
+    out[inside] = (img[inside] + img[inside] * (w * (ratio - 1.0))).astype(np.float32)
+    return out
