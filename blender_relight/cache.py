@@ -248,20 +248,25 @@ class ClipCache:
         self._save_manifest()
 
     # -- planes ----------------------------------------------------------------------------------------------------
-    def _planes_path(self, index: int) -> Path:
-        return self.root / "planes" / f"frame_{index:06d}.npz"
+    def _planes_path(self, index: int, model_id: str = "") -> Path:
+        """Planes live under the model that made them: other weights never read them as theirs."""
+        folder = self.root / "planes" / model_id if model_id else self.root / "planes"
+        return folder / f"frame_{index:06d}.npz"
 
-    def put_planes(self, index: int, planes: dict[str, np.ndarray]) -> None:
-        """Store a frame's encoded planes (floating arrays as float16, others as they are), atomically."""
+    def put_planes(self, index: int, planes: dict[str, np.ndarray], model_id: str = "") -> None:
+        """Store a frame's encoded planes (floating arrays as float16, others as they are), atomically.
+
+        ``model_id`` names the weights that encoded them (see ``inference.runtime.RelightRuntime.model_id``)."""
         arrays = {k: (np.asarray(v).astype(np.float16) if np.issubdtype(np.asarray(v).dtype, np.floating)
                       else np.asarray(v)) for k, v in planes.items()}
-        with atomic_path(self._planes_path(index)) as tmp:
+        with atomic_path(self._planes_path(index, model_id)) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
 
-    def get_planes(self, index: int) -> dict[str, np.ndarray] | None:
-        """A frame's planes (floating arrays back as float32), or None if absent or corrupt (then deleted)."""
-        path = self._planes_path(index)
+    def get_planes(self, index: int, model_id: str = "") -> dict[str, np.ndarray] | None:
+        """A frame's planes for ``model_id`` (floating arrays back as float32), or None if absent or corrupt
+        (then deleted)."""
+        path = self._planes_path(index, model_id)
         if not path.is_file():
             return None
         try:

@@ -10,6 +10,8 @@ a relit crop with an alpha and compositing passes.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -117,6 +119,9 @@ class NeuralEngine:
             raise ModelFileError("no neural model weights found (inference/weights/default/model.json); "
                                  "reinstall the package or pass --weights FOLDER, or use --engine analytic")
         self.runtime = RelightRuntime(weights, provider=provider)
+        # Cached planes belong to the encoder that made them: key them by the encode graph's identity.
+        encode_meta = json.dumps(self.runtime.meta["graphs"]["encode"], sort_keys=True).encode()
+        self.model_id = hashlib.sha1(encode_meta).hexdigest()[:16]
         self.temporal_enabled = temporal
         self._memory = None
         self._last_index: int | None = None
@@ -125,17 +130,17 @@ class NeuralEngine:
         log.info("neural engine: %s", self.runtime.describe())
 
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
-        if cache.get_planes(index) is None:
-            cache.put_planes(index, self.runtime.encode(crop_linear, _source_sh(track)))
+        if cache.get_planes(index, self.model_id) is None:
+            cache.put_planes(index, self.runtime.encode(crop_linear, _source_sh(track)), self.model_id)
 
     def _frame_planes(self, index: int, crop_linear: np.ndarray, track, cache) -> dict:
         """Temporally corrected planes of frame ``index`` (memory follows the video; a jump resets it)."""
         if index in self._planes:
             return self._planes[index]
-        planes = cache.get_planes(index)
+        planes = cache.get_planes(index, self.model_id)
         if planes is None:
             planes = self.runtime.encode(crop_linear, _source_sh(track))
-            cache.put_planes(index, planes)
+            cache.put_planes(index, planes, self.model_id)
         if self.temporal_enabled:
             if self._last_index is None or index != self._last_index + 1:
                 self._memory = None  # a jump on the timeline: start a fresh window
