@@ -10,8 +10,10 @@ Why floors: a learned model must beat something honest. ``input`` (unchanged) sc
 """
 from __future__ import annotations
 
-import importlib
+import json
 import os
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -44,20 +46,25 @@ class InputUnchanged:
 
 
 class AnalyticRelight:
-    """Floor: per-frame SH ratio relighting on the tracked face geometry (``blender_relight.lighting.analytic``)."""
+    """Floor: per-frame SH-ratio relighting on the tracked face geometry, no learning.
+
+    It is the product's own analytic engine (``blender_relight.engines.AnalyticEngine``, built on
+    ``blender_relight.lighting.analytic.relight_ratio``), so the floor is exactly what users get without weights.
+    """
 
     name = "analytic"
 
     def __init__(self) -> None:
-        from blender_relight.lighting import analytic
+        from blender_relight.engines import AnalyticEngine
 
-        self._relight_ratio = analytic.relight_ratio
+        self._engine = AnalyticEngine()
 
     def reset(self) -> None:
         pass
 
     def relight(self, crop_linear: np.ndarray, frame_track: object, target_sh_rgb: np.ndarray) -> np.ndarray:
-        return self._relight_ratio(crop_linear, frame_track, target_sh_rgb)
+        index = getattr(frame_track, "index", 0)
+        return self._engine.relight(index, crop_linear, frame_track, target_sh_rgb, None, None).image
 
 
 class DPRSystem:
@@ -94,17 +101,35 @@ class Unavailable:
 
 @dataclass
 class Timings:
-    """Seconds spent per stage, summed over frames, for the speed table."""
+    """Seconds per stage for each relit frame, for the speed table.
 
-    seconds: dict[str, float] = field(default_factory=dict)
-    frames: int = 0
+    Frames/s come from the *median* frame time: the first frame pays one-off warm-up (allocations, graph
+    optimisation) and other jobs on a shared machine add outliers; the median is what a long clip sees.
+    """
 
-    def add(self, stage: str, dt: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + dt
+    per_frame: list[dict[str, float]] = field(default_factory=list)
 
-    def fps(self, stage: str) -> float:
-        s = self.seconds.get(stage, 0.0)
-        return self.frames / s if s > 0 else float("nan")
+    def add_frame(self, stages: dict[str, float]) -> None:
+        self.per_frame.append(dict(stages))
+
+    @property
+    def frames(self) -> int:
+        return len(self.per_frame)
+
+    @property
+    def stages(self) -> list[str]:
+        return list(dict.fromkeys(k for f in self.per_frame for k in f))
+
+    def median_seconds(self, stage: str | None = None) -> float:
+        """Median seconds per frame of one stage, or of all stages together (``None``)."""
+        if not self.per_frame:
+            return float("nan")
+        values = [sum(f.values()) if stage is None else f.get(stage, 0.0) for f in self.per_frame]
+        return float(np.median(values))
+
+    def fps(self, stage: str | None = None) -> float:
+        s = self.median_seconds(stage)
+        return 1.0 / s if s > 0 else float("nan")
 
 
 def available_names() -> list[str]:
@@ -112,8 +137,8 @@ def available_names() -> list[str]:
     return ["input", "analytic", "dpr", "project"]
 
 
-def build_systems(names: list[str], dpr_weights: str | os.PathLike | None, dpr: object | None = None
-                  ) -> list[object]:
+def build_systems(names: list[str], dpr_weights: str | os.PathLike | None, dpr: object | None = None,
+                  project_options: dict | None = None) -> list[object]:
     """Instantiate the requested systems; those that cannot run here come back as :class:`Unavailable`."""
     out: list[object] = []
     for name in names:
@@ -129,7 +154,7 @@ def build_systems(names: list[str], dpr_weights: str | os.PathLike | None, dpr: 
                     dpr = DPR(dpr_weights)
                 out.append(DPRSystem(dpr))
             elif name == "project":
-                out.extend(project_systems())
+                out.extend(project_systems(**(project_options or {})))
             else:
                 raise RelightError(f"unknown system {name!r}; choose from {', '.join(available_names())}")
         except (ImportError, AttributeError) as exc:
@@ -141,28 +166,85 @@ def build_systems(names: list[str], dpr_weights: str | os.PathLike | None, dpr: 
     return out
 
 
-def project_systems() -> list[object]:
+def preset_folders(extra: list[str | os.PathLike] | None = None) -> list[Path]:
+    """Exported model folders: ``inference/weights/*/model.json`` plus any folders given on the command line."""
+    root = Path(__file__).resolve().parents[1] / "inference" / "weights"
+    found = sorted(p.parent for p in root.glob("*/model.json")) if root.is_dir() else []
+    for folder in extra or []:
+        folder = Path(folder)
+        if not (folder / "model.json").is_file():
+            raise RelightError(f"{folder}: no model.json; pass a folder written by `python -m inference.export`")
+        found.append(folder)
+    return found
+
+
+def project_systems(weights: list[str | os.PathLike] | None = None, allow_untrained: bool = False,
+                    cache_root: str | os.PathLike | None = None) -> list[object]:
     """This project through ``ClipSession``: every preset found, with and without the temporal network."""
-    try:
-        pipeline = importlib.import_module("blender_relight.pipeline")
-    except ImportError as exc:
-        return [Unavailable("project", f"blender_relight.pipeline not available ({exc})")]
-    return ProjectSystem.all_variants(pipeline)
+    folders = preset_folders(weights)
+    if not folders:
+        return [Unavailable("project", "no exported model (inference/weights/*/model.json); export one with "
+                                       "`python -m inference.export` or pass --weights DIR")]
+    out: list[object] = []
+    for folder in folders:
+        meta = json.loads((folder / "model.json").read_text())
+        label = f"project-{meta.get('preset', folder.name)}"
+        if not meta.get("trained") and not allow_untrained:
+            out.append(Unavailable(label, f"{folder}: model.json says the weights are untrained (random init); "
+                                          "train and export, or pass --allow-untrained to time it"))
+            continue
+        for temporal in (False, True):
+            out.append(ProjectSystem(folder, temporal, label + ("" if meta.get("trained") else "-UNTRAINED"),
+                                     cache_root))
+    return out
 
 
 class ProjectSystem:
-    """This project's relighting via ``blender_relight.pipeline.ClipSession`` (filled in once the pipeline lands)."""
+    """This project's neural relighting through ``blender_relight.pipeline.ClipSession`` and its cache.
 
-    def __init__(self, pipeline: object, preset: str, temporal: bool) -> None:
-        self.name = f"project-{preset}{'-temporal' if temporal else ''}"
-        self._pipeline, self.preset, self.temporal = pipeline, preset, temporal
+    Per clip a ClipSession owns the cache of encoded planes (as in the product: the static pass reuses the planes the
+    demo pass encoded) and the neural engine; the relit crop is composited over the input crop with the engine's
+    alpha, which is what the session pastes into the frame. The runtime's four graphs are timed separately.
+    """
 
-    @classmethod
-    def all_variants(cls, pipeline: object) -> list[object]:
-        return [Unavailable("project", "ClipSession adapter pending")]
+    STAGES = ("encode", "temporal", "render", "shade")
+
+    def __init__(self, folder: Path, temporal: bool, label: str, cache_root: str | os.PathLike | None) -> None:
+        from blender_relight.engines import NeuralEngine
+
+        self.name = f"{label}{'-temporal' if temporal else '-no-temporal'}"
+        self.folder, self.temporal = folder, temporal
+        self.engine = NeuralEngine(folder, temporal=temporal)
+        self.last_stage_seconds: dict[str, float] = {}
+        for stage in self.STAGES:  # time each graph where it runs
+            setattr(self.engine.runtime, stage, self._timed(stage, getattr(self.engine.runtime, stage)))
+        self._cache_root = Path(cache_root) if cache_root else None
+        self.session = None
+
+    def _timed(self, stage: str, fn):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.last_stage_seconds[stage] = self.last_stage_seconds.get(stage, 0.0) + time.perf_counter() - t0
+        return run
+
+    def begin_clip(self, path: Path) -> None:
+        from blender_relight.pipeline import ClipSession
+
+        if self.session is not None:
+            self.session.close()
+        cache = (self._cache_root or Path(tempfile.gettempdir()) / "relight-eval-cache") / self.name
+        self.session = ClipSession(path, cache_dir=cache, engine=self.engine)
+        self.session.cache.clear_planes()  # encode afresh, so encode speed is measured
 
     def reset(self) -> None:
-        pass
+        """Nothing to do: the engine starts a fresh temporal window by itself when the frame index jumps back."""
 
     def relight(self, crop_linear: np.ndarray, frame_track: object, target_sh_rgb: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        self.last_stage_seconds = {}
+        relit = self.engine.relight(frame_track.index, crop_linear, frame_track, target_sh_rgb, None,
+                                    self.session.cache)
+        alpha = np.clip(relit.alpha, 0.0, 1.0)[..., None]
+        return (alpha * relit.image + (1.0 - alpha) * crop_linear).astype(np.float32)
