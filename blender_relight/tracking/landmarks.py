@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Protocol
@@ -75,13 +75,10 @@ def _square_roi(centre: np.ndarray, side: float) -> tuple[float, float, float]:
     return float(centre[0] - side / 2), float(centre[1] - side / 2), float(side)
 
 
-@dataclass
-class _CropPath:
-    """State of the small-face path: a mesh that runs on a square crop that follows the face."""
-
-    roi: tuple[float, float, float] | None = None  # x0, y0, side in frame px
-    misses: int = 0
-    meshes: list = field(default_factory=list)
+def _inside(point: np.ndarray, face: "FaceLandmarks", margin: float = 0.25) -> bool:
+    """Whether ``point`` lies in ``face``'s landmark box grown by ``margin`` of its size (same face test)."""
+    m = margin * face.size
+    return bool(face.bbox[0] - m <= point[0] <= face.bbox[2] + m and face.bbox[1] - m <= point[1] <= face.bbox[3] + m)
 
 
 class MediapipeBackend:
@@ -90,9 +87,10 @@ class MediapipeBackend:
     - Full frame: ``FaceMesh(static_image_mode=False, max_num_faces, refine_landmarks=True)``; video mode tracks
       from the previous frame's landmarks instead of re-detecting, which is both faster and steadier.
     - Small faces: mediapipe's mesh finds faces with its short-range detector (faces larger than about a fifth of the
-      frame). When it finds none, the full-range detector (``face_detection``, model_selection=1) looks for small
-      faces; the mesh then runs on a square crop around each (``crop_size`` px), points are mapped back, and the crop
-      follows the face on later frames until it is lost.
+      frame, and often only one of several). The full-range detector (``face_detection``, model_selection=1) looks
+      for the faces the mesh did not return: on every frame while no face is found, else every ``recheck_every``
+      frames. The mesh then runs on a square crop around each new face (``crop_size`` px), points are mapped back,
+      and that crop follows its face on later frames until it is lost.
     - ``score``: the solutions API exposes no per-face mesh score; a face it returns has passed mediapipe's presence
       test (``min_tracking_confidence``), so mesh faces score 1.0 and crop-path faces carry the detector's score.
       The tracker adds its own geometric test (PnP residual) for "low_confidence".
@@ -103,7 +101,7 @@ class MediapipeBackend:
 
     def __init__(self, max_num_faces: int = 2, static_image_mode: bool = False, small_faces: bool = True,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 crop_size: int = 320, crop_scale: float = 1.9) -> None:
+                 crop_size: int = 320, crop_scale: float = 1.9, recheck_every: int = 10) -> None:
         try:
             from mediapipe.python.solutions import face_detection, face_mesh
         except ImportError as exc:  # pragma: no cover - mediapipe is a hard dependency
@@ -119,9 +117,13 @@ class MediapipeBackend:
         self.min_tracking_confidence = min_tracking_confidence
         self.crop_size = crop_size
         self.crop_scale = crop_scale
+        self.recheck_every = max(int(recheck_every), 1)
         self._mesh = self._new_mesh(max_num_faces, static_image_mode)
         self._detector = None  # created on the first frame that needs it
-        self._crop = _CropPath()
+        self._crop_meshes: list = []  # one static-mode mesh per crop slot
+        self._rois: list[tuple[float, float, float]] = []  # crops that follow faces the full-frame mesh missed
+        self._frame_no = 0
+        self._last_count = 0
 
     def _new_mesh(self, faces: int, static: bool):
         return self._face_mesh.FaceMesh(static_image_mode=static, max_num_faces=faces, refine_landmarks=True,
@@ -170,10 +172,10 @@ class MediapipeBackend:
         M = np.array([[k, 0.0, -k * x0], [0.0, k, -k * y0]])
         crop = cv2.warpAffine(frame, M, (self.crop_size, self.crop_size), flags=cv2.INTER_AREA if k < 1
                               else cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        while len(self._crop.meshes) <= slot:
+        while len(self._crop_meshes) <= slot:
             # Static mode: the crop moves with the face, so each crop is detected afresh (the face fills it).
-            self._crop.meshes.append(self._new_mesh(1, True))
-        found = self._run_mesh(self._crop.meshes[slot], crop)
+            self._crop_meshes.append(self._new_mesh(1, True))
+        found = self._run_mesh(self._crop_meshes[slot], crop)
         if not found:
             return None
         pts = found[0]
@@ -189,40 +191,59 @@ class MediapipeBackend:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
         faces: list[FaceLandmarks] = []
-        if self._crop.roi is None:
-            faces = [FaceLandmarks.from_points(p, 1.0, "mesh") for p in self._run_mesh(self._mesh, frame)]
-        if faces or not self.small_faces:
+        # Video mode can return one face twice (its tracked ROI and a fresh detection): keep the larger of a pair.
+        for face in sorted((FaceLandmarks.from_points(p, 1.0, "mesh") for p in self._run_mesh(self._mesh, frame)),
+                           key=lambda f: -f.size):
+            if not any(_inside(face.centre, f, 0.0) for f in faces):
+                faces.append(face)
+        if not self.small_faces:
             return faces
-        return self._detect_small(frame)
-
-    def _detect_small(self, frame: np.ndarray) -> list[FaceLandmarks]:
-        if self._crop.roi is not None:  # follow the face found on the previous frame
-            pts = self._mesh_on_crop(frame, self._crop.roi, 0)
+        # Follow the faces found through crops on earlier frames (skip any the full-frame mesh now returns).
+        rois, self._rois = self._rois, []
+        for roi in rois:
+            if len(faces) >= self.max_num_faces:
+                break
+            centre = np.array([roi[0] + roi[2] / 2, roi[1] + roi[2] / 2])
+            if any(_inside(centre, f) for f in faces):
+                continue
+            pts = self._mesh_on_crop(frame, roi, len(self._rois))
             if pts is not None:
                 face = FaceLandmarks.from_points(pts, 1.0, "small_face")
-                self._crop.roi = _square_roi(face.centre, face.size * self.crop_scale)
-                return [face]
-            self._crop.roi = None
-        faces = []
-        for slot, ((centre, side), score) in enumerate(self._small_face_boxes(frame)):
-            pts = self._mesh_on_crop(frame, _square_roi(centre, side * self.crop_scale * 1.2), slot)
-            if pts is not None:
-                faces.append(FaceLandmarks.from_points(pts, score, "small_face"))
-        if len(faces) == 1:
-            self._crop.roi = _square_roi(faces[0].centre, faces[0].size * self.crop_scale)
+                if not any(_inside(face.centre, f) for f in faces):
+                    faces.append(face)
+                    self._rois.append(_square_roi(face.centre, face.size * self.crop_scale))
+        recheck = (not faces or self.static_image_mode or self._frame_no % self.recheck_every == 0
+                   or len(faces) < self._last_count)  # a face was lost: look for it with the full-range detector
+        self._frame_no += 1
+        if recheck and len(faces) < self.max_num_faces:
+            for (centre, side), score in self._small_face_boxes(frame):
+                if len(faces) >= self.max_num_faces:
+                    break
+                if any(_inside(centre, f) for f in faces):
+                    continue
+                pts = self._mesh_on_crop(frame, _square_roi(centre, side * self.crop_scale * 1.2), len(self._rois))
+                if pts is None:
+                    continue
+                face = FaceLandmarks.from_points(pts, score, "small_face")
+                if not any(_inside(face.centre, f) for f in faces):
+                    faces.append(face)
+                    self._rois.append(_square_roi(face.centre, face.size * self.crop_scale))
+        self._last_count = len(faces)
         return faces
 
     def reset(self) -> None:
         """Forget temporal state (call between clips or after a seek)."""
         self._mesh.close()
         self._mesh = self._new_mesh(self.max_num_faces, self.static_image_mode)
-        self._crop.roi = None
+        self._rois = []
+        self._frame_no = 0
+        self._last_count = 0
 
     def close(self) -> None:
         self._mesh.close()
-        for mesh in self._crop.meshes:
+        for mesh in self._crop_meshes:
             mesh.close()
-        self._crop.meshes.clear()
+        self._crop_meshes.clear()
         if self._detector is not None:
             self._detector.close()
             self._detector = None
