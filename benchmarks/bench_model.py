@@ -191,7 +191,8 @@ def main() -> int:
          f"from benchmarks.bench_model import machine_peaks; print(json.dumps(machine_peaks({a.threads})))"],
         env=env, capture_output=True, text=True, check=True).stdout)
     print(f"# machine: {os.cpu_count()} CPUs visible, {a.threads} threads; measured peak {peaks['gflops']:.1f} "
-          f"GFLOP/s (fp32 matmul), {peaks['gbs']:.1f} GB/s (copy); no GPU in this run")
+          f"GFLOP/s (fp32 matmul), {peaks['gbs']:.1f} GB/s (copy); load average {os.getloadavg()[0]:.1f} at start "
+          "(the cores are shared); no GPU in this run")
     runs: list[tuple[str, str | None]] = []
     if a.sweep:
         from inference.model import PRESETS

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from .config import ModelConfig
 from .triplane import sample_triplane
 
 
 def mlp(c_in: int, hidden: int, c_out: int) -> nn.Sequential:
-    """Two-layer MLP with softplus like EG3D's OSGDecoder."""
-    return nn.Sequential(nn.Linear(c_in, hidden), nn.Softplus(), nn.Linear(hidden, c_out))
+    """Two-layer MLP like EG3D's OSGDecoder, with LeakyReLU instead of its softplus: on CPU, ONNX Runtime's Softplus
+    (exp + log per value) was the most expensive op of the whole render graph (profiled; docs/model.md)."""
+    return nn.Sequential(nn.Linear(c_in, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, c_out))
 
 
 class TriplaneField(nn.Module):
@@ -37,7 +37,7 @@ class TriplaneField(nn.Module):
 
     def forward(self, albedo_planes: torch.Tensor, shading_planes: torch.Tensor,
                 points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return sigma (B, M, 1) and values (B, M, channels): albedo(3), normal(3, raw), visibility(1), features."""
+        """Return sigma (B, M, 1) and values (B, M, channels): albedo(3), normal(3, unit), visibility(1), features."""
         fa = sample_triplane(albedo_planes, points, self.cfg.box_warp)
         fs = sample_triplane(shading_planes, points, self.cfg.box_warp)
         a = self.albedo_head(fa)
@@ -45,6 +45,7 @@ class TriplaneField(nn.Module):
         sigma = a[..., :1]
         albedo = torch.sigmoid(a[..., 1:4]) * (1 + 2 * 0.001) - 0.001   # EG3D's colour activation
         normal = s[..., :3]
+        normal = normal / torch.linalg.vector_norm(normal, dim=-1, keepdim=True).clamp(min=1e-6)  # unit per sample
         visibility = torch.sigmoid(s[..., 3:4])
-        values = torch.cat([albedo, normal, visibility, F.softplus(a[..., 4:]), F.softplus(s[..., 4:])], dim=-1)
+        values = torch.cat([albedo, normal, visibility, a[..., 4:], s[..., 4:]], dim=-1)   # features stay linear
         return sigma, values

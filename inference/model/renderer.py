@@ -5,7 +5,8 @@ serves every light. Compositing follows NeRF/EG3D quadrature (alpha = 1 - exp(-s
 transmittance as exp of a cumulative sum, which exports to ONNX where cumprod does not). Coarse and importance
 samples are merged and sorted by depth (ONNX TopK) before compositing, as EG3D does.
 
-Depth is the expected depth with the empty remainder of a ray placed at the far bound, so background pixels get a
+Normals are unit per sample and composited with the ray's empty remainder facing the camera (-direction), so the
+normalised result is well conditioned everywhere, background included. Depth is the expected depth with the empty remainder of a ray placed at the far bound, so background pixels get a
 well-defined depth (RAY_FAR) instead of EG3D's NaN-then-clamp.
 """
 from __future__ import annotations
@@ -66,7 +67,7 @@ def render_gbuffer(field: TriplaneField, cfg: ModelConfig, albedo_planes: torch.
     comp = (w * values).sum(dim=2)                                   # (B, P, C)
     acc = w.sum(dim=2)                                               # (B, P, 1)
     depth = (w.squeeze(-1) * z).sum(dim=-1, keepdim=True) + (1.0 - acc) * RAY_FAR
-    normal = comp[..., 3:6]
+    normal = comp[..., 3:6] - (1.0 - acc) * dirs     # the empty rest of a ray faces the camera
     normal = normal / torch.linalg.vector_norm(normal, dim=-1, keepdim=True).clamp(min=1e-6)
 
     def image(x: torch.Tensor) -> torch.Tensor:

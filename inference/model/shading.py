@@ -33,14 +33,19 @@ def irradiance_basis(normal_sh: torch.Tensor) -> torch.Tensor:
 
 def eg3d_to_sh_frame(normal: torch.Tensor) -> torch.Tensor:
     """EG3D-world vectors (B, 3, H, W) to the SH frame with ``sh.EG3D_WORLD_TO_SH``."""
-    m = torch.as_tensor(np.asarray(sh_np.EG3D_WORLD_TO_SH, dtype=np.float32), device=normal.device)
-    return torch.einsum("ij,bjhw->bihw", m.to(normal.dtype), normal)
+    m = torch.tensor(np.asarray(sh_np.EG3D_WORLD_TO_SH).tolist(), dtype=normal.dtype, device=normal.device)
+    b, _, h, w = normal.shape
+    return (m @ normal.reshape(b, 3, h * w)).reshape(b, 3, h, w)
 
 
 def sh_irradiance(normal_eg3d: torch.Tensor, sh_rgb: torch.Tensor) -> torch.Tensor:
-    """Irradiance (B, 3, H, W) of RGB SH (B, 9, 3) at unit EG3D-world normals (B, 3, H, W)."""
+    """Irradiance (B, 3, H, W) of RGB SH (B, 9, 3) at unit EG3D-world normals (B, 3, H, W).
+
+    Written as MatMuls, not einsum: ONNX Runtime's CPU Einsum took half of the shade graph's time (profiled).
+    """
     basis = irradiance_basis(eg3d_to_sh_frame(normal_eg3d))
-    return torch.einsum("bkhw,bkc->bchw", basis, sh_rgb)
+    b, k, h, w = basis.shape
+    return (sh_rgb.transpose(1, 2) @ basis.reshape(b, k, h * w)).reshape(b, 3, h, w)
 
 
 class Shader(nn.Module):
@@ -57,8 +62,13 @@ class Shader(nn.Module):
     def forward(self, g: dict[str, torch.Tensor], sh_rgb: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return image, shading, irradiance and residual (B, 3, H, W); the image is linear RGB >= 0."""
         irr = sh_irradiance(g["normal"], sh_rgb)
-        bias = self.cond(sh_rgb.reshape(sh_rgb.shape[0], SH_DIM))[:, :, None, None]
-        residual = self.fc2(F.leaky_relu(self.fc1(g["features"]) + bias, 0.2))
+        b, c, h, w = g["features"].shape
+        bias = self.cond(sh_rgb.reshape(b, SH_DIM)) + self.fc1.bias                     # (B, hidden)
+        # the 1x1 convolutions as MatMuls over (B, C, H*W): on CPU, ONNX Runtime's Conv reorders the layout
+        # around each call, which cost more than the arithmetic here (profiled)
+        hidden = self.fc1.weight.flatten(1) @ g["features"].reshape(b, c, h * w) + bias[:, :, None]
+        residual = self.fc2.weight.flatten(1) @ F.leaky_relu(hidden, 0.2) + self.fc2.bias[:, None]
+        residual = residual.reshape(b, 3, h, w)
         shading = irr * g["visibility"] + residual
         image = (g["albedo"] * shading).clamp(min=0.0)
         return {"image": image, "shading": shading, "irradiance": irr, "residual": residual}
