@@ -74,11 +74,11 @@ _PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 
 
 
 def line_plot(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, xlabel: str, ylabel: str,
-              size: tuple[int, int] = (900, 360)) -> np.ndarray:
+              size: tuple[int, int] = (1000, 360)) -> np.ndarray:
     """A line plot (RGB uint8) of named (x, y) series, with axes, ticks and a legend, drawn with OpenCV."""
     w, h = size
     img = np.full((h, w, 3), 255, np.uint8)
-    left, right, top, bottom = 70, 170, 30, 40
+    left, right, top, bottom = 70, 250, 30, 40
     xs = [np.asarray(x, float) for x, _ in series.values() if len(x)]
     ys = [np.asarray(y, float)[np.isfinite(y)] for _, y in series.values() if len(y)]
     ys = [y for y in ys if len(y)]
@@ -117,7 +117,7 @@ def line_plot(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, xlab
             cv2.circle(img, tuple(int(v) for v in p), 2, color, -1, cv2.LINE_AA)
         ly = top + 12 + 18 * i
         cv2.line(img, (w - right + 8, ly - 4), (w - right + 28, ly - 4), color, 2)
-        cv2.putText(img, name[:18], (w - right + 32, ly), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, name[:30], (w - right + 32, ly), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     return img
 
 
@@ -134,7 +134,7 @@ def contact_sheet(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str
     w = label_w + tile * len(col_labels)
     sheet = np.full((h, w, 3), 255, np.uint8)
     for j, name in enumerate(col_labels):
-        cv2.putText(sheet, name[:22], (label_w + j * tile + 4, 15), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(sheet, name[:26], (label_w + j * tile + 4, 15), font, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
     for i, (images, label) in enumerate(zip(rows, row_labels)):
         y = head_h + i * tile
         cv2.putText(sheet, label, (4, y + tile // 2), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)

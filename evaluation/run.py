@@ -282,8 +282,9 @@ def _contact(clip: ClipFrames, results: list[SystemResult]) -> np.ndarray:
     idx = clip.frame_indices
     picks = [idx[int(round(i))] for i in np.linspace(0, len(idx) - 1, min(CONTACT_ROWS, len(idx)))]
     by_index = {f.index: f for f in clip.frames}
-    rows = [[colour.linear_to_uint8_srgb(by_index[i].crop)] + [r.demo_crops.get(i) for r in results] for i in picks]
-    return report.contact_sheet(rows, [f"#{i}" for i in picks], ["input"] + [r.name for r in results])
+    shown = [r for r in results if r.name != "input"]  # the first column already is the input
+    rows = [[colour.linear_to_uint8_srgb(by_index[i].crop)] + [r.demo_crops.get(i) for r in shown] for i in picks]
+    return report.contact_sheet(rows, [f"#{i}" for i in picks], ["input"] + [r.name for r in shown])
 
 
 def overall_rows(all_rows: list[dict]) -> list[dict]:
