@@ -1,0 +1,97 @@
+"""Checkpoints: save/resume restores the exact state (and the run continues identically); mismatches are refused."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from blender_relight.errors import ModelFileError, RelightError
+
+torch.set_num_threads(1)
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if not (DATA / "videos").is_dir():
+    pytest.skip(f"shared data not found at {DATA}", allow_module_level=True)
+
+from inference.model import RelightNet  # noqa: E402
+from inference.model.checkpoint import load_checkpoint  # noqa: E402
+from training import checkpoints as ck  # noqa: E402
+from training.teacher.synthetic import SyntheticHeads  # noqa: E402
+from training.train import Trainer, parse_args  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    return SyntheticHeads(resolution=64, supersample=1, cache_dir=tmp_path_factory.mktemp("t"), per_clip=1)
+
+
+def _args(out: Path, stage: int = 2, steps: int = 2, resume: bool = False, preset: str = "tiny"):
+    a = ["--stage", str(stage), "--preset", preset, "--steps", str(steps), "--out", str(out), "--teacher-res", "64",
+         "--real-every", "0"]
+    return parse_args(a + (["--resume"] if resume else []))
+
+
+def _state(tr: Trainer) -> dict[str, torch.Tensor]:
+    s = {f"m.{k}": v.clone() for k, v in tr.model.state_dict().items()}
+    s.update({f"d.{k}": v.clone() for k, v in tr.disc.state_dict().items()})
+    for name, opt in (("og", tr.opt_g), ("od", tr.opt_d)):
+        for i, st in opt.state_dict()["state"].items():
+            s.update({f"{name}.{i}.{k}": torch.as_tensor(v).clone() for k, v in st.items()})
+    return s
+
+
+def test_save_resume_identical_and_continues_identically(teacher, tmp_path):
+    out = tmp_path / "run"
+    tr = Trainer(_args(out, steps=2), teacher, None)
+    tr.run()
+    before = _state(tr)
+    assert (out / ck.MODEL_FILE).exists() and (out / ck.STATE_FILE).exists() and (out / "metrics.csv").exists()
+    re = Trainer(_args(out, steps=3, resume=True), teacher, None)
+    after = _state(re)
+    assert re.state["step"] == 2
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+    # one more step from the original objects and from the resumed ones gives the same weights
+    rng = torch.get_rng_state()  # restored by the resume; both continuations start from it (one global RNG)
+    tr.args.steps = 3
+    tr.run()
+    torch.set_rng_state(rng)
+    re.run()
+    a, b = _state(tr), _state(re)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    rows = (out / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("step,stage") and len(rows) >= 4
+
+
+def test_resume_refuses_other_stage_or_preset(teacher, tmp_path):
+    out = tmp_path / "run"
+    Trainer(_args(out, stage=2, steps=1), teacher, None).run()
+    with pytest.raises(RelightError, match="stage"):
+        Trainer(_args(out, stage=1, steps=2, resume=True), teacher, None)
+    with pytest.raises(RelightError, match="preset"):
+        Trainer(_args(out, stage=2, steps=2, resume=True, preset="default"), teacher, None)
+
+
+def test_mismatched_model_weights_refused(teacher, tmp_path):
+    out = tmp_path / "run"
+    Trainer(_args(out, stage=1, steps=1), teacher, None).run()
+    with pytest.raises(ModelFileError, match="config"):
+        load_checkpoint(RelightNet("default"), out / ck.MODEL_FILE)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(teacher, tmp_path):
+    with pytest.raises(RelightError, match="no checkpoint"):
+        Trainer(_args(tmp_path / "empty", resume=True), teacher, None)
+
+
+def test_cli_refuses_overwriting_a_run(tmp_path, teacher):
+    from training.train import main
+
+    out = tmp_path / "run"
+    Trainer(_args(out, stage=1, steps=1), teacher, None).run()
+    with pytest.raises(SystemExit, match="already holds a run"):
+        main(["--stage", "1", "--preset", "tiny", "--steps", "1", "--out", str(out)])
+    assert np.isfinite(float((out / "metrics.csv").read_text().splitlines()[1].split(",")[-2] or 0))

@@ -1,0 +1,346 @@
+"""Training loop: ``python -m training.train --stage 1|2 --preset default --steps N --out runs/X [--resume]``.
+
+Stage 1 (the paper: encoders with the generator frozen; here there is no pretrained generator, so the encoders and
+the tri-plane decoder learn together): albedo/shading encoders + tri-plane field on teacher data, losses on the
+low-resolution render (albedo, analytic shading, RGB, face crop, normals, coverage). Super-resolution, shader and
+temporal network are frozen.
+Stage 2: everything jointly, at full resolution: super-resolution, the shading residual and the temporal network
+(frame i-1 then frame i with its memory, short-term temporal loss with exact teacher flow), the adversarial and
+identity terms, and the self-supervised real-video terms (training/real_video.py) every ``--real-every`` steps.
+
+Adam, lr 1e-4 and 5e-5 for the attention (temporal) parts, as the paper. Resumable (``--resume``), chunked
+(``--max-minutes``), one code path on CPU and GPU; with ``torchrun`` (WORLD_SIZE set) each process draws its own
+samples and gradients are averaged with ``torch.distributed.all_reduce`` before each step (data parallel).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from blender_relight.errors import RelightError
+from inference.model import PRESETS, RelightNet
+from inference.model.checkpoint import load_checkpoint
+from inference.model.shading import sh_irradiance
+from training import checkpoints as ck
+from training import losses as L
+from training.batch import collate, pool_to, unit
+
+TERMS = ("albedo_l1", "albedo_l1_r", "albedo_perc", "albedo_perc_r", "planes_albedo", "shading_l1", "shading_l1_r",
+         "planes_shading", "rgb_l1", "rgb_l1_r", "rgb_perc", "rgb_perc_r", "rgb_face", "identity", "adv_g",
+         "normal", "alpha", "temporal", "real_recon", "real_cross", "real_cycle", "real_albedo", "total", "adv_d")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
+    p.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    p.add_argument("--steps", type=int, required=True, help="total steps of this stage (a resumed run continues)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--init", help="start from these model weights (e.g. stage 1's model.safetensors)")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop (with a checkpoint) after this long; 0 = no limit")
+    p.add_argument("--ckpt-minutes", type=float, default=3.0, help="checkpoint every this many minutes")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--teacher-res", type=int, default=256, help="teacher render size (losses run at this size)")
+    p.add_argument("--supersample", type=int, default=1, help="teacher supersampling factor")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr-attention", type=float, default=5e-5)
+    p.add_argument("--real-every", type=int, default=4, help="stage 2: real-video terms every N steps (0 = never)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--cache", default="out/teacher", help="teacher landmark cache folder")
+    p.add_argument("--embedder", help="TorchScript face-embedding network for the identity term (optional)")
+    return p.parse_args(argv)
+
+
+class Trainer:
+    """Holds the model, discriminator, optimisers, losses and data sources of one run."""
+
+    def __init__(self, args: argparse.Namespace, teacher=None, real=None) -> None:
+        self.args = args
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            torch.distributed.init_process_group(backend)
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(args.threads)
+        torch.manual_seed(args.seed + self.rank)
+        self.model = RelightNet(args.preset).to(self.device)
+        self.cfg = self.model.config
+        if args.init:
+            load_checkpoint(self.model, args.init)
+        self.disc = L.PatchDiscriminator().to(self.device)
+        self.perc = L.make_perceptual().to(self.device)
+        self.ident = L.IdentityLoss(args.embedder).to(self.device)
+        self.w = L.LossWeights()
+        self._set_trainable()
+        att = [p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith("temporal_net.")]
+        rest = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("temporal_net.")]
+        groups = [{"params": rest, "lr": args.lr}]
+        if att:
+            groups.append({"params": att, "lr": args.lr_attention})
+        self.opt_g = torch.optim.Adam(groups, betas=(0.9, 0.999))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=args.lr, betas=(0.5, 0.999))
+        self.teacher = teacher
+        self.real = real
+        self.out = Path(args.out)
+        self.state = {"preset": args.preset, "stage": args.stage, "step": 0, "elapsed_s": 0.0,
+                      "perceptual": self.perc.name, "identity": self.ident.name,
+                      "planes": "teacher provides no tri-planes: tri-plane terms off",
+                      "config": self.cfg.to_dict(), "args": vars(args), "device": str(self.device),
+                      "world_size": self.world}
+        if args.resume:
+            self.state = ck.restore(self.out, self.model, self.disc, self.opt_g, self.opt_d,
+                                    {"preset": args.preset, "stage": args.stage})
+
+    def _set_trainable(self) -> None:
+        stage1 = ("albedo_encoder.", "shading_encoder.", "field.")
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(self.args.stage == 2 or n.startswith(stage1))
+
+    # --- data -------------------------------------------------------------------------------------------------
+    def batch(self, step: int) -> dict:
+        rng = np.random.default_rng([self.args.seed, step, self.rank])
+        samples = [self.teacher.sample(rng) for _ in range(self.args.batch)]
+        return collate(samples, self.cfg.image_res, self.device)
+
+    # --- losses -----------------------------------------------------------------------------------------------
+    def _targets(self, b: dict, res: int, key: str | None = None) -> dict[str, torch.Tensor]:
+        src = b if key is None else b[key]
+        B, V = src["image"].shape[:2]
+        flat = {k: src[k].flatten(0, 1) for k in ("image", "albedo", "shading", "normals", "mask")}
+        mask = pool_to(flat["mask"], res)
+        sh = pool_to(flat["shading"] * flat["mask"], res) / mask.clamp(min=1e-6)
+        face = src["face"].flatten(0, 1) * (res / src["image"].shape[-1])
+        return {"image": pool_to(flat["image"], res), "albedo": pool_to(flat["albedo"], res), "shading": sh,
+                "normal": unit(pool_to(flat["normals"], res)), "mask": mask, "inside": (mask > 0.5).float(),
+                "face": face, "B": B, "V": V}
+
+    def _view_terms(self, pred: dict, t: dict, full: bool) -> dict[str, torch.Tensor]:
+        """The paper's albedo / shading / RGB terms at views 0 (source) and 1 (re-posed), plus ours on geometry."""
+        B, V = t["B"], t["V"]
+        terms: dict[str, torch.Tensor] = {}
+
+        def sel(x, v):
+            return x.view(B, V, *x.shape[1:])[:, v]
+
+        for v, suf in ((0, ""), (1, "_r")):
+            pa, ta = sel(pred["albedo"], v), sel(t["albedo"], v)
+            pi, ti = sel(pred["image"], v), sel(t["image"], v)
+            ins = sel(t["inside"], v)
+            terms["albedo_l1" + suf] = L.l1(pa, ta)
+            terms["albedo_perc" + suf] = self.perc(pa * math.pi, ta * math.pi)
+            terms["shading_l1" + suf] = L.l1(sel(pred["shading"], v) / math.pi, sel(t["shading"], v) / math.pi, ins)
+            terms["rgb_l1" + suf] = L.l1(pi, ti)
+            terms["rgb_perc" + suf] = self.perc(pi, ti)
+        face = sel(t["face"], 0)
+        size = 64 if full else 16
+        pf, tf = L.face_crop(sel(pred["image"], 0), face, size), L.face_crop(sel(t["image"], 0), face, size)
+        terms["rgb_face"] = L.l1(pf, tf)
+        if full:
+            terms["identity"] = self.ident(pf, tf, self.disc)
+        terms["normal"] = L.l1(pred["normal"], t["normal"], t["inside"])
+        terms["alpha"] = L.l1(pred["alpha"], t["mask"])
+        return terms
+
+    def _weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        w = self.w
+        lam = {"albedo_l1": w.albedo, "albedo_l1_r": w.albedo, "albedo_perc": w.albedo * w.perceptual,
+               "albedo_perc_r": w.albedo * w.perceptual, "planes_albedo": w.albedo * w.planes_albedo,
+               "shading_l1": w.shading, "shading_l1_r": w.shading, "planes_shading": w.shading * w.planes_shading,
+               "rgb_l1": w.rgb, "rgb_l1_r": w.rgb, "rgb_perc": w.rgb * w.perceptual,
+               "rgb_perc_r": w.rgb * w.perceptual, "rgb_face": w.rgb * w.face, "identity": w.rgb * w.identity,
+               "adv_g": w.adv, "normal": w.geometry, "alpha": w.geometry, "temporal": w.temporal,
+               "real_recon": 1.0, "real_cross": 0.5, "real_cycle": 0.5, "real_albedo": 0.5}
+        return sum(lam[k] * v for k, v in terms.items())
+
+    def stage1_terms(self, b: dict) -> dict[str, torch.Tensor]:
+        res = self.cfg.render_res
+        B, V = b["camera"].shape[:2]
+        planes = self.model.encode(b["input"], b["sh_src"])
+        rep = {k: v.repeat_interleave(V, 0) for k, v in planes.items()}
+        low = self.model.render_lowres(rep, b["camera"].reshape(B * V, 25), stochastic=True)
+        shading = sh_irradiance(low["normal"], b["sh_tgt"].repeat_interleave(V, 0)) * low["visibility"]
+        pred = {"albedo": low["albedo"], "shading": shading, "image": (low["albedo"] * shading).clamp(min=0),
+                "normal": low["normal"], "alpha": low["alpha"]}
+        terms = self._view_terms(pred, self._targets(b, res), full=False)
+        terms.update(self._plane_terms(b, planes))
+        return terms
+
+    def _plane_terms(self, b: dict, planes: dict) -> dict[str, torch.Tensor]:
+        if "planes" not in b:
+            return {}
+        return {"planes_albedo": L.l1(planes["albedo_planes"], b["planes"]["albedo_planes"]),
+                "planes_shading": L.l1(planes["shading_planes"], b["planes"]["shading_planes"])}
+
+    def _pred_at(self, out: dict, res: int) -> dict[str, torch.Tensor]:
+        f = {k: out[k].flatten(0, 1) for k in ("albedo", "shading", "image", "normal", "alpha")}
+        return {"albedo": pool_to(f["albedo"], res), "shading": pool_to(f["shading"], res),
+                "image": pool_to(f["image"], res), "normal": unit(pool_to(f["normal"], res)),
+                "alpha": pool_to(f["alpha"], res)}
+
+    def stage2_terms(self, b: dict, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        res = b["image"].shape[-1]
+        prev = b["prev"]
+        out_p = self.model(prev["input"], b["sh_src"], b["sh_tgt"], prev["camera"])
+        out = self.model(b["input"], b["sh_src"], b["sh_tgt"], b["camera"], memory=out_p["memory"],
+                         memory_valid=out_p["memory_valid"])
+        pred, pred_p = self._pred_at(out, res), self._pred_at(out_p, res)
+        t = self._targets(b, res)
+        terms = self._view_terms(pred, t, full=True)
+        planes = {"albedo_planes": out["raw_albedo_planes"], "shading_planes": out["raw_shading_planes"]}
+        terms.update(self._plane_terms(b, planes))
+        fake = pred["image"]
+        terms["adv_g"] = L.adversarial_g(self.disc(fake))
+        # short-term temporal loss over {I, I_r, A, A_r, S}, exact teacher flow and visibility
+        B, V = t["B"], t["V"]
+        flow, vis = b["flow_prev"].flatten(0, 1), b["visible_prev"].flatten(0, 1)
+        tl = []
+        for key, views in (("image", (0, 1)), ("albedo", (0, 1)), ("shading", (0,))):
+            cur = pred[key].view(B, V, *pred[key].shape[1:])
+            old = pred_p[key].view(B, V, *pred_p[key].shape[1:])
+            fl, vi = flow.view(B, V, *flow.shape[1:]), vis.view(B, V, *vis.shape[1:])
+            for v in views:
+                scale = 1.0 / math.pi if key == "shading" else (math.pi if key == "albedo" else 1.0)
+                tl.append(L.temporal_loss(cur[:, v] * scale, old[:, v] * scale, fl[:, v], vi[:, v], self.perc))
+        terms["temporal"] = sum(tl) / len(tl)
+        if self.real is not None and self.args.real_every and step % self.args.real_every == 0:
+            terms.update(self.real.terms(self.model, self.perc, np.random.default_rng([self.args.seed, step, 7])))
+        return terms, t["image"], fake
+
+    # --- loop -------------------------------------------------------------------------------------------------
+    def _allreduce(self, params) -> None:
+        if self.world == 1:
+            return
+        for p in params:
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= self.world
+
+    def step(self, step: int) -> dict[str, float]:
+        b = self.batch(step)
+        self.model.train()
+        logs: dict[str, float] = {}
+        if self.args.stage == 1:
+            terms = self.stage1_terms(b)
+        else:
+            terms, real_img, fake = self.stage2_terms(b, step)
+        total = self._weighted(terms)
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        params = [p for g in self.opt_g.param_groups for p in g["params"]]
+        self._allreduce(params)
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        self.opt_g.step()
+        if self.args.stage == 2:
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss = L.adversarial_d(self.disc(real_img), self.disc(fake.detach()))
+            d_loss.backward()
+            self._allreduce(self.disc.parameters())
+            self.opt_d.step()
+            logs["adv_d"] = float(d_loss.detach())
+        logs.update({k: float(v.detach()) for k, v in terms.items()})
+        logs["total"] = float(total.detach())
+        return logs
+
+    def save(self) -> None:
+        if self.rank == 0:
+            ck.save(self.out, self.model, self.disc, self.opt_g, self.opt_d, self.state)
+
+    def run(self) -> dict:
+        a = self.args
+        self.out.mkdir(parents=True, exist_ok=True)
+        csv_path = self.out / "metrics.csv"
+        new = not csv_path.exists()
+        fh = open(csv_path, "a", newline="") if self.rank == 0 else None
+        writer = csv.DictWriter(fh, fieldnames=["step", "stage", "elapsed_s", "step_s", *TERMS]) if fh else None
+        if writer and new:
+            writer.writeheader()
+        if self.rank == 0:
+            print(json.dumps({"run": str(self.out), "stage": a.stage, "preset": a.preset, "device": str(self.device),
+                              "perceptual": self.perc.name, "identity": self.ident.name,
+                              "planes": self.state["planes"], "start_step": self.state["step"]}), flush=True)
+        stop = {"flag": False}
+
+        def on_term(*_):
+            stop["flag"] = True
+
+        old = signal.signal(signal.SIGTERM, on_term) if self.rank == 0 else None
+        t0, last_ck = time.time(), time.time()
+        base_elapsed = self.state["elapsed_s"]
+        try:
+            while self.state["step"] < a.steps and not stop["flag"]:
+                ts = time.time()
+                logs = self.step(self.state["step"])
+                self.state["step"] += 1
+                self.state["elapsed_s"] = base_elapsed + time.time() - t0
+                if writer:
+                    row = {"step": self.state["step"], "stage": a.stage, "elapsed_s": round(self.state["elapsed_s"], 1),
+                           "step_s": round(time.time() - ts, 3)}
+                    row.update({k: f"{v:.5f}" for k, v in logs.items()})
+                    writer.writerow(row)
+                    fh.flush()
+                    if self.state["step"] % 10 == 0 or self.state["step"] == 1:
+                        print(f"step {self.state['step']} total {logs['total']:.4f} "
+                              f"({time.time() - ts:.2f} s/step)", flush=True)
+                if not all(math.isfinite(v) for v in logs.values()):
+                    raise RelightError(f"{self.out}: non-finite loss at step {self.state['step']} ({logs}); "
+                                       "resume from the last checkpoint with a lower --lr")
+                if time.time() - last_ck > a.ckpt_minutes * 60:
+                    self.save()
+                    last_ck = time.time()
+                if a.max_minutes and time.time() - t0 > a.max_minutes * 60:
+                    break
+        finally:
+            self.save()
+            if fh:
+                fh.close()
+            if old is not None:
+                signal.signal(signal.SIGTERM, old)
+        return self.state
+
+
+def build_teacher(args: argparse.Namespace):
+    from training.teacher.synthetic import SyntheticHeads
+
+    return SyntheticHeads(resolution=args.teacher_res, supersample=args.supersample, cache_dir=args.cache)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.resume and ck.read_state(Path(args.out)) is None:
+        raise SystemExit(f"{args.out}: nothing to resume (no {ck.STATE_FILE}); drop --resume")
+    if not args.resume and ck.read_state(Path(args.out)) is not None:
+        raise SystemExit(f"{args.out} already holds a run; pass --resume to continue it or pick another --out")
+    real = None
+    if args.stage == 2 and args.real_every:
+        from training.real_video import RealVideoTerms
+
+        real = RealVideoTerms(image_res=PRESETS[args.preset].image_res, loss_res=args.teacher_res,
+                              cache_dir=args.cache)
+    try:
+        trainer = Trainer(args, build_teacher(args), real)
+        state = trainer.run()
+    except RelightError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"done_step": state["step"], "elapsed_s": round(state["elapsed_s"], 1)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
