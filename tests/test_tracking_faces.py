@@ -154,3 +154,11 @@ def test_available_backends_is_fast_and_explains() -> None:
     assert backends["mediapipe"][0] is True
     ok, reason = backends["face_alignment"]
     assert ok or ("pip install" in reason or "download" in reason)
+
+
+def test_source_lighting_is_estimated_when_the_estimator_exists() -> None:
+    pytest.importorskip("blender_relight.lighting.estimate")
+    tracks = track_video(_need("videos", "lp_d3.mp4"), frames=range(2))
+    for t in tracks:
+        assert t.source_sh is not None and t.source_sh.shape == (9, 3) and np.isfinite(t.source_sh).all()
+        assert t.source_sh[0].min() > 0  # some light reaches the face in every channel

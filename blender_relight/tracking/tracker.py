@@ -148,6 +148,7 @@ class FaceTracker:
         self._template = pose.load_template()
         self._estimate = _lighting_estimator() if estimate_sh else None
         self._sh_failed = False
+        self._sh_warned = False
         self.reset()
 
     def reset(self) -> None:
@@ -213,8 +214,9 @@ class FaceTracker:
         try:
             sh = np.asarray(self._estimate(crop_linear, points_crop, c2w), dtype=np.float64)
         except Exception as exc:  # noqa: BLE001 - a failed estimate must not lose the track; said once
-            log.warning("source lighting estimate failed on frame %d (%s); later frames keep trying", track.index,
-                        exc)
+            (log.debug if self._sh_warned else log.warning)(
+                "source lighting estimate failed on frame %d (%s); later frames keep trying", track.index, exc)
+            self._sh_warned = True
             return None
         if sh.shape != (9, 3) or not np.isfinite(sh).all():
             log.warning("source lighting estimate of frame %d has shape %s or non-finite values; dropped",
