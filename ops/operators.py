@@ -6,6 +6,7 @@ Why thin: each one reads the scene, calls ``blender_relight`` through the helper
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import bpy
 from bpy.props import EnumProperty, StringProperty
@@ -32,13 +33,16 @@ def import_clip(context: bpy.types.Context, filepath: str, frame_start: int | No
     path = Path(bpy.path.abspath(filepath))
     if not path.is_file():
         raise RelightError(f"{path}: file not found; choose a portrait video")
+    from blender_relight.video import VideoReader
+
+    with VideoReader(path) as reader:  # the clip's facts without loading an engine (model errors come at Analyse)
+        info = SimpleNamespace(frame_count=reader.frame_count, fps=reader.fps, width=reader.width,
+                               height=reader.height)
     sessions.forget_sessions()
     settings.video_path = str(path)
     settings.analysed = False
     settings.progress = 0.0
     settings.frame_start = scene.frame_start if frame_start is None else frame_start
-    session = sessions.get_session(settings, context)
-    info = session.info
     strip = rig.add_movie_strip(scene, path, settings.frame_start)
     settings.movie_strip = strip.name
     settings.relit_strip = ""
@@ -54,6 +58,19 @@ def import_clip(context: bpy.types.Context, filepath: str, frame_start: int | No
     settings.status = f"imported {path.name}: {info.frame_count} frames, {info.width}x{info.height}; analyse next"
 
 
+def analysed_frames(settings, session) -> list[int]:
+    """Clip frames to analyse: all, or every ``stride``-th (a quick preview of a long clip; the rest is tracked on
+    demand when relit)."""
+    return list(range(0, int(session.info.frame_count), max(1, int(settings.stride))))
+
+
+def new_job(context: bpy.types.Context) -> worker.AnalysisJob:
+    """An analysis job for the scene's clip (RelightError when the video or the model files are missing)."""
+    settings = context.scene.portrait_relight
+    session = sessions.get_session(settings, context)
+    return worker.AnalysisJob(session, analysed_frames(settings, session))
+
+
 def finish_analysis(context: bpy.types.Context, state: worker.JobState) -> str:
     """Main-thread end of an analysis: place the rig from the tracking, update status; returns the status line."""
     scene = context.scene
@@ -66,9 +83,10 @@ def finish_analysis(context: bpy.types.Context, state: worker.JobState) -> str:
         settings.status = state.error
     else:
         session = sessions.get_session(settings, context)
-        keyed = rig.key_anchor(scene, settings, session, int(session.info.frame_count))
+        keyed = rig.key_anchor(scene, settings, session, analysed_frames(settings, session))
         settings.analysed = keyed > 0
-        settings.status = (f"analysed {state.total} frames in {state.elapsed_s:.1f} s, head tracked in {keyed}"
+        settings.status = (f"analysed {session.info.frame_count} frames in {state.elapsed_s:.1f} s, head tracked in "
+                           f"{keyed}"
                            if keyed else "no face was found in any frame: choose a clip with a visible face")
         settings.progress = 1.0
     return settings.status
@@ -110,7 +128,7 @@ class PR_OT_analyse(bpy.types.Operator):
         """Blocking run (scripts, background mode): the same worker code, on this thread."""
         settings = context.scene.portrait_relight
         try:
-            job = worker.AnalysisJob(sessions.get_session(settings, context))
+            job = new_job(context)
         except RelightError as exc:
             return _report_error(self, settings, exc)
         settings.analysing = True
@@ -123,7 +141,7 @@ class PR_OT_analyse(bpy.types.Operator):
             return self.execute(context)
         settings = context.scene.portrait_relight
         try:
-            self._job = worker.AnalysisJob(sessions.get_session(settings, context))
+            self._job = new_job(context)
         except RelightError as exc:
             return _report_error(self, settings, exc)
         settings.analysing, settings.progress, settings.status = True, 0.0, "analysing..."

@@ -7,6 +7,7 @@ Blender units as metres (blender_relight.lighting.blender_lights), so place ligh
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -91,14 +92,14 @@ def place_camera(cam: bpy.types.Object, label: np.ndarray) -> None:
     cam.matrix_world = Matrix(rig_maths.camera_world(label).tolist())
 
 
-def key_anchor(scene: bpy.types.Scene, settings: Any, session: Any, frame_count: int) -> int:
-    """Place the camera at the first tracked frame's viewpoint and key the anchor on every tracked frame.
+def key_anchor(scene: bpy.types.Scene, settings: Any, session: Any, frames: Iterable[int]) -> int:
+    """Place the camera at the first tracked frame's viewpoint and key the anchor on every tracked frame of ``frames``.
 
-    Returns how many frames were keyed. Untracked frames get no key (the anchor holds between keys).
+    Returns how many frames were keyed. Untracked frames get no key (the anchor interpolates between keys).
     """
     anchor, cam = settings.anchor, settings.camera
     labels = {}
-    for index in range(frame_count):
+    for index in frames:
         label = session.source_camera(index)
         if label is not None:
             labels[index] = np.asarray(label, dtype=np.float64)

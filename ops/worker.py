@@ -35,8 +35,9 @@ class JobState:
 class AnalysisJob:
     """One run of ``session.analyse`` with thread-safe progress, cancel and result."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, frames: list[int] | None = None) -> None:
         self.session = session
+        self.frames = frames
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._done = 0
@@ -55,7 +56,7 @@ class AnalysisJob:
     def run(self) -> JobState:
         """Analyse the clip (blocking); never raises: the outcome is in the returned state."""
         try:
-            summary = self.session.analyse(progress=self._progress, cancel=self._cancel.is_set)
+            summary = self.session.analyse(frames=self.frames, progress=self._progress, cancel=self._cancel.is_set)
             with self._lock:
                 self._summary = summary
         except Cancelled:

@@ -31,6 +31,7 @@ def draw_body(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     else:
         row.operator(operators.PR_OT_analyse.bl_idname, icon="VIEWZOOM",
                      text="Analyse Again" if settings.analysed else "Analyse Clip")
+        row.prop(settings, "stride", text="Every")
 
     col = layout.column(align=True)
     col.active = settings.analysed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -52,7 +53,13 @@ def addon(bpy_module):
 
     bpy = bpy_module
     repo_dir = Path(tempfile.mkdtemp(prefix="pr-ext-repo-"))
-    (repo_dir / "portrait_relight").symlink_to(ROOT, target_is_directory=True)
+    link = repo_dir / "portrait_relight"
+    link.mkdir()
+    for name in ("__init__.py", "ops", "ui"):
+        (link / name).symlink_to(ROOT / name)
+    # No wheels: the dev venv already has the core and its dependencies; listing wheels would make Blender install
+    # them into its site-packages, shadowing the source tree under test.
+    (link / "blender_manifest.toml").write_text(_manifest_without_wheels(), encoding="utf-8")
     repos = bpy.context.preferences.extensions.repos
     repo = repos.new(name=REPO, module=REPO, custom_directory=str(repo_dir), source="USER")
     mod = addon_utils.enable(PACKAGE, default_set=True, handle_error=_raise)
@@ -61,6 +68,14 @@ def addon(bpy_module):
     addon_utils.disable(PACKAGE, default_set=True, handle_error=_raise)
     repos.remove(repo)
     shutil.rmtree(repo_dir, ignore_errors=True)
+
+
+def _manifest_without_wheels() -> str:
+    spec = importlib.util.spec_from_file_location("pr_build_extension", ROOT / "tools" / "build_extension.py")
+    build = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = build  # dataclasses look their module up
+    spec.loader.exec_module(build)
+    return build.staged_manifest_text(build.read_manifest()["platforms"], [])
 
 
 def _raise(exc: BaseException) -> None:

@@ -1,0 +1,254 @@
+"""A clip from ../shared/data through the extension in headless bpy: import, analyse (the worker's code, on this
+thread), light with a coloured area light, render three frames to the sequencer, export them, check the pixels;
+then the bad inputs: no face, cancelled analysis, missing model files, a moved video, no lights."""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blender_relight import video
+from blender_relight.errors import RelightError
+
+from conftest import PACKAGE
+
+FRAMES = 3
+
+
+def _mod(name: str):
+    return importlib.import_module(f"{PACKAGE}.ops.{name}")
+
+
+@pytest.fixture(scope="module")
+def short_clip(data_dir, tmp_path_factory) -> Path:
+    """The first frames of a real clip, re-encoded into a temporary file (keeps the test fast)."""
+    import cv2
+
+    src = data_dir / "videos" / "lp_d3.mp4"
+    if not src.is_file():
+        pytest.skip(f"{src} not found")
+    cap = cv2.VideoCapture(str(src))
+    out = tmp_path_factory.mktemp("clips") / "d3_short.mp4"
+    writer = None
+    for _ in range(FRAMES):
+        ok, frame = cap.read()
+        assert ok, f"cannot read {src}"
+        if writer is None:
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, frame.shape[1::-1])
+        writer.write(frame)
+    writer.release()
+    cap.release()
+    return out
+
+
+def _import_and_analyse(bpy, path: Path, engine: str = "analytic") -> set[str]:
+    settings = bpy.context.scene.portrait_relight
+    settings.engine = engine
+    assert bpy.ops.portrait_relight.import_video("EXEC_DEFAULT", filepath=str(path)) == {"FINISHED"}
+    return bpy.ops.portrait_relight.analyse("EXEC_DEFAULT")
+
+
+def _side_light(bpy, scene, side: float, colour=(1.0, 0.85, 0.7)):
+    """An area light at the subject's +x (side=1) or -x (side=-1), parented to the anchor, aimed at the head."""
+    from mathutils import Matrix
+
+    for obj in [o for o in scene.objects if o.type == "LIGHT"]:
+        bpy.data.objects.remove(obj)
+    data = bpy.data.lights.new("key", "AREA")
+    data.energy, data.color, data.size = 15.0, colour, 0.1
+    light = bpy.data.objects.new("key", data)
+    scene.collection.objects.link(light)
+    offset = np.array([side * 1.0, -0.4, 0.1])
+    z = offset / np.linalg.norm(offset)
+    x = np.cross([0.0, 0.0, 1.0], z)
+    x /= np.linalg.norm(x)
+    m = np.eye(4)
+    m[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
+    m[:3, 3] = offset
+    light.parent = scene.portrait_relight.anchor
+    light.matrix_parent_inverse = Matrix.Identity(4)
+    light.matrix_basis = Matrix(m.tolist())
+    scene.world.color = (0.03, 0.03, 0.03)
+    return light
+
+
+def _face_sides(image: np.ndarray, alpha: np.ndarray) -> tuple[float, float]:
+    """Mean luminance of the face's image-left and image-right halves (alpha > 0.5)."""
+    mask = alpha.reshape(alpha.shape[:2]) > 0.5
+    ys, xs = np.nonzero(mask)
+    cx = int(np.median(xs))
+    lum = image[..., :3] @ np.array([0.2126, 0.7152, 0.0722])
+    left = lum[:, :cx][mask[:, :cx]].mean()
+    right = lum[:, cx:][mask[:, cx:]].mean()
+    return float(left), float(right)
+
+
+def test_import_analyse_light_render_export(scene, bpy_module, short_clip, tmp_path):
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    settings.output_dir = str(tmp_path / "out")
+    assert _import_and_analyse(bpy, short_clip) == {"FINISHED"}, settings.status
+    assert settings.analysed and "head tracked in 3" in settings.status
+    strips = _mod("compat").strips(scene.sequence_editor, tuple(bpy.app.version))
+    assert strips[settings.movie_strip].frame_final_duration == FRAMES
+    assert scene.frame_end - scene.frame_start + 1 == FRAMES
+    anchor, cam = settings.anchor, settings.camera
+    assert anchor.animation_data is not None and settings.proxy.parent == anchor and scene.camera == cam
+
+    # The untouched camera seen from the keyed anchor is each frame's source camera: no novel view is asked for.
+    session = _mod("session").get_session(settings)
+    relight = _mod("relight")
+    for frame in range(scene.frame_start, scene.frame_end + 1):
+        scene.frame_set(frame)
+        _side_light(bpy, scene, +1.0)
+        req = relight.request(scene, settings, session, bpy.context.evaluated_depsgraph_get())
+        assert req.camera_label is None, f"frame {frame}: scene camera differs from the source camera"
+
+    # Render three frames to the sequencer, above the original.
+    scene.frame_set(scene.frame_start)
+    assert bpy.ops.portrait_relight.render_sequencer("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+    relit = strips[settings.relit_strip]
+    assert relit.channel == strips[settings.movie_strip].channel + 1
+    assert len(relit.elements) == FRAMES and relit.frame_start == scene.frame_start
+    assert scene.view_settings.view_transform == "Standard"
+
+    # Export: PNG frames, multilayer EXR passes, and a video through Blender's FFmpeg.
+    for kind in ("PNG", "MULTILAYER"):
+        assert bpy.ops.portrait_relight.export("EXEC_DEFAULT", kind=kind) == {"FINISHED"}, settings.status
+    export_dir = tmp_path / "out" / "export"
+    pngs = sorted(export_dir.glob("*_relit_*.png"))
+    exrs = sorted(export_dir.glob("*_passes_*.exr"))
+    assert len(pngs) == FRAMES and len(exrs) == FRAMES
+    # A compositor's Image node sees every pass of the multilayer file as a socket.
+    scene.use_nodes = True
+    node = scene.node_tree.nodes.new("CompositorNodeImage")
+    node.image = bpy.data.images.load(str(exrs[0]))
+    assert node.image.type == "MULTILAYER"
+    sockets = {o.name for o in node.outputs}
+    assert {"albedo", "normal", "depth", "shading", "alpha"} <= sockets, sockets
+    scene.node_tree.nodes.remove(node)
+    scene.use_nodes = False
+
+    # The exported pixels are the relit frame: lit side brighter, and the other side when the light moves over.
+    frame = session.relight_frame(0, relight.request(scene, settings, session,
+                                                     bpy.context.evaluated_depsgraph_get()).sh, None, with_passes=True)
+    exported = video.read_image(pngs[0]).astype(np.float32) / 255.0
+    from blender_relight import colour
+
+    np.testing.assert_allclose(colour.srgb_to_linear(exported), np.clip(frame.image, 0, 1), atol=0.02)
+    left_plus, right_plus = _face_sides(frame.image, frame.passes["alpha"])
+    _side_light(bpy, scene, -1.0)
+    assert bpy.ops.portrait_relight.export("EXEC_DEFAULT", kind="PNG") == {"FINISHED"}, settings.status
+    mirrored = colour.srgb_to_linear(video.read_image(pngs[0]).astype(np.float32) / 255.0)
+    left_minus, right_minus = _face_sides(mirrored, frame.passes["alpha"])
+    # Subject's +x is image right (SH frame: x image-right).
+    assert right_plus > 1.15 * left_plus, (left_plus, right_plus)
+    assert left_minus > 1.15 * right_minus, (left_minus, right_minus)
+
+    assert bpy.ops.portrait_relight.export("EXEC_DEFAULT", kind="VIDEO") == {"FINISHED"}, settings.status
+    mp4 = export_dir / f"{short_clip.stem}_relit.mp4"
+    assert mp4.is_file()
+    with video.VideoReader(mp4) as reader:
+        assert reader.frame_count == FRAMES
+
+
+def test_live_preview_follows_light_changes(scene, bpy_module, short_clip, tmp_path):
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    assert _import_and_analyse(bpy, short_clip) == {"FINISHED"}, settings.status
+    _side_light(bpy, scene, +1.0)
+    relight = _mod("relight")
+    settings.live = True
+    relight.LIVE.last_key = None  # the depsgraph handler may already have drawn this state
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    assert relight.LIVE.update(scene, depsgraph) or relight.LIVE.last_key is not None, settings.status
+    preview = bpy.data.images[relight.PREVIEW_IMAGE]
+    first = np.array(preview.pixels[:])
+    assert not relight.LIVE.update(scene, depsgraph)  # nothing changed: nothing recomputed
+    scene.objects["key"].data.color = (0.2, 0.4, 1.0)
+    # Evaluating the depsgraph runs the add-on's depsgraph handler (it may relight there); update() covers both.
+    relight.LIVE.update(scene, bpy.context.evaluated_depsgraph_get())
+    now = np.array(preview.pixels[:]).reshape(-1, 4)
+    diff = now[:, 2] - first.reshape(-1, 4)[:, 2] - (now[:, 0] - first.reshape(-1, 4)[:, 0])
+    assert diff.max() > 0.01, "a bluer light must make the preview bluer"
+    settings.live = False
+
+
+def test_video_with_no_face(scene, bpy_module, data_dir):
+    bpy = bpy_module
+    dog = data_dir / "images" / "lp_s33_dog.jpg"
+    if not dog.is_file():
+        pytest.skip(f"{dog} not found")
+    settings = scene.portrait_relight
+    assert _import_and_analyse(bpy, dog) == {"CANCELLED"}
+    assert not settings.analysed and "no face" in settings.status
+    assert settings.movie_strip and settings.video_path == str(dog)  # nothing lost
+
+
+def test_cancelled_analysis_resumes(scene, bpy_module, short_clip):
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    settings.engine = "analytic"
+    assert bpy.ops.portrait_relight.import_video("EXEC_DEFAULT", filepath=str(short_clip)) == {"FINISHED"}
+    operators = importlib.import_module(f"{PACKAGE}.ops.operators")
+    settings.stride = 2  # frames 0 and 2
+    job = operators.new_job(bpy.context)
+    assert job.frames == [0, 2]
+    job.cancel()
+    state = job.run()
+    assert state.cancelled and state.finished and state.error is None
+    status = operators.finish_analysis(bpy.context, state)
+    assert "cancelled" in status and "resume" in status and not settings.analysed
+    assert bpy.ops.portrait_relight.analyse("EXEC_DEFAULT") == {"FINISHED"}
+    assert settings.analysed and "head tracked in 2" in settings.status, settings.status
+
+
+def test_missing_model_files_are_reported(scene, bpy_module, short_clip, tmp_path):
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    empty = tmp_path / "no_models"
+    empty.mkdir()
+    prefs.model_dir = str(empty)
+    settings.engine = "neural"
+    assert bpy.ops.portrait_relight.import_video("EXEC_DEFAULT", filepath=str(short_clip)) == {"FINISHED"}
+    # An operator's ERROR report reaches a script as RuntimeError; the panel shows the same line as status.
+    with pytest.raises(RuntimeError, match="model.json not found"):
+        bpy.ops.portrait_relight.analyse("EXEC_DEFAULT")
+    assert str(empty) in settings.status and "model.json" in settings.status, settings.status
+    assert settings.movie_strip and not settings.analysing  # the import is kept; nothing half-done
+    prefs.model_dir = ""
+    settings.engine = "analytic"
+    assert bpy.ops.portrait_relight.analyse("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+
+
+def test_moved_video_and_no_lights(scene, bpy_module, short_clip, tmp_path):
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(short_clip, clip)
+    assert _import_and_analyse(bpy, clip) == {"FINISHED"}, settings.status
+    scene.world.color = (0.0, 0.0, 0.0)
+    with pytest.raises(RuntimeError, match="no light"):
+        bpy.ops.portrait_relight.relight_frame("EXEC_DEFAULT")
+    assert "no light" in settings.status
+    _side_light(bpy, scene, +1.0)
+    assert bpy.ops.portrait_relight.relight_frame("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+
+    moved = tmp_path / "moved" / "clip.mp4"
+    moved.parent.mkdir()
+    os.replace(clip, moved)
+    _mod("session").forget_sessions()
+    with pytest.raises(RuntimeError, match="moved or deleted"):
+        bpy.ops.portrait_relight.relight_frame("EXEC_DEFAULT")
+    assert "missing" in settings.status and str(clip) in settings.status
+    assert settings.analysed and settings.anchor is not None  # nothing lost
+    settings.video_path = str(moved)
+    assert bpy.ops.portrait_relight.relight_frame("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+    session = _mod("session").get_session(settings)
+    assert session.frame_status(0) == "tracked"  # the cache followed the video
