@@ -14,7 +14,7 @@ import numpy as np
 
 from blender_relight.errors import RelightError
 
-from . import compat, rig_maths, scene_read, session as sessions
+from . import rig_maths, scene_read, session as sessions
 
 PREVIEW_IMAGE = "Portrait Relight Preview"
 

@@ -7,13 +7,14 @@ The light-unit maths lives in ``blender_relight.lighting.blender_lights``; this 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import bpy
 import numpy as np
 
 from blender_relight.errors import RelightError
-from blender_relight.lighting import blender_lights
+from blender_relight.lighting import blender_lights, environment
 
 from . import compat, rig_maths
 
@@ -67,40 +68,59 @@ def scene_lights(scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph, anchor:
     return specs
 
 
-def world_colour(scene: bpy.types.Scene) -> tuple[tuple[float, float, float], str | None]:
-    """The world's uniform colour × strength, and the HDRI file path when its Background is fed by an image."""
+@dataclass(frozen=True)
+class WorldLight:
+    """The world as the relighting sees it: a uniform colour × strength, or an HDRI file with its strength and the
+    Mapping node's rotation."""
+
+    colour: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    hdri: str | None = None
+    strength: float = 1.0
+    rotation: np.ndarray | None = None
+
+
+def read_world(scene: bpy.types.Scene) -> WorldLight:
+    """The world's Background node (colour × strength, or an Environment Texture feeding it), else its plain colour."""
     world = scene.world
     if world is None:
-        return (0.0, 0.0, 0.0), None
+        return WorldLight()
     if world.use_nodes and world.node_tree is not None:
         for node in world.node_tree.nodes:
             if node.type != "BACKGROUND":
                 continue
-            colour_in, strength_in = node.inputs["Color"], node.inputs["Strength"]
-            strength = float(strength_in.default_value)
+            colour_in = node.inputs["Color"]
+            strength = float(node.inputs["Strength"].default_value)
             for link in colour_in.links:
-                src = link.from_node
-                if src.type == "TEX_ENVIRONMENT" and src.image is not None:
-                    return (strength, strength, strength), bpy.path.abspath(src.image.filepath)
+                env = link.from_node
+                if env.type == "TEX_ENVIRONMENT" and env.image is not None:
+                    return WorldLight(hdri=bpy.path.abspath(env.image.filepath), strength=strength,
+                                      rotation=_mapping_rotation(env))
             c = colour_in.default_value
-            return (float(c[0]) * strength, float(c[1]) * strength, float(c[2]) * strength), None
+            return WorldLight(colour=(float(c[0]) * strength, float(c[1]) * strength, float(c[2]) * strength))
     c = world.color
-    return (float(c[0]), float(c[1]), float(c[2])), None
+    return WorldLight(colour=(float(c[0]), float(c[1]), float(c[2])))
+
+
+def _mapping_rotation(env_node: Any) -> np.ndarray | None:
+    """3x3 rotation of a Mapping node feeding the Environment Texture's Vector input, if any."""
+    for link in env_node.inputs["Vector"].links:
+        mapping = link.from_node
+        if mapping.type == "MAPPING" and "Rotation" in mapping.inputs:
+            from mathutils import Euler
+
+            return np.array(Euler(mapping.inputs["Rotation"].default_value).to_matrix(), dtype=np.float64)
+    return None
 
 
 def world_sh(scene: bpy.types.Scene, anchor: np.ndarray) -> np.ndarray | None:
-    """RGB SH (9, 3) of the world (uniform colour, or an HDRI in an Environment Texture); None for a black world."""
-    rgb, hdri = world_colour(scene)
-    if hdri:
-        try:
-            from blender_relight.lighting import environment
-        except ImportError as exc:
-            raise RelightError("HDRI worlds need blender_relight.lighting.environment, missing from this install; "
-                               "use a plain world colour") from exc
-        return environment.hdri_to_sh(hdri, strength=rgb[0], rotation=anchor[:3, :3])
-    if max(rgb) <= 0.0:
+    """RGB SH (9, 3) of the world in the anchor's frame; None for a black world."""
+    world = read_world(scene)
+    if world.hdri:
+        return environment.hdri_to_sh(world.hdri, rotation=anchor[:3, :3], strength=world.strength,
+                                      world_rotation=world.rotation)
+    if max(world.colour) <= 0.0:
         return None
-    return blender_lights.world_colour_sh(np.asarray(rgb))
+    return blender_lights.world_colour_sh(np.asarray(world.colour))
 
 
 def scene_sh(scene: bpy.types.Scene, settings: Any, depsgraph: bpy.types.Depsgraph) -> np.ndarray:

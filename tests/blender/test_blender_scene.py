@@ -148,3 +148,43 @@ def test_moving_the_camera_moves_the_eg3d_camera(scene, bpy_module):
     label = scene_read.scene_camera_label(scene, scene.portrait_relight, bpy.context.evaluated_depsgraph_get())
     _, K = camera.split_label(label)
     np.testing.assert_allclose([K[0, 0], K[0, 2]], [100.0 / 36.0, 0.45], atol=1e-6)
+
+
+def test_hdri_world_is_projected_in_the_anchor_frame(scene, bpy_module, tmp_path):
+    """An HDRI bright only in one hemisphere (world +X) lights the face from there; turning the anchor by 90° about
+    Z moves that light in the anchor frame, and a uniform HDRI gives π·value·strength everywhere."""
+    import cv2
+
+    bpy = bpy_module
+    scene_read = importlib.import_module(PACKAGE + ".ops.scene_read")
+    h, w = 32, 64
+    lon = (np.arange(w) + 0.5) / w * 2 * np.pi - np.pi  # longitude of each column; half the map is lit
+    hemi = np.zeros((h, w, 3), np.float32)
+    uniform = np.full((h, w, 3), 0.25, np.float32)
+    path_u, path_h = tmp_path / "uniform.hdr", tmp_path / "hemi.hdr"
+    cv2.imwrite(str(path_u), uniform)
+    hemi[:, np.cos(lon) > 0] = 1.0
+    cv2.imwrite(str(path_h), hemi)
+    _anchor(bpy, scene, np.eye(4))
+    world = scene.world
+    world.use_nodes = True
+    nodes = world.node_tree.nodes
+    env = nodes.new("ShaderNodeTexEnvironment")
+    background = next(n for n in nodes if n.type == "BACKGROUND")
+    world.node_tree.links.new(env.outputs["Color"], background.inputs["Color"])
+    background.inputs["Strength"].default_value = 2.0
+    env.image = bpy.data.images.load(str(path_u))
+    coeffs = scene_read.scene_sh(scene, scene.portrait_relight, bpy.context.evaluated_depsgraph_get())
+    for n in np.eye(3):
+        np.testing.assert_allclose(sh.irradiance(n, coeffs), math.pi * 0.25 * 2.0, rtol=2e-2)
+    env.image = bpy.data.images.load(str(path_h))
+    base = scene_read.scene_sh(scene, scene.portrait_relight, bpy.context.evaluated_depsgraph_get())
+    band1 = np.array([base[3, 0], base[1, 0], base[2, 0]])  # (x, y, z) of the dominant direction
+    scene.portrait_relight.anchor.matrix_world = _mat(_anchor_matrix(yaw_deg=90.0, loc=(0, 0, 0)))
+    turned = scene_read.scene_sh(scene, scene.portrait_relight, bpy.context.evaluated_depsgraph_get())
+    band1_t = np.array([turned[3, 0], turned[1, 0], turned[2, 0]])
+    # World direction d is seen from an anchor turned +90° about Z at Rz(-90°)·d.
+    rz = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(band1_t, rz @ band1, atol=1e-6 * max(1.0, np.abs(band1).max()))
+    assert np.linalg.norm(band1) > 0.1
+    world.use_nodes = False

@@ -4,7 +4,6 @@ then the bad inputs: no face, cancelled analysis, missing model files, a moved v
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 
 from blender_relight import video
-from blender_relight.errors import RelightError
 
 from conftest import PACKAGE
 
