@@ -12,7 +12,7 @@ peak RSS after each stage, and each stage's FLOPs and bytes against a roofline f
 
 FLOPs: torch's FlopCounterMode (matmuls and convolutions) plus grid_sample (4 taps x 2 per output value); bytes:
 weights + graph inputs + graph outputs (what no implementation can avoid moving) and, separately, the traffic of every
-layer's input and output (what an unfused implementation moves). ``--sweep`` times candidate default configs.
+op's inputs and outputs (what an unfused implementation moves). ``--sweep`` times candidate default configs.
 """
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,9 +55,23 @@ def machine_peaks(threads: int) -> dict[str, float]:
     return {"gflops": gflops, "gbs": gbs, "threads": threads}
 
 
+class Traffic(TorchDispatchMode):
+    """Bytes read and written by every non-view aten op (what an unfused implementation moves)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not getattr(func, "is_view", False):
+            ts = [t for t in tree_flatten((args, kwargs or {}, out))[0] if isinstance(t, torch.Tensor)]
+            self.bytes += sum(t.numel() * t.element_size() for t in ts)
+        return out
+
+
 def count_stage_costs(net, preset_cfg) -> dict[str, dict[str, float]]:
     """FLOPs and bytes per stage for one frame (see module docstring)."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from inference.export import GRAPH_IO, WRAPPERS, example_inputs
@@ -65,25 +82,17 @@ def count_stage_costs(net, preset_cfg) -> dict[str, dict[str, float]]:
         wrapper = WRAPPERS[graph](net).eval()
         args = example_inputs(net, graph)
         inputs = [args[n] for n in GRAPH_IO[graph][0]]
-        traffic = [0]
-
-        def hook(_m, inp, out):
-            ts = [t for t in list(inp) + (list(out) if isinstance(out, (tuple, list)) else [out])
-                  if isinstance(t, torch.Tensor)]
-            traffic[0] += sum(t.numel() * t.element_size() for t in ts)
-
-        handles = [m.register_forward_hook(hook) for m in wrapper.modules() if not list(m.children())]
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        traffic = Traffic()
+        with torch.no_grad(), FlopCounterMode(display=False) as fc, traffic:
             outs = wrapper(*inputs)
-        for h in handles:
-            h.remove()
         flops = float(fc.get_total_flops())
         if graph == "render":   # grid_sample: 2 tri-planes x 3 planes x C channels x 4 taps x 2 flops per sample
             samples = cfg.render_res ** 2 * (cfg.n_coarse + cfg.n_importance)
             flops += samples * 2 * 3 * cfg.plane_channels * 4 * 2
         weights = sum(p.numel() * 4 for p in wrapper.parameters())
         io_bytes = sum(t.numel() * 4 for t in inputs) + sum(t.numel() * 4 for t in outs)
-        costs[graph] = {"flops": flops, "bytes_floor": float(weights + io_bytes), "layer_traffic": float(traffic[0])}
+        costs[graph] = {"flops": flops, "bytes_floor": float(weights + io_bytes),
+                        "layer_traffic": float(traffic.bytes)}
     return costs
 
 
@@ -92,8 +101,6 @@ def peak_rss_mb() -> float:
 
 
 def bench_one(preset: str, threads: int, repeat: int, weights: str | None, config_json: str | None) -> dict:
-    import torch
-
     torch.set_num_threads(1)
     from inference.export import export_onnx
     from inference.model import PRESETS, ModelConfig, RelightNet
@@ -145,7 +152,7 @@ def report(r: dict, peaks: dict) -> str:
     s = r["seconds"]
     lines = [f"## preset {r['preset']}  ({r['params'] / 1e6:.2f} M parameters, {r['provider']}, "
              f"{r['threads']} threads, output {r['config']['render_res'] * r['config']['sr_factor']}²)",
-             f"{'stage':<10} {'ms':>8} {'fps':>8} {'GFLOP':>8} {'MB floor':>9} {'MB layers':>10} {'floor ms':>9} "
+             f"{'stage':<10} {'ms':>8} {'fps':>8} {'GFLOP':>8} {'MB floor':>9} {'MB per-op':>10} {'floor ms':>9} "
              f"{'x floor':>8} {'peak RSS MB':>12}"]
     for stage in ("encode", "temporal", "render", "shade"):
         c = r["costs"][stage]
