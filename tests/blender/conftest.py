@@ -16,15 +16,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
+from pr_blender_env import DATA, PACKAGE, REPO, ROOT
+
 USER_DIR = Path(tempfile.mkdtemp(prefix="pr-blender-user-"))
 os.environ.setdefault("BLENDER_USER_RESOURCES", str(USER_DIR))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 BPY_MISSING = importlib.util.find_spec("bpy") is None
-REPO = "prtest"
-PACKAGE = f"bl_ext.{REPO}.portrait_relight"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -12,7 +12,7 @@ from blender_relight import camera
 from blender_relight.errors import RelightError
 from blender_relight.lighting import blender_lights, sh
 
-from conftest import PACKAGE
+from pr_blender_env import PACKAGE
 
 
 def _mat(m):

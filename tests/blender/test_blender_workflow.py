@@ -13,7 +13,7 @@ import pytest
 
 from blender_relight import video
 
-from conftest import PACKAGE
+from pr_blender_env import PACKAGE
 
 FRAMES = 3
 
@@ -153,6 +153,10 @@ def test_import_analyse_light_render_export(scene, bpy_module, short_clip, tmp_p
     assert mp4.is_file()
     with video.VideoReader(mp4) as reader:
         assert reader.frame_count == FRAMES
+        first_video = reader.read(0).astype(np.float32) / 255.0
+    # Standard view transform: the encoded video shows the exported pixels (AgX would shift them far more).
+    first_png = video.read_image(pngs[0]).astype(np.float32) / 255.0
+    assert np.abs(first_video - first_png).mean() < 0.02
 
 
 def test_live_preview_follows_light_changes(scene, bpy_module, short_clip, tmp_path):
