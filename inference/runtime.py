@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from blender_relight.errors import ModelFileError
+from blender_relight.errors import ModelFileError, RelightError
 from blender_relight.lighting.sh import as_rgb
 from inference.graphs import FORMAT, FORMAT_VERSION, GRAPH_IO, GRAPH_NAMES, tensor_shapes
 
@@ -58,7 +58,7 @@ def choose_provider(requested: str = "auto", available: list[str] | None = None)
     want = PROVIDER_ALIASES.get(requested.lower(), requested) if requested else None
     if want is not None:
         if want not in available:
-            raise ModelFileError(f"execution provider {requested!r} is not in this onnxruntime build "
+            raise RelightError(f"execution provider {requested!r} is not in this onnxruntime build "
                                  f"(available: {', '.join(available)}); use provider='auto' or install "
                                  "onnxruntime-gpu for CUDA")
         return want, f"requested {requested}"
@@ -68,7 +68,7 @@ def choose_provider(requested: str = "auto", available: list[str] | None = None)
             reason = "auto: best available" + (f"; {'/'.join(skipped)} not in this onnxruntime build"
                                                if skipped else "")
             return p, reason
-    raise ModelFileError(f"no usable onnxruntime execution provider (available: {available})")
+    raise RelightError(f"no usable onnxruntime execution provider (available: {available})")
 
 
 def providers_report() -> dict[str, Any]:
@@ -137,7 +137,12 @@ class RelightRuntime:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
-        providers = [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
+        # the chosen provider, then the slower ones as fallbacks (TensorRT hands unsupported nodes to CUDA, then CPU)
+        have = ort.get_available_providers()
+        slower = PROVIDER_ORDER[PROVIDER_ORDER.index(wanted):] if wanted in PROVIDER_ORDER else (wanted,)
+        providers = [p for p in slower if p in have]
+        if wanted not in PROVIDER_ORDER:
+            providers.append("CPUExecutionProvider")
         self._sessions: dict[str, Any] = {}
         for name in GRAPH_NAMES:
             path = folder / self.meta["graphs"][name]["file"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from blender_relight import camera as cam
-from blender_relight.errors import ModelFileError
+from blender_relight.errors import ModelFileError, RelightError
 from blender_relight.lighting import sh as sh_np
 from inference.export import export_onnx, relative_error
 from inference.model import RelightNet, randomize_weights
@@ -51,7 +51,7 @@ def test_provider_choice_order() -> None:
                                     "CPUExecutionProvider"])[0] == "TensorrtExecutionProvider"
     p, why = choose_provider("auto", ["CPUExecutionProvider"])
     assert p == "CPUExecutionProvider" and "CUDA" in why
-    with pytest.raises(ModelFileError, match="onnxruntime-gpu"):
+    with pytest.raises(RelightError, match="onnxruntime-gpu"):
         choose_provider("cuda", ["CPUExecutionProvider"])
 
 

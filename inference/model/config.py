@@ -18,7 +18,7 @@ class ModelConfig:
     image_res: int = 512                 # input crop side (EG3D crop, linear RGB)
     plane_res: int = 256                 # tri-plane side
     plane_channels: int = 32             # channels per plane (there are three planes per tri-plane)
-    encoder_widths: tuple[int, ...] = (32, 64, 128, 256)   # encoder channels, one per downsampling level below plane_res
+    encoder_widths: tuple[int, ...] = (32, 64, 128, 256)   # U-Net channels per level (level 0 at plane_res)
     encoder_stem_stride: int = 2         # image_res / (stem stride) = plane_res
     n_coarse: int = 48                   # stratified samples per ray
     n_importance: int = 48               # importance samples per ray
@@ -26,7 +26,7 @@ class ModelConfig:
     sr_factor: int = 8                   # super-resolution factor: output side = render_res * sr_factor
     field_hidden: int = 64               # tri-plane decoder MLP width
     feature_dim: int = 32                # rendered feature channels (input of super-resolution)
-    sr_widths: tuple[int, ...] = (64, 32, 16)   # super-resolution channels, coarse to fine (one per x2 stage, last reused)
+    sr_widths: tuple[int, ...] = (64, 32, 16)   # SR channels, coarse to fine (one per x2 stage, last reused)
     residual_dim: int = 8                # per-pixel features that the SH-conditioned shading residual reads
     shade_hidden: int = 16               # width of the shading-residual MLP
     temporal_tokens: int = 8             # token grid per plane side (tokens per frame = 3 * temporal_tokens**2)

@@ -100,7 +100,8 @@ class ShadingEncoder(PlaneEncoder):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg, cond_dim=SH_DIM)
 
-    def forward(self, crop: torch.Tensor, source_sh: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, crop: torch.Tensor,  # type: ignore[override]
+                source_sh: torch.Tensor | None = None) -> torch.Tensor:
         if source_sh is None:
             raise ValueError("the shading encoder needs the source frame's SH (B, 9, 3)")
         return super().forward(crop, source_sh.reshape(source_sh.shape[0], SH_DIM))

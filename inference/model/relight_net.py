@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ModelConfig, PRESETS
+from .config import ModelConfig, get_preset
 from .encoders import AlbedoEncoder, ShadingEncoder
 from .field import TriplaneField
 from .renderer import render_gbuffer
@@ -27,7 +27,7 @@ class RelightNet(nn.Module):
 
     def __init__(self, config: ModelConfig | str = "default") -> None:
         super().__init__()
-        cfg = PRESETS[config] if isinstance(config, str) else config
+        cfg = get_preset(config) if isinstance(config, str) else config
         cfg.validate()
         self.config = cfg
         self.albedo_encoder = AlbedoEncoder(cfg)
@@ -47,7 +47,8 @@ class RelightNet(nn.Module):
         return self.temporal_net.empty_memory(batch, next(self.parameters()).device)
 
     def temporal(self, planes: dict[str, torch.Tensor], memory: torch.Tensor | None = None,
-                 memory_valid: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+                 memory_valid: torch.Tensor | None = None
+                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """Correct the planes with attention over earlier frames; returns (planes, memory, memory_valid)."""
         a = planes["albedo_planes"]
         if memory is None:

@@ -6,8 +6,9 @@ transmittance as exp of a cumulative sum, which exports to ONNX where cumprod do
 samples are merged and sorted by depth (ONNX TopK) before compositing, as EG3D does.
 
 Normals are unit per sample and composited with the ray's empty remainder facing the camera (-direction), so the
-normalised result is well conditioned everywhere, background included. Depth is the expected depth with the empty remainder of a ray placed at the far bound, so background pixels get a
-well-defined depth (RAY_FAR) instead of EG3D's NaN-then-clamp.
+normalised result is well conditioned everywhere, background included. Depth is the expected depth with the empty
+remainder of a ray placed at the far bound, so background pixels get a well-defined depth (RAY_FAR) instead of
+EG3D's NaN-then-clamp.
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from blender_relight.camera import RADIUS
+
 from .config import ModelConfig
 
 
@@ -37,7 +39,8 @@ class SuperResolution(nn.Module):
 
     def forward(self, g: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         size = (self.cfg.out_res, self.cfg.out_res)
-        x = torch.cat([g["albedo"], g["normal"], g["visibility"], g["depth"] - 2.7, g["alpha"], g["features"]], dim=1)
+        x = torch.cat([g["albedo"], g["normal"], g["visibility"], g["depth"] - RADIUS, g["alpha"], g["features"]],
+                      dim=1)
         x = F.leaky_relu(self.inp2(F.leaky_relu(self.inp(x), 0.2)), 0.2)
         for conv in self.ups:
             x = F.leaky_relu(conv(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)), 0.2)
