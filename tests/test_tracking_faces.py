@@ -162,3 +162,13 @@ def test_source_lighting_is_estimated_when_the_estimator_exists() -> None:
     for t in tracks:
         assert t.source_sh is not None and t.source_sh.shape == (9, 3) and np.isfinite(t.source_sh).all()
         assert t.source_sh[0].min() > 0  # some light reaches the face in every channel
+
+
+@pytest.mark.parametrize("mesh_faces", [1, 2])
+def test_blurred_background_is_not_a_second_face(mesh_faces: int) -> None:
+    """lp_s18 from frame 221: mediapipe's mesh (asked for two faces) also 'sees' a face in the blurred background;
+    the full-range detector does not confirm it, so the frames stay 'tracked', not 'several_faces'."""
+    with MediapipeBackend(mesh_faces=mesh_faces) as backend:
+        tracks = track_video(_need("videos", "lp_s18.mp4"), frames=range(221, 229), backend=backend,
+                             estimate_sh=False)
+    assert [t.status for t in tracks] == ["tracked"] * 8

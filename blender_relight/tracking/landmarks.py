@@ -84,8 +84,13 @@ def _inside(point: np.ndarray, face: "FaceLandmarks", margin: float = 0.25) -> b
 class MediapipeBackend:
     """mediapipe 0.10.21 face mesh (478 points) with a full-range detector fallback for small faces.
 
-    - Full frame: ``FaceMesh(static_image_mode=False, max_num_faces, refine_landmarks=True)``; video mode tracks
-      from the previous frame's landmarks instead of re-detecting, which is both faster and steadier.
+    - Full frame: ``FaceMesh(static_image_mode=False, max_num_faces=mesh_faces, refine_landmarks=True)``; video
+      mode tracks from the previous frame's landmarks instead of re-detecting, which is both faster and steadier.
+      ``mesh_faces`` defaults to 1: with 2, mediapipe re-runs its detector on every frame that shows fewer than two
+      faces (a third slower on 512² clips, see docs/tracking.md), and its extra faces can be hallucinated on blurred
+      backgrounds; the second face is found by the recheck below instead. ``max_num_faces`` (default 2) bounds the
+      faces returned in all, so several faces are always seen. Extra mesh faces (``mesh_faces`` > 1) must be
+      confirmed by the full-range detector.
     - Small faces: mediapipe's mesh finds faces with its short-range detector (faces larger than about a fifth of the
       frame, and often only one of several). The full-range detector (``face_detection``, model_selection=1) looks
       for the faces the mesh did not return: on every frame while no face is found, else every ``recheck_every``
@@ -100,6 +105,7 @@ class MediapipeBackend:
     num_points = MP_NUM_POINTS
 
     def __init__(self, max_num_faces: int = 2, static_image_mode: bool = False, small_faces: bool = True,
+                 mesh_faces: int = 1,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
                  crop_size: int = 320, crop_scale: float = 1.9, recheck_every: int = 10) -> None:
         try:
@@ -111,6 +117,7 @@ class MediapipeBackend:
         self._face_mesh = face_mesh
         self._face_detection = face_detection
         self.max_num_faces = max_num_faces
+        self.mesh_faces = max(1, min(int(mesh_faces), max_num_faces))
         self.static_image_mode = static_image_mode
         self.small_faces = small_faces
         self.min_detection_confidence = min_detection_confidence
@@ -118,7 +125,7 @@ class MediapipeBackend:
         self.crop_size = crop_size
         self.crop_scale = crop_scale
         self.recheck_every = max(int(recheck_every), 1)
-        self._mesh = self._new_mesh(max_num_faces, static_image_mode)
+        self._mesh = self._new_mesh(self.mesh_faces, static_image_mode)
         self._detector = None  # created on the first frame that needs it
         self._crop_meshes: list = []  # one static-mode mesh per crop slot
         self._rois: list[tuple[float, float, float]] = []  # crops that follow faces the full-frame mesh missed
@@ -148,7 +155,7 @@ class MediapipeBackend:
         h, w = image.shape[:2]
         return [self._to_points(lm, w, h) for lm in result.multi_face_landmarks]
 
-    def _small_face_boxes(self, frame: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    def _small_face_boxes(self, frame: np.ndarray, limit: int | None = None) -> list[tuple[tuple, float]]:
         """Full-range detector: (centre, side) boxes in frame px with their scores, largest first."""
         if self._detector is None:
             self._detector = self._face_detection.FaceDetection(
@@ -164,7 +171,7 @@ class MediapipeBackend:
             centre = np.array([(rb.xmin + rb.width / 2) * w, (rb.ymin + rb.height / 2) * h])
             boxes.append((centre, side, float(det.score[0]) if det.score else 0.5))
         boxes.sort(key=lambda b: -b[1])
-        return [((c, s), sc) for c, s, sc in boxes[: self.max_num_faces]]
+        return [((c, s), sc) for c, s, sc in boxes[: limit or self.max_num_faces + 1]]
 
     def _mesh_on_crop(self, frame: np.ndarray, roi: tuple[float, float, float], slot: int) -> np.ndarray | None:
         x0, y0, side = roi
@@ -196,6 +203,9 @@ class MediapipeBackend:
                            key=lambda f: -f.size):
             if not any(_inside(face.centre, f, 0.0) for f in faces):
                 faces.append(face)
+        if len(faces) > 1:  # extra mesh faces must be confirmed by the detector (the mesh can see faces in blur)
+            boxes = self._small_face_boxes(frame, limit=8)
+            faces = faces[:1] + [f for f in faces[1:] if any(_inside(c, f, 0.0) for (c, _), _ in boxes)]
         if not self.small_faces:
             return faces
         # Follow the faces found through crops on earlier frames (skip any the full-frame mesh now returns).
@@ -234,7 +244,7 @@ class MediapipeBackend:
     def reset(self) -> None:
         """Forget temporal state (call between clips or after a seek)."""
         self._mesh.close()
-        self._mesh = self._new_mesh(self.max_num_faces, self.static_image_mode)
+        self._mesh = self._new_mesh(self.mesh_faces, self.static_image_mode)
         self._rois = []
         self._frame_no = 0
         self._last_count = 0
