@@ -17,6 +17,9 @@ from blender_relight.errors import RelightError
 from . import output, relight, rig, session as sessions, worker
 from .props import EXPORT_FORMATS
 
+#: Analysis jobs running in the background, by scene name (not saved: a crash never leaves a clip "busy").
+RUNNING: dict[str, worker.AnalysisJob] = {}
+
 VIDEO_FILTER = "*.mp4;*.mov;*.mkv;*.avi;*.webm;*.m4v;*.png;*.jpg;*.jpeg"
 
 
@@ -122,7 +125,7 @@ class PR_OT_analyse(bpy.types.Operator):
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         s = context.scene.portrait_relight
-        return bool(s.video_path) and not s.analysing
+        return bool(s.video_path) and context.scene.name not in RUNNING
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         """Blocking run (scripts, background mode): the same worker code, on this thread."""
@@ -145,6 +148,8 @@ class PR_OT_analyse(bpy.types.Operator):
         except RelightError as exc:
             return _report_error(self, settings, exc)
         settings.analysing, settings.progress, settings.status = True, 0.0, "analysing..."
+        self._scene_name = context.scene.name
+        RUNNING[self._scene_name] = self._job
         self._job.start()
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.2, window=context.window)
@@ -165,6 +170,7 @@ class PR_OT_analyse(bpy.types.Operator):
             _redraw(context)
             return {"RUNNING_MODAL"}
         self._job.join()
+        RUNNING.pop(self._scene_name, None)
         context.window_manager.event_timer_remove(self._timer)
         context.workspace.status_text_set(None)
         status = finish_analysis(context, state)
@@ -185,6 +191,9 @@ class PR_OT_cancel_analysis(bpy.types.Operator):
     bl_label = "Cancel Analysis"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        job = RUNNING.get(context.scene.name)
+        if job is not None:
+            job.cancel()
         context.scene.portrait_relight.analysing = False
         return {"FINISHED"}
 
@@ -251,6 +260,23 @@ class PR_OT_export(bpy.types.Operator):
         settings.status = f"exported {self.kind} to {where}{note}"
         self.report({"INFO"}, settings.status)
         return {"FINISHED"}
+
+
+@bpy.app.handlers.persistent
+def clear_stale_state(_filepath: str = "") -> None:
+    """After a file loads, no analysis of it is running, whatever was saved (e.g. saved mid-analysis)."""
+    for scene in bpy.data.scenes:
+        settings = getattr(scene, "portrait_relight", None)
+        if settings is not None and settings.analysing and scene.name not in RUNNING:
+            settings.analysing = False
+
+
+def cancel_all() -> None:
+    """Stop every background analysis (unregister, quit): finished frames stay cached."""
+    for job in list(RUNNING.values()):
+        job.cancel()
+        job.join(timeout=5.0)
+    RUNNING.clear()
 
 
 CLASSES = (PR_OT_import_video, PR_OT_analyse, PR_OT_cancel_analysis, PR_OT_relight_frame, PR_OT_render_sequencer,

@@ -45,8 +45,15 @@ def test_enable_disable_enable(addon, bpy_module):
     assert bpy.ops.portrait_relight.analyse.idname() == "PORTRAIT_RELIGHT_OT_analyse"
     relight = importlib.import_module(PACKAGE + ".ops.relight")
     assert relight._on_depsgraph in bpy.app.handlers.depsgraph_update_post
+    operators = importlib.import_module(PACKAGE + ".ops.operators")
+    assert operators.clear_stale_state in bpy.app.handlers.load_post
+    # A file saved mid-analysis must not leave the clip "busy" when reopened.
+    bpy.context.scene.portrait_relight.analysing = True
+    operators.clear_stale_state()
+    assert not bpy.context.scene.portrait_relight.analysing
     addon_utils.disable(PACKAGE, default_set=True)
     assert not hasattr(bpy.types.Scene, "portrait_relight")
+    assert not any(getattr(h, "__module__", "").startswith(PACKAGE) for h in bpy.app.handlers.load_post)
     assert not any(getattr(h, "__module__", "").startswith(PACKAGE) for h in bpy.app.handlers.depsgraph_update_post)
     assert not any(getattr(h, "__module__", "").startswith(PACKAGE) for h in bpy.app.handlers.frame_change_post)
     addon_utils.enable(PACKAGE, default_set=True)

@@ -254,3 +254,26 @@ def test_moved_video_and_no_lights(scene, bpy_module, short_clip, tmp_path):
     assert bpy.ops.portrait_relight.relight_frame("EXEC_DEFAULT") == {"FINISHED"}, settings.status
     session = _mod("session").get_session(settings)
     assert session.frame_status(0) == "tracked"  # the cache followed the video
+
+
+def test_analysis_in_a_worker_thread(scene, bpy_module, short_clip):
+    """The interactive path: the job runs in its own thread while this (main) thread polls its progress."""
+    import time
+
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    settings.engine = "analytic"
+    assert bpy.ops.portrait_relight.import_video("EXEC_DEFAULT", filepath=str(short_clip)) == {"FINISHED"}
+    operators = importlib.import_module(f"{PACKAGE}.ops.operators")
+    job = operators.new_job(bpy.context)
+    job.start()
+    seen = []
+    deadline = time.monotonic() + 120.0
+    while not (state := job.snapshot()).finished and time.monotonic() < deadline:
+        seen.append(state.fraction)
+        time.sleep(0.01)
+    job.join(timeout=5.0)
+    assert state.finished and not state.cancelled and state.error is None
+    assert all(0.0 <= f <= 1.0 for f in seen) and state.fraction == 1.0
+    operators.finish_analysis(bpy.context, state)
+    assert settings.analysed and "head tracked in 3" in settings.status
