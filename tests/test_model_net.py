@@ -136,3 +136,35 @@ def test_presets_validate() -> None:
         assert ModelConfig.from_dict(cfg.to_dict()) == cfg, name
     assert PRESETS["paper"].plane_res == 256 and PRESETS["paper"].out_res == 512
     assert PRESETS["default"].out_res == 512
+
+
+def _constant_density_net(sigma: float) -> RelightNet:
+    """Tiny net whose field has density ``sigma`` everywhere and normal +z per sample (hand-set weights)."""
+    net = RelightNet("tiny").eval()
+    with torch.no_grad():
+        for p in net.field.parameters():
+            p.zero_()
+        net.field.albedo_head[2].bias[0] = sigma          # sigma
+        net.field.shading_head[2].bias[2] = 1.0           # normal (0, 0, 1)
+    return net
+
+
+def test_renderer_compositing_limits() -> None:
+    label = torch.tensor(cam.frontal_label())[None]
+    cfg = PRESETS["tiny"]
+    planes = {"albedo_planes": torch.zeros(1, 3 * cfg.plane_channels, cfg.plane_res, cfg.plane_res)}
+    planes["shading_planes"] = planes["albedo_planes"].clone()
+    with torch.no_grad():
+        opaque = _constant_density_net(60.0).render_lowres(planes, label)
+        empty = _constant_density_net(-60.0).render_lowres(planes, label)
+    # opaque everywhere: alpha 1 and the surface at the first sample (first bin centre after RAY_NEAR)
+    first = cam.RAY_NEAR + 0.5 * (cam.RAY_FAR - cam.RAY_NEAR) / cfg.n_coarse
+    assert torch.allclose(opaque["alpha"], torch.ones(1), atol=1e-4)
+    assert float(opaque["depth"].max()) <= first + 1e-3
+    assert torch.allclose(opaque["normal"][:, 2], torch.ones(1), atol=1e-4)
+    # empty everywhere: alpha 0, depth at the far bound, normal facing the frontal camera (+z in EG3D world)
+    assert float(empty["alpha"].max()) < 1e-6
+    assert torch.allclose(empty["depth"], torch.full((1,), cam.RAY_FAR), atol=1e-4)
+    _, dirs = camera_rays(label, cfg.render_res)
+    facing = -dirs[0].T.reshape(1, 3, cfg.render_res, cfg.render_res)
+    assert torch.allclose(empty["normal"], facing, atol=1e-4)

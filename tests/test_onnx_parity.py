@@ -53,6 +53,13 @@ def test_export_writes_folder_and_fp16_report(tiny: RelightNet, tmp_path: Path) 
         fp16 = saved["parity_fp16"][name]
         assert isinstance(fp16, (dict, str))
     assert meta["graphs"]["render"]["inputs"][2] == {"name": "camera", "shape": ["batch", 25], "dtype": "float32"}
+    # a mixed-precision folder runs through the runtime like an fp32 one
+    from blender_relight.camera import frontal_label
+    from inference.runtime import RelightRuntime
+    rt = RelightRuntime(tmp_path, threads=1)
+    planes, _ = rt.temporal(rt.encode(np.full((64, 64, 3), 0.4, np.float32), np.ones(9) * 0.3))
+    rgb, _ = rt.shade(rt.render(planes, frontal_label()), np.ones(9) * 0.5)
+    assert rgb.shape == (64, 64, 3) and np.isfinite(rgb).all()
 
 
 def test_default_preset_exports_with_parity(tmp_path: Path) -> None:
