@@ -125,6 +125,21 @@ def _image_strip(scene: bpy.types.Scene, settings: Any, folder: Path, names: lis
     return strip
 
 
+def refresh_relit_frame(scene: bpy.types.Scene, settings: Any, frame: int, image: np.ndarray) -> bool:
+    """If the relit strip shows scene ``frame``, rewrite that file and invalidate the strip: the sequencer follows
+    the live preview without a full re-render. Returns True when a file was rewritten."""
+    editor = scene.sequence_editor
+    strip = compat.strips(editor, version()).get(settings.relit_strip) if editor and settings.relit_strip else None
+    if strip is None:
+        return False
+    offset = frame - int(strip.frame_start)
+    if not 0 <= offset < len(strip.elements):
+        return False
+    video.write_image(Path(bpy.path.abspath(strip.directory)) / strip.elements[offset].filename, image, bits=8)
+    compat.invalidate_strip(strip)
+    return True
+
+
 def export(context: bpy.types.Context, kind: str, frames: Iterable[int] | None = None) -> Path:
     """Export relit frames as ``PNG``, ``EXR``, ``MULTILAYER`` (beauty + passes) or ``VIDEO``; returns the folder
     or the video file."""

@@ -103,6 +103,9 @@ class LivePreview:
                 return False
             frame = relight(session, req)
             show(frame.image)
+            from . import output  # late: output imports this module
+
+            output.refresh_relit_frame(scene, settings, scene.frame_current, frame.image)
             self.last_key, self.last_error = key, None
             settings.status = f"frame {req.index}: {frame.status}"
             return True

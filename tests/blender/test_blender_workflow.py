@@ -164,6 +164,10 @@ def test_live_preview_follows_light_changes(scene, bpy_module, short_clip, tmp_p
     settings = scene.portrait_relight
     assert _import_and_analyse(bpy, short_clip) == {"FINISHED"}, settings.status
     _side_light(bpy, scene, +1.0)
+    settings.output_dir = str(tmp_path / "out")
+    assert bpy.ops.portrait_relight.render_sequencer("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+    strip_file = tmp_path / "out" / "sequencer" / f"relit_{scene.frame_current:05d}.png"
+    before = video.read_image(strip_file)
     relight = _mod("relight")
     settings.live = True
     relight.LIVE.last_key = None  # the depsgraph handler may already have drawn this state
@@ -178,6 +182,8 @@ def test_live_preview_follows_light_changes(scene, bpy_module, short_clip, tmp_p
     now = np.array(preview.pixels[:]).reshape(-1, 4)
     diff = now[:, 2] - first.reshape(-1, 4)[:, 2] - (now[:, 0] - first.reshape(-1, 4)[:, 0])
     assert diff.max() > 0.01, "a bluer light must make the preview bluer"
+    after = video.read_image(strip_file).astype(np.int32)  # the sequencer strip's frame followed the preview
+    assert ((after[..., 2] - before[..., 2]) - (after[..., 0] - before[..., 0])).max() > 2
     settings.live = False
 
 
