@@ -35,11 +35,23 @@ class TriplaneField(nn.Module):
         """Channels composited by the renderer (everything except sigma)."""
         return 3 + 3 + 1 + 2 * self.cfg.feature_dim
 
-    def forward(self, albedo_planes: torch.Tensor, shading_planes: torch.Tensor,
-                points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return sigma (B, M, 1) and values (B, M, channels): albedo(3), normal(3, unit), visibility(1), features."""
-        fa = sample_triplane(albedo_planes, points, self.cfg.box_warp)
-        fs = sample_triplane(shading_planes, points, self.cfg.box_warp)
+    @staticmethod
+    def join(albedo_planes: torch.Tensor, shading_planes: torch.Tensor) -> torch.Tensor:
+        """Interleave the two tri-planes per plane into one (B, 3 * 2C, R, R) tri-plane.
+
+        Why: one grid_sample over 2C channels computes each sample's bilinear weights once instead of twice
+        (GridSample is the largest op of the render graph on CPU).
+        """
+        b, c3, r, _ = albedo_planes.shape
+        return torch.cat([albedo_planes.reshape(b, 3, c3 // 3, r, r), shading_planes.reshape(b, 3, c3 // 3, r, r)],
+                         dim=2).reshape(b, 2 * c3, r, r)
+
+    def forward(self, joint_planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples (B, M, 3) of :meth:`join`'s planes -> sigma (B, M, 1) and values (B, M, channels): albedo(3),
+        normal(3, unit), visibility(1), features."""
+        c = self.cfg.plane_channels
+        f = sample_triplane(joint_planes, points, self.cfg.box_warp)
+        fa, fs = f[..., :c], f[..., c:]
         a = self.albedo_head(fa)
         s = self.shading_head(torch.cat([fa, fs], dim=-1))
         sigma = a[..., :1]

@@ -25,12 +25,12 @@ from .sampler import camera_rays, importance_depths, stratified_depths
 GBUFFER_BASE = (("albedo", 3), ("normal", 3), ("visibility", 1), ("depth", 1), ("alpha", 1))
 
 
-def _evaluate(field: TriplaneField, albedo_planes: torch.Tensor, shading_planes: torch.Tensor,
-              origins: torch.Tensor, dirs: torch.Tensor, depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _evaluate(field: TriplaneField, joint_planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
+              depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Field at depths (B, P, N) along rays -> sigma (B, P, N, 1), values (B, P, N, C)."""
     b, p, n = depths.shape
     pts = origins.unsqueeze(2) + dirs.unsqueeze(2) * depths.unsqueeze(-1)
-    sigma, values = field(albedo_planes, shading_planes, pts.reshape(b, p * n, 3))
+    sigma, values = field(joint_planes, pts.reshape(b, p * n, 3))
     return sigma.reshape(b, p, n, 1), values.reshape(b, p, n, -1)
 
 
@@ -50,13 +50,14 @@ def render_gbuffer(field: TriplaneField, cfg: ModelConfig, albedo_planes: torch.
     b, r = camera.shape[0], cfg.render_res
     origins, dirs = camera_rays(camera, r)
     p = origins.shape[1]
+    joint = field.join(albedo_planes, shading_planes)
     z_c = stratified_depths((b, p), cfg.n_coarse, stochastic, camera)
-    sigma_c, val_c = _evaluate(field, albedo_planes, shading_planes, origins, dirs, z_c)
+    sigma_c, val_c = _evaluate(field, joint, origins, dirs, z_c)
     if cfg.n_importance > 0:
         with torch.no_grad():
             w_c = _weights(sigma_c, z_c, cfg.density_bias)
         z_f = importance_depths(w_c.detach(), cfg.n_importance, stochastic)
-        sigma_f, val_f = _evaluate(field, albedo_planes, shading_planes, origins, dirs, z_f.detach())
+        sigma_f, val_f = _evaluate(field, joint, origins, dirs, z_f.detach())
         z_all = torch.cat([z_c, z_f], dim=-1)
         z, order = torch.sort(z_all, dim=-1)
         sigma = torch.gather(torch.cat([sigma_c, sigma_f], dim=2), 2, order.unsqueeze(-1))
