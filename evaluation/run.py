@@ -61,6 +61,7 @@ class SystemResult:
     warp: list[float] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
     peak_mem_mib: float = float("nan")
+    start_mem_mib: float = float("nan")
     demo_crops: dict[int, np.ndarray] = field(default_factory=dict)
 
     def row(self, tracking_s_per_frame: float) -> dict:
@@ -79,6 +80,7 @@ class SystemResult:
             "fps_relight": 1.0 / relight_s if relight_s > 0 else math.nan,
             "fps_end_to_end": 1.0 / (relight_s + tracking_s_per_frame) if relight_s > 0 else math.nan,
             "peak_mem_mib": self.peak_mem_mib,
+            "mem_growth_mib": self.peak_mem_mib - self.start_mem_mib,
             "frames": len(self.frames),
         }
         if self.timings.stages != ["relight"]:  # per-stage speeds of systems that report stages
@@ -170,7 +172,7 @@ def evaluate_clip(clip: ClipFrames, systems: list[object], estimators: Estimator
             for f in frames:
                 relit_static.append(system.relight(f.crop, f.track, estimators.to_rgb(static[f.index])))
                 progress.step(note=f"{clip.name} {system.name} static")
-        res.peak_mem_mib = mem.peak_mib
+        res.peak_mem_mib, res.start_mem_mib = mem.peak_mib, mem.start_mib
         for k, (f, out) in enumerate(zip(frames, relit_demo)):
             srgb = colour.linear_to_uint8_srgb(out)
             res.frames.append(f.index)
@@ -210,7 +212,10 @@ def _safe_geo(estimators: Estimators, crop: np.ndarray, track: object) -> np.nda
     except RelightError as exc:
         estimators.geo_reason = str(exc)
         return None
-    return sh if np.all(np.isfinite(sh)) else None
+    if not np.all(np.isfinite(sh)) or not np.any(sh):  # zeros: fewer than 50 usable face pixels
+        estimators.geo_reason = "too few usable face pixels (over-exposed or dark relit face)"
+        return None
+    return sh
 
 
 def _add_timings(timings: Timings, system: object, total_s: float) -> None:
@@ -257,7 +262,11 @@ def write_clip_report(out: Path, clip: ClipFrames, results: list[SystemResult], 
 
 
 def _gray_or_nan(sh_rgb: np.ndarray) -> np.ndarray:
-    return np.asarray(sh_rgb, dtype=np.float64) @ np.array([0.2126, 0.7152, 0.0722])
+    """DPR gray of an RGB estimate (NaN rows stay NaN: the estimator found too few face pixels)."""
+    from blender_relight.lighting.estimate import rgb_sh_to_dpr_gray
+
+    sh_rgb = np.asarray(sh_rgb, dtype=np.float64)
+    return rgb_sh_to_dpr_gray(sh_rgb) if np.all(np.isfinite(sh_rgb)) else np.full(9, np.nan)
 
 
 def _clip_plots(clip: ClipFrames, results: list[SystemResult], light_folder: Path) -> np.ndarray:
@@ -294,13 +303,16 @@ def overall_rows(all_rows: list[dict]) -> list[dict]:
         rs = [r for r in all_rows if r["system"] == name]
         w = np.array([r["frames"] for r in rs], dtype=np.float64)
         row = {"system": name, "frames": int(w.sum())}
-        for key, _, _ in report.COLUMNS:
-            if key in ("frames",):
-                continue
+        keys = [k for k, _, _ in report.COLUMNS if k != "frames"]
+        keys += [k for r in rs for k in r if k.startswith(("fps_", "mem_")) and k not in keys]
+        for key in dict.fromkeys(keys):
             v = np.array([r.get(key, math.nan) for r in rs], dtype=np.float64)
             ok = np.isfinite(v)
-            if key == "peak_mem_mib":
+            if key in ("peak_mem_mib", "mem_growth_mib"):
                 row[key] = float(v[ok].max()) if ok.any() else math.nan
+            elif key.startswith("fps_"):  # frames over total time (a harmonic mean), not a mean of rates
+                ok &= v > 0
+                row[key] = float(w[ok].sum() / (w[ok] / v[ok]).sum()) if ok.any() else math.nan
             else:
                 row[key] = float((v[ok] * w[ok]).sum() / w[ok].sum()) if ok.any() and w[ok].sum() > 0 else math.nan
         out.append(row)

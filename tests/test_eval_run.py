@@ -46,3 +46,29 @@ def test_evaluation_command_refuses_missing_clip(tmp_path: Path) -> None:
                           timeout=300)
     assert proc.returncode != 0
     assert "nope.mp4" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_pose_error_against_reference_cameras(tmp_path: Path) -> None:
+    """A clip with a `<clip>.cameras.npy` beside it gets pose errors; the tracker's own cameras score zero."""
+    if not CLIP.is_file():
+        pytest.skip(f"dev clip {CLIP} absent")
+    import shutil
+
+    import numpy as np
+
+    from evaluation.frames import load_clip_frames
+
+    clip = tmp_path / CLIP.name
+    shutil.copy(CLIP, clip)  # a scratch copy, only so a reference file can sit beside it
+    first = load_clip_frames(clip, stride=1, max_frames=3)
+    assert not first.pose_errors  # no reference yet
+    cams = np.zeros((first.n_frames_total, 25), np.float32)
+    for f in first.frames:
+        cams[f.index] = f.track.camera
+    np.save(clip.with_suffix(".cameras.npy"), cams)
+    again = load_clip_frames(clip, stride=1, max_frames=3)
+    assert len(again.pose_errors) == 3
+    assert np.allclose(again.pose_errors, 0.0, atol=1e-2)
+    np.save(clip.with_suffix(".cameras.npy"), np.zeros((5, 24), np.float32))
+    with pytest.raises(Exception, match="cameras.npy"):
+        load_clip_frames(clip, stride=1, max_frames=1)
