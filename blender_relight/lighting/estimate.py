@@ -13,11 +13,16 @@ and effects outside the model (specular highlights, cast shadows, hair) are hand
 
 Robustness: pixels near saturation or near black are excluded; the fit is iteratively reweighted least squares on the
 per-pixel relative residual shared by the three channels (Huber first, then Tukey's biweight, so speculars and hair
-lose all weight), with a mild ridge prior that pulls band 2 (and less, band 1) toward zero. The visible normals cover
-only the front hemisphere, so the constant and the front-back (y) terms are nearly collinear (condition number ≈ 50
-on a frontal face): the prior is kept tiny because a stronger one biases real front lights by 10-30 %, and albedo
-gradients that follow the normals are indistinguishable from light (a 5 % left-right albedo gradient costs ≈ 10 % of
-the SH norm while the shading it predicts is off by only 2 %).
+lose all weight), with a mild ridge prior that pulls band 2 (and less, band 1) toward zero.
+
+Ill-posedness, and what is done about it: the visible normals cover only the front hemisphere, so the constant and
+the front-back (y) terms are nearly collinear (condition number ≈ 50 on a frontal face). Three measures, measured in
+docs/lighting.md: (1) the ridge toward zero is kept tiny, because a stronger one biases real front lights by 10-30 %;
+(2) irradiance may not be negative at any normal of the sphere (a soft constraint at 64 directions): without it, real
+faces' albedo (lips, brows, makeup) drives the unseen back of the light to large negative values; (3) an optional
+``prior`` (the previous frame's estimate in a video) pulls the undecided directions toward it, which cuts the
+frame-to-frame change 2-5x. Albedo gradients that follow the normals stay indistinguishable from light (a 5 %
+left-right albedo gradient costs ≈ 10 % of the SH norm while the shading it predicts is off by only 2 %).
 
 DPR's gray convention: DPR relights the L channel of an sRGB image, image = albedo × shading with shading =
 ``irradiance_basis(n) @ sh_gray`` (no 1/π). We map by luminance and that factor only:
@@ -42,6 +47,9 @@ SATURATION = 0.92
 DARK_FRACTION = 0.08
 #: Ridge weights per SH band (relative to the data term's scale): band 0 free, band 1 mild, band 2 stronger.
 RIDGE_BANDS = (0.0, 1e-6, 4e-6)
+#: Weight of the optional prior SH (a neighbouring frame's estimate), same units as :data:`RIDGE_BANDS`. Measured on
+#: real clips: it cuts the frame-to-frame spread of the coefficients 2-5x, see docs/lighting.md.
+PRIOR_WEIGHT = 1e-2
 #: At most this many pixels enter the fit (uniform subsampling; more adds time, not accuracy).
 MAX_SAMPLES = 20000
 
@@ -56,14 +64,33 @@ class TooFewPixelsError(RelightError):
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
 
 
+def _fibonacci_sphere(count: int) -> np.ndarray:
+    i = np.arange(count) + 0.5
+    z = 1.0 - 2.0 * i / count
+    r = np.sqrt(1.0 - z * z)
+    phi = np.pi * (3.0 - np.sqrt(5.0)) * i
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+
+
+#: Irradiance is checked for negativity at these normals over the whole sphere (see :data:`NONNEGATIVE_WEIGHT`).
+_CHECK_BASIS = shlib.irradiance_basis(_fibonacci_sphere(64))
+#: Weight pulling negative irradiance (impossible light, typically behind the head where no pixel looks) up to 0.
+NONNEGATIVE_WEIGHT = 0.1
+
+
 def _robust_scale(r: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(r - np.median(r)))) + 1e-6
 
 
 def estimate_sh(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarray,
-                albedo: np.ndarray = REFERENCE_SKIN_ALBEDO, iterations: int = 8) -> np.ndarray:
+                albedo: np.ndarray = REFERENCE_SKIN_ALBEDO, iterations: int = 8, prior: np.ndarray | None = None,
+                prior_weight: float | None = None) -> np.ndarray:
     """RGB radiance SH ``(9, 3)`` of the light on a face, from linear pixels, unit normals in the SH frame and a
     mask of usable face pixels (bool or weights in [0, 1]).
+
+    ``prior``: an RGB SH the answer is pulled toward (with ``prior_weight``) in the directions the pixels cannot
+    decide (``prior_weight``, default :data:`PRIOR_WEIGHT`), typically the previous frame's estimate in a video: real faces' albedo (lips, brows, makeup) otherwise
+    drives the front/back balance of the light from frame to frame while the shading it predicts barely changes.
 
     Raises :class:`TooFewPixelsError` when fewer than :data:`MIN_PIXELS` pixels are usable (the caller marks the
     frame and keeps a neighbour's estimate).
@@ -95,13 +122,28 @@ def estimate_sh(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarr
     scale = float(np.mean(B[:, 0] ** 2))  # makes the ridge weights independent of the pixel count and basis scale
     ridge = np.diag([RIDGE_BANDS[b] for b in _BAND_OF]) * scale
 
+    pull = np.zeros((9, 3))
+    if prior is not None:
+        pw = PRIOR_WEIGHT if prior_weight is None else float(prior_weight)
+        ridge = ridge + np.eye(9) * pw * scale
+        pull = shlib.as_rgb(prior) * pw * scale
+
     w = prior_w.copy()
     coeffs = np.zeros((9, 3))
     for it in range(iterations):
         Bw = B * w[:, None]
         A = Bw.T @ B / max(w.sum(), 1e-12) + ridge
-        rhs = Bw.T @ y / max(w.sum(), 1e-12)
+        rhs = Bw.T @ y / max(w.sum(), 1e-12) + pull
         coeffs = np.linalg.solve(A, rhs)
+        for ch in range(3):  # irradiance must not be negative anywhere: pull the offending normals to 0
+            A_c = A
+            for _ in range(4):
+                neg = (_CHECK_BASIS @ coeffs[:, ch]) < 0.0
+                if not neg.any():
+                    break
+                Bn = _CHECK_BASIS[neg]
+                A_c = A_c + NONNEGATIVE_WEIGHT * scale * (Bn.T @ Bn) / len(_CHECK_BASIS)
+                coeffs[:, ch] = np.linalg.solve(A_c, rhs[:, ch])
         pred = B @ coeffs
         # Relative residual (albedo changes are multiplicative), combined over channels by luminance weight.
         level = np.maximum(pred @ _LUMA, 1e-3 * max(float(np.median(y @ _LUMA)), 1e-9))
@@ -119,13 +161,14 @@ def estimate_sh(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarr
 
 
 def estimate_frame_sh(crop_linear: np.ndarray, points_crop: np.ndarray, cam2world: np.ndarray,
-                      albedo: np.ndarray = REFERENCE_SKIN_ALBEDO) -> np.ndarray:
+                      albedo: np.ndarray = REFERENCE_SKIN_ALBEDO, prior: np.ndarray | None = None) -> np.ndarray:
     """RGB SH ``(9, 3)`` (SH frame) of the light on the tracked face in an EG3D crop.
 
     ``points_crop``: face landmarks in crop pixels (x right, y down, z away); ``cam2world``: the frame's EG3D
     cam2world (4x4 or 3x3; its rotation takes camera-space normals to EG3D world, then to the SH frame).
     Eyes and the inner mouth are left out (the open tesselation), and a 3-pixel erosion drops silhouette pixels
-    whose colour mixes with the background.
+    whose colour mixes with the background. ``prior``: see :func:`estimate_sh` (pass the previous frame's estimate
+    when tracking a video).
     """
     import cv2
 
@@ -135,7 +178,7 @@ def estimate_frame_sh(crop_linear: np.ndarray, points_crop: np.ndarray, cam2worl
     rot = np.asarray(cam2world, dtype=np.float64)[:3, :3]
     n_world = maps.normals.reshape(-1, 3).astype(np.float64) @ rot.T
     n_sh = shlib.rotate_eg3d_to_sh(n_world).reshape(maps.normals.shape)
-    return estimate_sh(crop, n_sh, mask, albedo)
+    return estimate_sh(crop, n_sh, mask, albedo, prior=prior)
 
 
 def rgb_sh_to_dpr_gray(sh_rgb: np.ndarray) -> np.ndarray:
