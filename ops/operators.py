@@ -17,8 +17,7 @@ from blender_relight.errors import RelightError
 from . import output, relight, rig, session as sessions, worker
 from .props import EXPORT_FORMATS
 
-#: Analysis jobs running in the background, by scene name (not saved: a crash never leaves a clip "busy").
-RUNNING: dict[str, worker.AnalysisJob] = {}
+RUNNING = worker.RUNNING
 
 VIDEO_FILTER = "*.mp4;*.mov;*.mkv;*.avi;*.webm;*.m4v;*.png;*.jpg;*.jpeg"
 
@@ -78,7 +77,7 @@ def finish_analysis(context: bpy.types.Context, state: worker.JobState) -> str:
     """Main-thread end of an analysis: place the rig from the tracking, update status; returns the status line."""
     scene = context.scene
     settings = scene.portrait_relight
-    settings.analysing = False
+    settings.busy = False
     settings.progress = state.fraction
     if state.cancelled:
         settings.status = f"analysis cancelled at {state.done}/{state.total} frames; run Analyse again to resume"
@@ -113,44 +112,34 @@ class PR_OT_import_video(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-class PR_OT_analyse(bpy.types.Operator):
-    """Track and encode every frame in the background (Esc cancels; finished frames stay cached)"""
+class _BackgroundModal:
+    """Mixin: run a BackgroundJob in a thread while a modal timer shows its progress (panel and status bar).
 
-    bl_idname = "portrait_relight.analyse"
-    bl_label = "Analyse Clip"
+    Esc or the panel's cancel button stops it between frames. ``execute`` (scripts, background mode) runs the same
+    job on the calling thread and finishes it with the same ``done`` callback.
+    """
 
-    _job: worker.AnalysisJob | None = None
+    verb = "working"
+    _job: worker.BackgroundJob | None = None
     _timer = None
+    _scene_name = ""
 
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        s = context.scene.portrait_relight
-        return bool(s.video_path) and context.scene.name not in RUNNING
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        """Blocking run (scripts, background mode): the same worker code, on this thread."""
+    def run_blocking(self, context: bpy.types.Context, job: worker.BackgroundJob, done) -> set[str]:
         settings = context.scene.portrait_relight
-        try:
-            job = new_job(context)
-        except RelightError as exc:
-            return _report_error(self, settings, exc)
-        settings.analysing = True
-        status = finish_analysis(context, job.run())
-        self.report({"INFO"} if settings.analysed else {"WARNING"}, status)
-        return {"FINISHED"} if settings.analysed else {"CANCELLED"}
+        settings.busy = True
+        state = job.run()
+        settings.busy = False
+        return {"FINISHED"} if done(self, context, state) else {"CANCELLED"}
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if bpy.app.background:
-            return self.execute(context)
+    def start_modal(self, context: bpy.types.Context, job: worker.BackgroundJob, done) -> set[str]:
+        if bpy.app.background:  # no event loop: run it here
+            return self.run_blocking(context, job, done)
         settings = context.scene.portrait_relight
-        try:
-            self._job = new_job(context)
-        except RelightError as exc:
-            return _report_error(self, settings, exc)
-        settings.analysing, settings.progress, settings.status = True, 0.0, "analysing..."
+        self._job, self._done = job, done
+        settings.busy, settings.progress, settings.status = True, 0.0, f"{self.verb}..."
         self._scene_name = context.scene.name
-        RUNNING[self._scene_name] = self._job
-        self._job.start()
+        RUNNING[self._scene_name] = job
+        job.start()
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.2, window=context.window)
         wm.modal_handler_add(self)
@@ -158,25 +147,87 @@ class PR_OT_analyse(bpy.types.Operator):
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         settings = context.scene.portrait_relight
-        if event.type == "ESC" or not settings.analysing:  # the panel's Cancel button clears `analysing`
+        if event.type == "ESC" or not settings.busy:  # the panel's cancel button clears `busy`
             self._job.cancel()
-        if event.type != "TIMER" and event.type != "ESC":
+        if event.type not in ("TIMER", "ESC"):
             return {"PASS_THROUGH"}
         state = self._job.snapshot()
         settings.progress = state.fraction
         if not state.finished:
             context.workspace.status_text_set(
-                f"Portrait Relight: analysing {state.done}/{state.total} frames (Esc to cancel)")
+                f"Portrait Relight: {self.verb} {state.done}/{state.total} (Esc to cancel)")
             _redraw(context)
             return {"RUNNING_MODAL"}
         self._job.join()
         RUNNING.pop(self._scene_name, None)
         context.window_manager.event_timer_remove(self._timer)
         context.workspace.status_text_set(None)
-        status = finish_analysis(context, state)
-        self.report({"INFO"} if settings.analysed else {"WARNING"}, status)
+        settings.busy = False
+        ok = self._done(self, context, state)
         _redraw(context)
-        return {"FINISHED"} if settings.analysed else {"CANCELLED"}
+        return {"FINISHED"} if ok else {"CANCELLED"}
+
+
+def _analysis_done(op: bpy.types.Operator, context: bpy.types.Context, state: worker.JobState) -> bool:
+    status = finish_analysis(context, state)
+    analysed = context.scene.portrait_relight.analysed
+    op.report({"INFO"} if analysed else {"WARNING"}, status)
+    return analysed
+
+
+def _output_done(what: str):
+    """``done`` callback of a render/export job: finish on the main thread (strip, video) and report."""
+
+    def done(op: bpy.types.Operator, context: bpy.types.Context, state: worker.JobState) -> bool:
+        settings = context.scene.portrait_relight
+        settings.progress = state.fraction
+        if state.cancelled:
+            settings.status = f"{what} cancelled after {state.done} of {state.total} frames; finished frames are kept"
+            op.report({"WARNING"}, settings.status)
+            return False
+        if state.error:
+            settings.status = state.error
+            op.report({"ERROR"}, state.error)
+            return False
+        try:
+            result = op._task.finish()
+        except RelightError as exc:
+            _report_error(op, settings, exc)
+            return False
+        where = f"strip {result.name!r}" if hasattr(result, "frame_final_duration") else str(result)
+        settings.status = f"{what}: {state.total} frames to {where}{op._view_note}"
+        op.report({"INFO"}, settings.status)
+        return True
+
+    return done
+
+
+class PR_OT_analyse(_BackgroundModal, bpy.types.Operator):
+    """Track and encode every frame in the background (Esc cancels; finished frames stay cached)"""
+
+    bl_idname = "portrait_relight.analyse"
+    bl_label = "Analyse Clip"
+    verb = "analysing"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return bool(context.scene.portrait_relight.video_path) and context.scene.name not in RUNNING
+
+    def _job_or_error(self, context: bpy.types.Context) -> worker.AnalysisJob | None:
+        try:
+            return new_job(context)
+        except RelightError as exc:
+            _report_error(self, context.scene.portrait_relight, exc)
+            return None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        """Blocking run (scripts, background mode): the same worker code, on this thread."""
+        job = self._job_or_error(context)
+        return {"CANCELLED"} if job is None else self.run_blocking(context, job, _analysis_done)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        job = self._job_or_error(context)
+        return {"CANCELLED"} if job is None else self.start_modal(context, job, _analysis_done)
 
 
 def _redraw(context: bpy.types.Context) -> None:
@@ -184,17 +235,17 @@ def _redraw(context: bpy.types.Context) -> None:
         area.tag_redraw()
 
 
-class PR_OT_cancel_analysis(bpy.types.Operator):
-    """Stop the running analysis (what is finished stays in the cache)"""
+class PR_OT_cancel_job(bpy.types.Operator):
+    """Stop the running analysis, render or export (what is finished is kept)"""
 
-    bl_idname = "portrait_relight.cancel_analysis"
-    bl_label = "Cancel Analysis"
+    bl_idname = "portrait_relight.cancel_job"
+    bl_label = "Cancel"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         job = RUNNING.get(context.scene.name)
         if job is not None:
             job.cancel()
-        context.scene.portrait_relight.analysing = False
+        context.scene.portrait_relight.busy = False
         return {"FINISHED"}
 
 
@@ -218,66 +269,79 @@ class PR_OT_relight_frame(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class PR_OT_render_sequencer(bpy.types.Operator):
+class _OutputOperator(_BackgroundModal):
+    """Render/export operators: plan on the main thread, relight and write in the worker, finish on the main thread."""
+
+    what = "output"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene.portrait_relight.analysed and context.scene.name not in RUNNING
+
+    def plan(self, context: bpy.types.Context) -> output.OutputTask:
+        raise NotImplementedError
+
+    def _prepare(self, context: bpy.types.Context) -> worker.BackgroundJob | None:
+        try:
+            old_view = output.use_standard_view(context.scene)
+            self._task = self.plan(context)
+        except RelightError as exc:
+            _report_error(self, context.scene.portrait_relight, exc)
+            return None
+        self._view_note = f" (view transform {old_view} -> Standard)" if old_view else ""
+        return worker.BackgroundJob(self._task.run, self.what)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        job = self._prepare(context)
+        return {"CANCELLED"} if job is None else self.run_blocking(context, job, _output_done(self.what))
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        job = self._prepare(context)
+        return {"CANCELLED"} if job is None else self.start_modal(context, job, _output_done(self.what))
+
+
+class PR_OT_render_sequencer(_OutputOperator, bpy.types.Operator):
     """Relight the scene's frame range into an image-sequence strip above the original"""
 
     bl_idname = "portrait_relight.render_sequencer"
     bl_label = "Render to Sequencer"
+    verb = "rendering"
+    what = "rendered"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        settings = context.scene.portrait_relight
-        try:
-            old_view = output.use_standard_view(context.scene)
-            strip = output.render_to_sequencer(context)
-        except RelightError as exc:
-            return _report_error(self, settings, exc)
-        note = f" (view transform {old_view} -> Standard)" if old_view else ""
-        settings.status = f"rendered {strip.frame_final_duration} frames to strip {strip.name!r}{note}"
-        self.report({"INFO"}, settings.status)
-        return {"FINISHED"}
+    def plan(self, context: bpy.types.Context) -> output.OutputTask:
+        return output.prepare_render_to_sequencer(context)
 
 
-class PR_OT_export(bpy.types.Operator):
+class PR_OT_export(_OutputOperator, bpy.types.Operator):
     """Export relit frames: PNG or EXR sequence, video, or multilayer EXR passes"""
 
     bl_idname = "portrait_relight.export"
     bl_label = "Export Relit Frames"
+    verb = "exporting"
+    what = "exported"
 
     kind: EnumProperty(name="Format", items=EXPORT_FORMATS)
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        self.kind = context.scene.portrait_relight.export_format
-        return self.execute(context)
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        settings = context.scene.portrait_relight
-        try:
-            old_view = output.use_standard_view(context.scene)
-            where = output.export(context, self.kind)
-        except RelightError as exc:
-            return _report_error(self, settings, exc)
-        note = f" (view transform {old_view} -> Standard)" if old_view else ""
-        settings.status = f"exported {self.kind} to {where}{note}"
-        self.report({"INFO"}, settings.status)
-        return {"FINISHED"}
+    def plan(self, context: bpy.types.Context) -> output.OutputTask:
+        return output.prepare_export(context, self.kind)
 
 
 @bpy.app.handlers.persistent
 def clear_stale_state(_filepath: str = "") -> None:
-    """After a file loads, no analysis of it is running, whatever was saved (e.g. saved mid-analysis)."""
+    """After a file loads, no job of it is running, whatever was saved (e.g. saved mid-analysis)."""
     for scene in bpy.data.scenes:
         settings = getattr(scene, "portrait_relight", None)
-        if settings is not None and settings.analysing and scene.name not in RUNNING:
-            settings.analysing = False
+        if settings is not None and settings.busy and scene.name not in RUNNING:
+            settings.busy = False
 
 
 def cancel_all() -> None:
-    """Stop every background analysis (unregister, quit): finished frames stay cached."""
+    """Stop every background job (unregister): finished frames stay cached or written."""
     for job in list(RUNNING.values()):
         job.cancel()
         job.join(timeout=5.0)
     RUNNING.clear()
 
 
-CLASSES = (PR_OT_import_video, PR_OT_analyse, PR_OT_cancel_analysis, PR_OT_relight_frame, PR_OT_render_sequencer,
+CLASSES = (PR_OT_import_video, PR_OT_analyse, PR_OT_cancel_job, PR_OT_relight_frame, PR_OT_render_sequencer,
            PR_OT_export)

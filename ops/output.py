@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,32 +64,47 @@ def clip_frames(scene: bpy.types.Scene, settings: Any, session: Any, frames: Ite
     return frames
 
 
-def relight_frames(context: bpy.types.Context, frames: list[int], write: Callable[[int, Any], None],
-                   cancel: Callable[[], bool] = lambda: False, with_passes: bool = False) -> None:
-    """Relight each scene frame with the lights and camera evaluated at that frame, and hand it to ``write``."""
+@dataclass
+class OutputTask:
+    """Relit frames to write: lights and cameras are read per frame on the main thread (``plan``), the frames are
+    relit and written by :meth:`run` (no bpy: safe in a worker thread), then :attr:`finish` runs on the main thread
+    (sequencer strip, video encode)."""
+
+    session: Any
+    plan: list[tuple[int, relight.FrameRequest]]
+    write: Callable[[int, Any], None]
+    finish: Callable[[], Any]
+    with_passes: bool = False
+
+    def run(self, progress: Callable[[int, int], None] | None = None,
+            cancel: Callable[[], bool] | None = None) -> int:
+        total = len(self.plan)
+        for n, (frame, req) in enumerate(self.plan):
+            if cancel is not None and cancel():
+                raise Cancelled(f"stopped after {n} of {total} frames; the finished frames are kept")
+            self.write(frame, relight.relight(self.session, req, self.with_passes))
+            if progress is not None:
+                progress(n + 1, total)
+        return total
+
+
+def plan_requests(context: bpy.types.Context, session: Any, frames: list[int]) -> list[tuple[int, relight.FrameRequest]]:
+    """The lights (SH) and camera of every frame, evaluated at that frame (animated lights and cameras included)."""
     scene = context.scene
     settings = scene.portrait_relight
-    from . import session as sessions
-
-    session = sessions.get_session(settings, context)
     current = scene.frame_current
-    wm = context.window_manager
-    wm.progress_begin(0, len(frames))
+    plan = []
     try:
-        for n, frame in enumerate(frames):
-            if cancel():
-                raise Cancelled(f"stopped after {n} of {len(frames)} frames; finished frames are kept")
+        for frame in frames:
             scene.frame_set(frame)
-            req = relight.request(scene, settings, session, context.evaluated_depsgraph_get(), frame)
-            write(frame, relight.relight(session, req, with_passes))
-            wm.progress_update(n + 1)
+            plan.append((frame, relight.request(scene, settings, session, context.evaluated_depsgraph_get(), frame)))
     finally:
-        wm.progress_end()
         scene.frame_set(current)
+    return plan
 
 
-def render_to_sequencer(context: bpy.types.Context, frames: Iterable[int] | None = None) -> Any:
-    """Relight frames into ``<output>/sequencer/relit_#####.png`` and show them as a strip above the movie strip."""
+def prepare_render_to_sequencer(context: bpy.types.Context, frames: Iterable[int] | None = None) -> OutputTask:
+    """Plan relit frames into ``<output>/sequencer/relit_#####.png``, shown as a strip above the movie strip."""
     scene = context.scene
     settings = scene.portrait_relight
     from . import session as sessions
@@ -96,15 +112,20 @@ def render_to_sequencer(context: bpy.types.Context, frames: Iterable[int] | None
     session = sessions.get_session(settings, context)
     frames = clip_frames(scene, settings, session, frames)
     folder = output_dir(settings, "sequencer")
-    names: list[str] = []
+    names = [f"relit_{frame:05d}.png" for frame in frames]
 
     def write(frame: int, relit: Any) -> None:
-        name = f"relit_{frame:05d}.png"
-        video.write_image(folder / name, relit.image, bits=8)
-        names.append(name)
+        video.write_image(folder / f"relit_{frame:05d}.png", relit.image, bits=8)
 
-    relight_frames(context, frames, write)
-    return _image_strip(scene, settings, folder, names, frames[0])
+    return OutputTask(session, plan_requests(context, session, frames), write,
+                      lambda: _image_strip(scene, settings, folder, names, frames[0]))
+
+
+def render_to_sequencer(context: bpy.types.Context, frames: Iterable[int] | None = None) -> Any:
+    """Blocking render to the sequencer (scripts, background mode); returns the strip."""
+    task = prepare_render_to_sequencer(context, frames)
+    task.run()
+    return task.finish()
 
 
 def _image_strip(scene: bpy.types.Scene, settings: Any, folder: Path, names: list[str], frame_start: int) -> Any:
@@ -140,13 +161,15 @@ def refresh_relit_frame(scene: bpy.types.Scene, settings: Any, frame: int, image
     return True
 
 
-def export(context: bpy.types.Context, kind: str, frames: Iterable[int] | None = None) -> Path:
-    """Export relit frames as ``PNG``, ``EXR``, ``MULTILAYER`` (beauty + passes) or ``VIDEO``; returns the folder
-    or the video file."""
+def prepare_export(context: bpy.types.Context, kind: str, frames: Iterable[int] | None = None) -> OutputTask:
+    """Plan an export as ``PNG``, ``EXR``, ``MULTILAYER`` (beauty + passes) or ``VIDEO``; its ``finish`` returns the
+    folder or the video file."""
     scene = context.scene
     settings = scene.portrait_relight
     from . import session as sessions
 
+    if kind not in ("PNG", "EXR", "VIDEO", "MULTILAYER"):
+        raise RelightError(f"unknown export format {kind!r}: use PNG, EXR, VIDEO or MULTILAYER")
     session = sessions.get_session(settings, context)
     frames = clip_frames(scene, settings, session, frames)
     folder = output_dir(settings, "export")
@@ -157,20 +180,28 @@ def export(context: bpy.types.Context, kind: str, frames: Iterable[int] | None =
             layers = {"": relit.image}
             layers.update({k: np.asarray(v, dtype=np.float32) for k, v in relit.passes.items()})
             exr_multilayer.write(folder / f"{stem}_passes_{frame:05d}.exr", layers)
-    elif kind in ("PNG", "EXR", "VIDEO"):
+    else:
         suffix = ".exr" if kind == "EXR" else ".png"
         frame_dir = folder if kind != "VIDEO" else output_dir(settings, "export/video_frames")
 
         def write(frame: int, relit: Any) -> None:
             video.write_image(frame_dir / f"{stem}_relit_{frame:05d}{suffix}", relit.image,
                               bits=8 if suffix == ".png" else None)
-    else:
-        raise RelightError(f"unknown export format {kind!r}: use PNG, EXR, VIDEO or MULTILAYER")
-    relight_frames(context, frames, write, with_passes=kind == "MULTILAYER")
-    if kind == "VIDEO":
-        return encode_video(scene, frame_dir, [f"{stem}_relit_{f:05d}.png" for f in frames],
-                            folder / f"{stem}_relit.mp4")
-    return folder
+
+    def finish() -> Path:
+        if kind == "VIDEO":
+            return encode_video(scene, frame_dir, [f"{stem}_relit_{f:05d}.png" for f in frames],
+                                folder / f"{stem}_relit.mp4")
+        return folder
+
+    return OutputTask(session, plan_requests(context, session, frames), write, finish, kind == "MULTILAYER")
+
+
+def export(context: bpy.types.Context, kind: str, frames: Iterable[int] | None = None) -> Path:
+    """Blocking export (scripts, background mode); returns the folder or the video file."""
+    task = prepare_export(context, kind, frames)
+    task.run()
+    return task.finish()
 
 
 def encode_video(scene: bpy.types.Scene, frame_dir: Path, names: list[str], target: Path) -> Path:

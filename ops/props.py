@@ -45,7 +45,7 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
     frame_start: IntProperty(name="Start frame", default=1, description="Scene frame of the clip's first frame")
     stride: IntProperty(name="Stride", default=1, min=1, description="Analyse every n-th frame (preview quality)")
     analysed: BoolProperty(name="Analysed", default=False)
-    analysing: BoolProperty(name="Analysing", default=False)
+    busy: BoolProperty(name="Busy", default=False, description="An analysis, render or export is running")
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     status: StringProperty(name="Status", default="")
     live: BoolProperty(name="Live preview", default=False,

@@ -14,7 +14,7 @@ import numpy as np
 
 from blender_relight.errors import RelightError
 
-from . import rig_maths, scene_read, session as sessions
+from . import rig_maths, scene_read, session as sessions, worker
 
 PREVIEW_IMAGE = "Portrait Relight Preview"
 
@@ -92,8 +92,8 @@ class LivePreview:
     def update(self, scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph) -> bool:
         """Relight the current frame if anything that matters changed; True when the preview was redrawn."""
         settings = scene.portrait_relight
-        if self.busy or not settings.live or not settings.analysed:
-            return False
+        if self.busy or not settings.live or not settings.analysed or scene.name in worker.RUNNING:
+            return False  # a background job owns the clip's session until it ends
         self.busy = True
         try:
             session = sessions.get_session(settings)

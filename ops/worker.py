@@ -1,18 +1,24 @@
-"""Analysis in a worker thread: tracking and encoding never block Blender's UI.
+"""Long jobs in a worker thread: analysis, and relighting frames for the sequencer or an export, never block the UI.
 
 Why a class with ``run()``: the modal operator starts ``run`` in a thread and polls ``snapshot()`` from a timer on
-the main thread (bpy is touched only there); the tests call ``run()`` directly, so both go through the same code.
-Cancelling sets an event that ``ClipSession.analyse`` polls; what was finished stays in the clip's cache.
+the main thread (bpy is touched only there: the job's function must not use bpy); the tests call ``run()``
+directly, so both go through the same code. Cancelling sets an event the job polls between frames; what was
+finished stays (in the clip's cache, or as written frames).
 """
 from __future__ import annotations
 
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from blender_relight.errors import Cancelled, RelightError
+
+
+#: Jobs running in the background, by scene name (module state, not saved: a crash never leaves a clip "busy").
+RUNNING: dict[str, "BackgroundJob"] = {}
 
 
 @dataclass(frozen=True)
@@ -32,12 +38,12 @@ class JobState:
         return self.done / self.total if self.total else 0.0
 
 
-class AnalysisJob:
-    """One run of ``session.analyse`` with thread-safe progress, cancel and result."""
+class BackgroundJob:
+    """One run of ``fn(progress=..., cancel=...)`` (no bpy inside) with thread-safe progress, cancel and result."""
 
-    def __init__(self, session: Any, frames: list[int] | None = None) -> None:
-        self.session = session
-        self.frames = frames
+    def __init__(self, fn: Callable[..., Any], name: str = "job") -> None:
+        self._fn = fn
+        self.name = name
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._done = 0
@@ -54,9 +60,9 @@ class AnalysisJob:
             self._done, self._total = int(done), int(total)
 
     def run(self) -> JobState:
-        """Analyse the clip (blocking); never raises: the outcome is in the returned state."""
+        """Run the job (blocking); never raises: the outcome is in the returned state."""
         try:
-            summary = self.session.analyse(frames=self.frames, progress=self._progress, cancel=self._cancel.is_set)
+            summary = self._fn(progress=self._progress, cancel=self._cancel.is_set)
             with self._lock:
                 self._summary = summary
         except Cancelled:
@@ -68,7 +74,7 @@ class AnalysisJob:
         except Exception as exc:  # a bug: keep the traceback in the console, a clear line in the UI
             traceback.print_exc()
             with self._lock:
-                self._error = f"analysis failed ({type(exc).__name__}: {exc}); see the system console"
+                self._error = f"{self.name} failed ({type(exc).__name__}: {exc}); see the system console"
         finally:
             with self._lock:
                 self._finished = True
@@ -76,7 +82,7 @@ class AnalysisJob:
 
     def start(self) -> None:
         """Run in a daemon thread (a daemon never keeps Blender from quitting)."""
-        self._thread = threading.Thread(target=self.run, name="portrait-relight-analysis", daemon=True)
+        self._thread = threading.Thread(target=self.run, name=f"portrait-relight-{self.name}", daemon=True)
         self._thread.start()
 
     def cancel(self) -> None:
@@ -90,3 +96,13 @@ class AnalysisJob:
         with self._lock:
             return JobState(self._done, self._total, self._finished, self._cancelled, self._error, self._summary,
                             time.monotonic() - self._start)
+
+
+class AnalysisJob(BackgroundJob):
+    """Tracking and encoding of ``frames`` (default all) of a ClipSession, resuming from its cache."""
+
+    def __init__(self, session: Any, frames: list[int] | None = None) -> None:
+        super().__init__(lambda progress, cancel: session.analyse(frames=frames, progress=progress, cancel=cancel),
+                         "analysis")
+        self.session = session
+        self.frames = frames

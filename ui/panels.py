@@ -22,12 +22,12 @@ def draw_body(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
 
     box = layout.box()
     row = box.row(align=True)
-    if settings.analysing:
+    if settings.busy:
         if hasattr(row, "progress"):
-            row.progress(factor=settings.progress, type="BAR", text=f"Analysing {settings.progress:.0%}")
+            row.progress(factor=settings.progress, type="BAR", text=f"{settings.status} {settings.progress:.0%}")
         else:
-            row.prop(settings, "progress", text="Analysing", slider=True)
-        row.operator(operators.PR_OT_cancel_analysis.bl_idname, text="", icon="CANCEL")
+            row.prop(settings, "progress", text=settings.status, slider=True)
+        row.operator(operators.PR_OT_cancel_job.bl_idname, text="", icon="CANCEL")
     else:
         row.operator(operators.PR_OT_analyse.bl_idname, icon="VIEWZOOM",
                      text="Analyse Again" if settings.analysed else "Analyse Clip")

@@ -48,9 +48,9 @@ def test_enable_disable_enable(addon, bpy_module):
     operators = importlib.import_module(PACKAGE + ".ops.operators")
     assert operators.clear_stale_state in bpy.app.handlers.load_post
     # A file saved mid-analysis must not leave the clip "busy" when reopened.
-    bpy.context.scene.portrait_relight.analysing = True
+    bpy.context.scene.portrait_relight.busy = True
     operators.clear_stale_state()
-    assert not bpy.context.scene.portrait_relight.analysing
+    assert not bpy.context.scene.portrait_relight.busy
     addon_utils.disable(PACKAGE, default_set=True)
     assert not hasattr(bpy.types.Scene, "portrait_relight")
     assert not any(getattr(h, "__module__", "").startswith(PACKAGE) for h in bpy.app.handlers.load_post)

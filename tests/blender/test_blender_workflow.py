@@ -229,7 +229,7 @@ def test_missing_model_files_are_reported(scene, bpy_module, short_clip, tmp_pat
     with pytest.raises(RuntimeError, match="model.json not found"):
         bpy.ops.portrait_relight.analyse("EXEC_DEFAULT")
     assert str(empty) in settings.status and "model.json" in settings.status, settings.status
-    assert settings.movie_strip and not settings.analysing  # the import is kept; nothing half-done
+    assert settings.movie_strip and not settings.busy  # the import is kept; nothing half-done
     prefs.model_dir = ""
     settings.engine = "analytic"
     assert bpy.ops.portrait_relight.analyse("EXEC_DEFAULT") == {"FINISHED"}, settings.status
@@ -283,3 +283,30 @@ def test_analysis_in_a_worker_thread(scene, bpy_module, short_clip):
     assert all(0.0 <= f <= 1.0 for f in seen) and state.fraction == 1.0
     operators.finish_analysis(bpy.context, state)
     assert settings.analysed and "head tracked in 3" in settings.status
+
+
+def test_render_job_in_a_thread_and_cancelled(scene, bpy_module, short_clip, tmp_path):
+    """Render to sequencer as the UI runs it: requests planned here, frames relit in a worker thread, strip made
+    here; a cancelled render writes no strip and says so."""
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    settings.output_dir = str(tmp_path / "out")
+    assert _import_and_analyse(bpy, short_clip) == {"FINISHED"}, settings.status
+    _side_light(bpy, scene, +1.0)
+    output, worker = _mod("output"), _mod("worker")
+
+    task = output.prepare_render_to_sequencer(bpy.context)
+    cancelled = worker.BackgroundJob(task.run, "render")
+    cancelled.cancel()
+    state = cancelled.run()
+    assert state.cancelled and not settings.relit_strip
+
+    task = output.prepare_render_to_sequencer(bpy.context)
+    job = worker.BackgroundJob(task.run, "render")
+    job.start()
+    job.join(timeout=120.0)
+    state = job.snapshot()
+    assert state.finished and state.error is None and state.done == FRAMES
+    strip = task.finish()
+    assert strip.name == settings.relit_strip and len(strip.elements) == FRAMES
+    assert len(list((tmp_path / "out" / "sequencer").glob("relit_*.png"))) == FRAMES
