@@ -182,6 +182,19 @@ def bench_lag() -> None:
           f"after stopping, within 1 px of it after {int(np.argmax(np.abs(cs[75:] - cr[75:]) < 1.0))} frames")
 
 
+def bench_small_faces() -> None:
+    print("\n## Small faces: a portrait shrunk into a grey 1920x1080 frame (3 frames each)")
+    photo = read_image(DATA / "images" / "lp_d8.jpg")
+    for scale in (0.5, 0.3, 0.2, 0.15, 0.12, 0.1):
+        small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        canvas = np.full((1080, 1920, 3), 90, np.uint8)
+        canvas[500:500 + small.shape[0], 1200:1200 + small.shape[1]] = small
+        with MediapipeBackend() as backend:
+            found = [backend.detect(canvas) for _ in range(3)]
+        sizes = [f"{faces[0].size:.0f} px ({faces[0].source})" if faces else "none" for faces in found]
+        print(f"photo x{scale}: " + ", ".join(sizes))
+
+
 def bench_4k(quick: bool) -> None:
     print("\n## 4K clip (synthetic, 3840x2160): memory while tracking")
     path = Path("/tmp/bench_tracking_4k.mp4")
@@ -209,7 +222,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer frames")
-    parser.add_argument("--only", nargs="*", default=None, help="throughput jitter clips lag 4k")
+    parser.add_argument("--only", nargs="*", default=None, help="throughput jitter small clips lag 4k")
     args = parser.parse_args()
     if not (DATA / "videos").is_dir():
         print(f"{DATA} absent: nothing to measure")
@@ -218,6 +231,7 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, python {platform.python_version()}, "
           f"opencv {cv2.__version__}")
     parts = {"throughput": lambda: bench_throughput(args.quick), "jitter": bench_jitter_still,
+             "small": bench_small_faces,
              "clips": lambda: bench_clips(args.quick), "lag": bench_lag, "4k": lambda: bench_4k(args.quick)}
     for name, fn in parts.items():
         if args.only is None or name in args.only:

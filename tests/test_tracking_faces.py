@@ -42,10 +42,12 @@ def test_faces_found_on_real_clips(clip: str, frames: range) -> None:
         assert t.reproj_px < 6.0
 
 
-def test_small_face_found_by_full_range_detector() -> None:
-    """A portrait shrunk to a ~100 px face in a 1080p frame: mesh alone misses it, the detector + crop path finds it."""
+@pytest.mark.parametrize("scale", [0.3, 0.15])
+def test_small_face_found_by_full_range_detector(scale: float) -> None:
+    """A portrait shrunk to an ~80 px (and ~42 px) face in a 1080p frame: the mesh alone misses it; the full-range
+    detector (on tiles for the tiny one) + the mesh on a crop finds it, then follows it."""
     photo = read_image(_need("images", "lp_d8.jpg"))
-    small = cv2.resize(photo, None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA)
+    small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     canvas = np.full((1080, 1920, 3), 90, np.uint8)
     y0, x0 = 600, 1300
     canvas[y0:y0 + small.shape[0], x0:x0 + small.shape[1]] = small
@@ -55,8 +57,8 @@ def test_small_face_found_by_full_range_detector() -> None:
         for _ in range(3):  # found on the first frame, then followed by the crop
             faces = backend.detect(canvas)
             assert len(faces) == 1 and faces[0].source == "small_face"
-    expected = _face(photo).points[:, :2] * 0.3 + np.array([x0, y0])
-    assert np.median(np.linalg.norm(faces[0].points[:, :2] - expected, axis=1)) < 3.0
+    expected = _face(photo).points[:, :2] * scale + np.array([x0, y0])
+    assert np.median(np.linalg.norm(faces[0].points[:, :2] - expected, axis=1)) < 10.0 * scale
 
 
 def test_no_face_on_dog_passes_through() -> None:
