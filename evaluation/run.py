@@ -149,60 +149,72 @@ def evaluate_clip(clip: ClipFrames, systems: list[object], estimators: Estimator
     n_total = clip.n_frames_total
     demo = demo_schedule(light_folder, n_total)
     static = static_schedule(light_folder, n_total)
-    input_srgb = [colour.linear_to_uint8_srgb(f.crop) for f in frames]
+    input_srgb = [f.crop_srgb8 for f in frames]
     input_ids = [identity.landmarks(c) for c in input_srgb] if identity is not None else []
     input_desc = [identity.embed(c, s) for c, s in zip(input_srgb, input_ids)] if identity is not None else []
+    keep = set(contact_frames(clip))
     results = []
     for system in systems:
         res = SystemResult(system.name)
         if hasattr(system, "begin_clip"):
             system.begin_clip(clip.path)
-        system.reset()
+        # Frames are scored as they come (nothing but the contact-sheet crops is kept), so memory stays flat
+        # whatever the clip length; the peak covers the system and the scoring around it.
         with PeakRSS() as mem:
-            relit_demo = []
-            for f in frames:
-                target_rgb = estimators.to_rgb(demo[f.index])
+            system.reset()
+            for k, f in enumerate(frames):
                 t0 = time.perf_counter()
-                out = system.relight(f.crop, f.track, target_rgb)
+                out = system.relight(f.crop, f.track, estimators.to_rgb(demo[f.index]))
                 _add_timings(res.timings, system, time.perf_counter() - t0)
-                relit_demo.append(out)
+                srgb = colour.linear_to_uint8_srgb(out)
+                _score_demo(res, estimators, identity, f, out, srgb, demo[f.index],
+                            (input_desc[k], input_ids[k]) if identity is not None else None)
+                if f.index in keep:
+                    res.demo_crops[f.index] = srgb
                 progress.step(note=f"{clip.name} {system.name} demo")
             system.reset()
-            relit_static = []
-            for f in frames:
-                relit_static.append(system.relight(f.crop, f.track, estimators.to_rgb(static[f.index])))
+            prev = None
+            for k, f in enumerate(frames):
+                out = system.relight(f.crop, f.track, estimators.to_rgb(static[f.index]))
+                srgb = colour.linear_to_uint8_srgb(out)
+                res.static_dpr.append(estimators.dpr_gray(srgb))
+                geo = _safe_geo(estimators, out, f.track)
+                if geo is not None:
+                    res.static_geo.append(estimators.to_gray(geo))
+                disp = srgb.astype(np.float32) / 255.0
+                if prev is not None and frames[k - 1].index == f.index - clip.pair_gap:
+                    res.warp.append(metrics.warping_error(prev, disp, input_srgb[k - 1], input_srgb[k], f.mask))
+                prev = disp
                 progress.step(note=f"{clip.name} {system.name} static")
         res.peak_mem_mib, res.start_mem_mib = mem.peak_mib, mem.start_mib
-        for k, (f, out) in enumerate(zip(frames, relit_demo)):
-            srgb = colour.linear_to_uint8_srgb(out)
-            res.frames.append(f.index)
-            est = estimators.dpr_gray(srgb)
-            res.est_dpr.append(est)
-            res.err_dpr.append(float(metrics.lighting_error(est[None], demo[f.index][None])[0]))
-            geo = _safe_geo(estimators, out, f.track)
-            res.est_geo.append(geo if geo is not None else np.full((9, 3), np.nan))
-            if geo is not None:
-                res.err_geo.append(float(metrics.lighting_error(estimators.to_gray(geo)[None],
-                                                                 demo[f.index][None])[0]))
-                # RGB in DPR's units (per channel, /π) so it reads on the same scale as the gray error.
-                res.err_geo_rgb.append(float(metrics.lighting_error(geo[None] / np.pi,
-                                                                     sh.as_rgb(demo[f.index])[None])[0]))
-            if identity is not None:
-                res.identity.append(metrics.cosine(input_desc[k], identity.embed(srgb, input_ids[k])))
-            res.demo_crops[f.index] = srgb
-        prev = None
-        for k, (f, out) in enumerate(zip(frames, relit_static)):
-            srgb = colour.linear_to_uint8_srgb(out)
-            res.static_dpr.append(estimators.dpr_gray(srgb))
-            geo = _safe_geo(estimators, out, f.track)
-            if geo is not None:
-                res.static_geo.append(estimators.to_gray(geo))
-            disp = srgb.astype(np.float32) / 255.0
-            if prev is not None and frames[k - 1].index == f.index - clip.pair_gap:
-                res.warp.append(metrics.warping_error(prev, disp, input_srgb[k - 1], input_srgb[k], f.mask))
-            prev = disp
         results.append(res)
     return results
+
+
+def _score_demo(res: SystemResult, estimators: Estimators, identity: metrics.IdentityEmbedder | None, f: object,
+                out: np.ndarray, srgb: np.ndarray, target_gray: np.ndarray, input_face: tuple | None) -> None:
+    """Lighting error with both estimators (gray, and RGB for the geometric one) and identity, for one frame."""
+    res.frames.append(f.index)
+    est = estimators.dpr_gray(srgb)
+    res.est_dpr.append(est)
+    res.err_dpr.append(float(metrics.lighting_error(est[None], target_gray[None])[0]))
+    geo = _safe_geo(estimators, out, f.track)
+    res.est_geo.append(geo if geo is not None else np.full((9, 3), np.nan))
+    if geo is not None:
+        res.err_geo.append(float(metrics.lighting_error(estimators.to_gray(geo)[None], target_gray[None])[0]))
+        # RGB in DPR's units (per channel, /π) so it reads on the same scale as the gray error.
+        res.err_geo_rgb.append(float(metrics.lighting_error(geo[None] / np.pi, sh.as_rgb(target_gray)[None])[0]))
+    if identity is not None and input_face is not None:
+        desc, shape = input_face
+        res.identity.append(metrics.cosine(desc, identity.embed(srgb, shape)))
+
+
+def contact_frames(clip: ClipFrames) -> list[int]:
+    """The frames the contact sheet shows: up to CONTACT_ROWS, evenly spread over the scored ones."""
+    idx = clip.frame_indices
+    if not idx:
+        return []
+    return [idx[int(round(i))] for i in np.linspace(0, len(idx) - 1, min(CONTACT_ROWS, len(idx)))]
 
 
 def _safe_geo(estimators: Estimators, crop: np.ndarray, track: object) -> np.ndarray | None:
@@ -288,11 +300,10 @@ def _clip_plots(clip: ClipFrames, results: list[SystemResult], light_folder: Pat
 
 
 def _contact(clip: ClipFrames, results: list[SystemResult]) -> np.ndarray:
-    idx = clip.frame_indices
-    picks = [idx[int(round(i))] for i in np.linspace(0, len(idx) - 1, min(CONTACT_ROWS, len(idx)))]
+    picks = contact_frames(clip)
     by_index = {f.index: f for f in clip.frames}
     shown = [r for r in results if r.name != "input"]  # the first column already is the input
-    rows = [[colour.linear_to_uint8_srgb(by_index[i].crop)] + [r.demo_crops.get(i) for r in shown] for i in picks]
+    rows = [[by_index[i].crop_srgb8] + [r.demo_crops.get(i) for r in shown] for i in picks]
     return report.contact_sheet(rows, [f"#{i}" for i in picks], ["input"] + [r.name for r in shown])
 
 
