@@ -106,6 +106,15 @@ def test_estimate_frame_sh_on_rendered_real_face(face_crop_points: np.ndarray, y
         got = est.estimate_frame_sh(image, face_crop_points, c2w)
         assert got.shape == (9, 3)
         assert _err(got, light) < 0.05, f"light {k}: error {_err(got, light):.3f}"
+    from blender_relight import camera as cam
+    from blender_relight.tracking import align
+    from blender_relight.tracking.tracker import FrameTrack
+
+    # a tracker FrameTrack whose crop is the identity carries the same points and camera
+    track = FrameTrack(0, "tracked", face_crop_points.astype(np.float32), np.array([[1.0, 0, 0], [0, 1.0, 0]]),
+                       cam.make_label(c2w), crop_size=align.CROP_SIZE)
+    assert np.allclose(est.estimate_frame_sh(image, track), est.estimate_frame_sh(image, face_crop_points, c2w),
+                       rtol=1e-4, atol=1e-5)
 
 
 def test_albedo_scale_convention_is_the_reference_skin(sphere_maps) -> None:

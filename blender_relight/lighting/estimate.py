@@ -160,7 +160,7 @@ def estimate_sh(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarr
     return coeffs
 
 
-def estimate_frame_sh(crop_linear: np.ndarray, points_crop: np.ndarray, cam2world: np.ndarray,
+def estimate_frame_sh(crop_linear: np.ndarray, points_crop: np.ndarray, cam2world: np.ndarray | None = None,
                       albedo: np.ndarray = REFERENCE_SKIN_ALBEDO, prior: np.ndarray | None = None) -> np.ndarray:
     """RGB SH ``(9, 3)`` (SH frame) of the light on the tracked face in an EG3D crop.
 
@@ -168,9 +168,15 @@ def estimate_frame_sh(crop_linear: np.ndarray, points_crop: np.ndarray, cam2worl
     cam2world (4x4 or 3x3; its rotation takes camera-space normals to EG3D world, then to the SH frame).
     Eyes and the inner mouth are left out (the open tesselation), and a 3-pixel erosion drops silhouette pixels
     whose colour mixes with the background. ``prior``: see :func:`estimate_sh` (pass the previous frame's estimate
-    when tracking a video).
+    when tracking a video). A tracker ``FrameTrack`` (anything with ``points_crop()`` and ``camera_c2w()``) may be
+    passed as ``points_crop`` with ``cam2world`` left out.
     """
     import cv2
+
+    if cam2world is None:
+        if not (hasattr(points_crop, "points_crop") and hasattr(points_crop, "camera_c2w")):
+            raise TypeError("estimate_frame_sh needs cam2world, or a FrameTrack in place of points_crop")
+        points_crop, cam2world = points_crop.points_crop(), points_crop.camera_c2w()
 
     crop = np.asarray(crop_linear)
     maps = face_geometry.render_face_maps(points_crop, crop.shape[:2])
