@@ -257,8 +257,12 @@ class VideoWriter:
         self.frames_written += 1
 
     def close(self) -> None:
-        """Finish the file and move it under its final name."""
+        """Finish the file and move it under its final name (a video without frames is not published)."""
         if self._writer is not None:
+            if self.frames_written == 0:
+                err = RelightError(f"{self.path}: no frame was written, so no video was made")
+                self.abort(err)
+                raise err
             self._writer.release()
             self._writer = None
             self._stack.close()

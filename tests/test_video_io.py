@@ -100,6 +100,19 @@ def test_corrupt_video_raises_relight_error(tmp_path: Path, content: bytes) -> N
         VideoReader(path)
 
 
+def test_clip_without_frames(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mp4"
+    writer = cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (64, 48))
+    writer.release()  # a valid container header and no frame
+    assert empty.stat().st_size > 0
+    with pytest.raises(RelightError, match="empty.mp4"):
+        VideoReader(empty)
+    with pytest.raises(RelightError, match="no frame"):
+        with VideoWriter(tmp_path / "none.mp4", 25, (64, 48)):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4"]
+
+
 def test_missing_and_corrupt_image(tmp_path: Path) -> None:
     with pytest.raises(RelightError, match="not found"):
         VideoReader(tmp_path / "nope.mp4")
