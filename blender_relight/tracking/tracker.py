@@ -10,6 +10,7 @@ not explain); ``no_face`` (nothing to relight: the frame is passed through untou
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass, field
@@ -147,6 +148,9 @@ class FaceTracker:
         self._pose_filter = sm.OneEuroFilter(sm.POSE_RAD, fps, self.strength)
         self._template = pose.load_template()
         self._estimate = _lighting_estimator() if estimate_sh else None
+        # The estimator's ``prior`` (the previous frame's SH) removes most frame-to-frame lighting jitter
+        # (docs/lighting.md); older estimators without it are called without.
+        self._sh_prior_ok = self._estimate is not None and "prior" in inspect.signature(self._estimate).parameters
         self._sh_failed = False
         self._sh_warned = False
         self.reset()
@@ -161,6 +165,7 @@ class FaceTracker:
         self._pose_filter.reset()
         self._prev_face: lmk.FaceLandmarks | None = None
         self._prev_pnp: tuple[np.ndarray, np.ndarray] | None = None
+        self._prev_sh: np.ndarray | None = None
 
     def close(self) -> None:
         if self._own_backend:
@@ -212,7 +217,8 @@ class FaceTracker:
                    c2w: np.ndarray) -> np.ndarray | None:
         crop_linear = colour.uint8_srgb_to_linear(track.transform.warp(frame_rgb))
         try:
-            sh = np.asarray(self._estimate(crop_linear, points_crop, c2w), dtype=np.float64)
+            kwargs = {"prior": self._prev_sh} if self._sh_prior_ok and self._prev_sh is not None else {}
+            sh = np.asarray(self._estimate(crop_linear, points_crop, c2w, **kwargs), dtype=np.float64)
         except Exception as exc:  # noqa: BLE001 - a failed estimate must not lose the track; said once
             (log.debug if self._sh_warned else log.warning)(
                 "source lighting estimate failed on frame %d (%s); later frames keep trying", track.index, exc)
@@ -222,6 +228,7 @@ class FaceTracker:
             log.warning("source lighting estimate of frame %d has shape %s or non-finite values; dropped",
                         track.index, sh.shape)
             return None
+        self._prev_sh = sh
         return sh
 
 
