@@ -313,6 +313,8 @@ def render_face_maps(points_crop: np.ndarray, size: tuple[int, int] | int = 512,
     if pts.ndim != 2 or pts.shape[0] < NUM_LANDMARKS or pts.shape[1] != 3:
         raise ValueError(f"expected (468, 3) or (478, 3) face landmarks, got shape {pts.shape}")
     pts = pts[:NUM_LANDMARKS]
+    if not np.all(np.isfinite(pts)):
+        raise ValueError("face landmarks contain NaN or infinite values")
     if vertex_attributes is not None:
         vertex_attributes = np.asarray(vertex_attributes)[:NUM_LANDMARKS]
     return rasterize(pts, face_triangles(fill_holes), size, vertex_attributes)

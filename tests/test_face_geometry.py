@@ -194,3 +194,13 @@ def test_real_face_normals_face_the_camera(real_points: np.ndarray) -> None:
 def test_rejects_wrong_landmark_shape() -> None:
     with pytest.raises(ValueError):
         fg.render_face_maps(np.zeros((68, 3)), 64)
+    with pytest.raises(ValueError):
+        fg.render_face_maps(np.full((468, 3), np.nan), 64)
+
+
+def test_face_off_the_crop_renders_empty_maps() -> None:
+    pts = np.zeros((468, 3))
+    pts[:, 0] = np.linspace(-500, -300, 468)
+    pts[:, 1] = np.linspace(10, 50, 468) ** 1.1
+    maps = fg.render_face_maps(pts, 64)
+    assert not maps.mask.any() and np.all(maps.triangle == -1)
