@@ -111,7 +111,12 @@ class VideoReader:
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         self.fps = fps if np.isfinite(fps) and fps > 0 else 25.0
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        self.frame_count = max(count, 1)
+        if count <= 0:  # some containers (streamed mkv/webm) carry no count: count by demuxing, then rewind
+            count = 1
+            while cap.grab():
+                count += 1
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 1)
+        self.frame_count = count
 
     def _upright(self, frame_bgr: np.ndarray) -> np.ndarray:
         if self.rotation and self._rotate_here:
