@@ -256,7 +256,7 @@ class ClipCache:
     def put_planes(self, index: int, planes: dict[str, np.ndarray], model_id: str = "") -> None:
         """Store a frame's encoded planes (floating arrays as float16, others as they are), atomically.
 
-        ``model_id`` names the weights that encoded them (see ``inference.runtime.RelightRuntime.model_id``)."""
+        ``model_id`` names the weights that encoded them (``blender_relight.engines.NeuralEngine.model_id``)."""
         arrays = {k: (np.asarray(v).astype(np.float16) if np.issubdtype(np.asarray(v).dtype, np.floating)
                       else np.asarray(v)) for k, v in planes.items()}
         with atomic_path(self._planes_path(index, model_id)) as tmp:

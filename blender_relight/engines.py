@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RelitCrop:
-    """A relit 512² crop (linear RGB), its coverage alpha and compositing passes (each (512, 512, C) float32)."""
+    """A relit 512² crop (linear RGB), its coverage alpha and compositing passes (each (512, 512, C) float32).
+
+    The normal pass is in the head (SH) frame: x right, y into the face, z up — Blender's head-anchor axes."""
 
     image: np.ndarray
     alpha: np.ndarray
@@ -165,7 +167,12 @@ class NeuralEngine:
         alpha = np.asarray(passes["alpha"], dtype=np.float32).reshape(image.shape[:2])
         if camera_label is None:
             alpha = alpha * track.crop_mask()
-        return RelitCrop(image, alpha, {k: np.asarray(v, dtype=np.float32) for k, v in passes.items()})
+        passes = {k: np.asarray(v, dtype=np.float32) for k, v in passes.items()}
+        if "normal" in passes:  # one convention for every engine's normal pass: the head (SH) frame
+            from blender_relight.lighting import sh as shmath
+
+            passes["normal"] = shmath.rotate_eg3d_to_sh(passes["normal"]).astype(np.float32)
+        return RelitCrop(image, alpha, passes)
 
 
 def weights_are_trained(weights_dir: Path) -> bool:
