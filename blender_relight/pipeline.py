@@ -216,7 +216,9 @@ class ClipSession:
             return RelitFrame(frame_linear, self._empty_passes(frame_linear) if with_passes else {}, status)
         frame_linear, crop = self._linear_frame_and_crop(index, track)
         relit = self.engine.relight(index, crop, track, sh_rgb, camera_label, self.cache)
-        image = track.transform.unwarp(relit.image, frame_linear, relit.alpha)
+        # Source view: paste only the change, so the frame keeps its full-resolution detail; a new view replaces.
+        reference = crop if camera_label is None or not self.engine.supports_novel_view else None
+        image = track.transform.unwarp(relit.image, frame_linear, relit.alpha, reference=reference)
         passes = {}
         if with_passes:
             zeros = np.zeros_like(frame_linear[..., :1])
