@@ -106,19 +106,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_track(args: argparse.Namespace) -> int:
-    session = _session(args)
-    frames = _frames(args.frames, session.info.frame_count)
-    summary = session.track(frames=frames, progress=Progress("track"))
-    print(summary.text())
-    return 0
-
-
 def cmd_analyse(args: argparse.Namespace) -> int:
+    """`track` (landmarks, crops, cameras, source SH) or `analyse` (that, then the engine's per-frame encode)."""
     session = _session(args)
     frames = _frames(args.frames, session.info.frame_count)
-    summary = session.analyse(frames=frames, progress=Progress("analyse"))
-    print(summary.text())
+    job = session.track if args.command == "track" else session.analyse
+    print(job(frames=frames, progress=Progress(args.command)).text())
     return 0
 
 
@@ -167,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("track", help="track faces: landmarks, crops, cameras, source lighting (cached)")
     clip_args(p)
-    p.set_defaults(func=cmd_track)
+    p.set_defaults(func=cmd_analyse)
     p = sub.add_parser("analyse", help="track and encode every frame for relighting (cached, resumable)")
     clip_args(p)
     p.set_defaults(func=cmd_analyse)

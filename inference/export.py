@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import io
 import json
 import sys
@@ -34,6 +33,7 @@ from blender_relight.io_utils import atomic_path, ensure_writable_dir, write_byt
 from inference.graphs import FORMAT, FORMAT_VERSION, GRAPH_IO, GRAPH_NAMES, OPSET, tensor_shapes
 from inference.model import PRESETS, RelightNet
 from inference.model.checkpoint import load_checkpoint
+from inference.runtime import file_sha256
 
 #: ops the fp16 conversion leaves in fp32 (sorting/sampling positions and cumulative sums need the mantissa).
 FP16_KEEP_FP32 = ["TopK", "CumSum", "GatherElements", "GridSample", "Softplus", "Exp", "ReduceSum", "Range",
@@ -166,12 +166,6 @@ def parity(net: RelightNet, graph: str, model: onnx.ModelProto, seed: int = 1, b
     return {name: relative_error(g, r.numpy()) for name, g, r in zip(outputs, got, ref)}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export_onnx(model: RelightNet, out_dir: str | Path, preset: str, provenance: dict[str, Any] | None = None,
@@ -210,7 +204,7 @@ def export_onnx(model: RelightNet, out_dir: str | Path, preset: str, provenance:
         path.chmod(0o644)  # mkstemp makes 0600; shipped models must be readable by every user
         inputs, outputs = GRAPH_IO[name]
         graphs[name] = {
-            "file": path.name, "sha256": _sha256(path), "precision": precision,
+            "file": path.name, "sha256": file_sha256(path), "precision": precision,
             "inputs": [{"name": n, "shape": shapes[n], "dtype": "float32"} for n in inputs],
             "outputs": [{"name": n, "shape": shapes[n], "dtype": "float32"} for n in outputs],
             "dynamic_axes": {n: {"0": "batch"} for n in inputs + outputs},
@@ -254,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.checkpoint:
             meta = load_checkpoint(net, a.checkpoint)
             provenance.setdefault("checkpoint", str(a.checkpoint))
-            provenance.setdefault("checkpoint_sha256", _sha256(Path(a.checkpoint)))
+            provenance.setdefault("checkpoint_sha256", file_sha256(Path(a.checkpoint)))
             provenance.setdefault("checkpoint_metadata", meta)
         else:
             provenance.setdefault("init_seed", a.seed)

@@ -97,7 +97,8 @@ def providers_report() -> dict[str, Any]:
             "trained": trained, "summary": line}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MB blocks (model.json records it for every graph)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -147,7 +148,7 @@ class RelightRuntime:
         for name in GRAPH_NAMES:
             path = folder / self.meta["graphs"][name]["file"]
             if verify_files and self.meta["graphs"][name].get("sha256") and \
-                    _sha256(path) != self.meta["graphs"][name]["sha256"]:
+                    file_sha256(path) != self.meta["graphs"][name]["sha256"]:
                 raise ModelFileError(f"{path} does not match the checksum in {folder / 'model.json'} (corrupt or "
                                      "replaced); re-export the model folder")
             try:

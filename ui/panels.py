@@ -67,26 +67,25 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines + ([line] if line else [])
 
 
-class PR_PT_sequencer(bpy.types.Panel):
+class _RelightPanel:
+    """What both sidebars' panels share: one body, drawn by :func:`draw_body`."""
+
     bl_label = "Portrait Relight"
+    bl_region_type = "UI"
+    bl_category = "Relight"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        draw_body(self.layout, context)
+
+
+class PR_PT_sequencer(_RelightPanel, bpy.types.Panel):
     bl_idname = "PR_PT_sequencer"
     bl_space_type = "SEQUENCE_EDITOR"
-    bl_region_type = "UI"
-    bl_category = "Relight"
-
-    def draw(self, context: bpy.types.Context) -> None:
-        draw_body(self.layout, context)
 
 
-class PR_PT_view3d(bpy.types.Panel):
-    bl_label = "Portrait Relight"
+class PR_PT_view3d(_RelightPanel, bpy.types.Panel):
     bl_idname = "PR_PT_view3d"
     bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Relight"
-
-    def draw(self, context: bpy.types.Context) -> None:
-        draw_body(self.layout, context)
 
 
 def _menu_import(self: bpy.types.Menu, context: bpy.types.Context) -> None:
