@@ -27,6 +27,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("fps_relight", "relight fps", "{:.2f}"),
     ("fps_end_to_end", "end-to-end fps", "{:.2f}"),
     ("peak_mem_mib", "peak RSS MiB", "{:.0f}"),
+    ("mem_growth_mib", "Δ RSS MiB", "{:.0f}"),
     ("frames", "frames", "{:d}"),
 ]
 
