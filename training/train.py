@@ -37,7 +37,7 @@ from training.batch import collate, pool_to, unit
 
 TERMS = ("albedo_l1", "albedo_l1_r", "albedo_perc", "albedo_perc_r", "planes_albedo", "shading_l1", "shading_l1_r",
          "planes_shading", "rgb_l1", "rgb_l1_r", "rgb_perc", "rgb_perc_r", "rgb_face", "identity", "adv_g",
-         "normal", "alpha", "temporal", "real_recon", "real_cross", "real_cycle", "real_albedo", "total", "adv_d")
+         "normal", "alpha", "occupancy", "temporal", "real_recon", "real_cross", "real_cycle", "real_albedo", "total", "adv_d")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, required=True, help="total steps of this stage (a resumed run continues)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="resume when --out holds a checkpoint, start otherwise (one command line for every chunk)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="teacher render processes (DataLoader workers); 0 renders in the training process")
     p.add_argument("--init", help="start from these model weights (e.g. stage 1's model.safetensors)")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop (with a checkpoint) after this long; 0 = no limit")
     p.add_argument("--ckpt-minutes", type=float, default=3.0, help="checkpoint every this many minutes")
@@ -113,9 +117,23 @@ class Trainer:
 
     # --- data -------------------------------------------------------------------------------------------------
     def batch(self, step: int) -> dict:
-        rng = np.random.default_rng([self.args.seed, step, self.rank])
-        samples = [self.teacher.sample(rng) for _ in range(self.args.batch)]
-        return collate(samples, self.cfg.image_res, self.device)
+        """The batch of ``step`` (a pure function of seed, step and rank, so a resumed run sees the same data)."""
+        return make_batch(self.teacher, self.args.seed, step, self.rank, self.args.batch, self.cfg.image_res,
+                          self.device)
+
+    def batches(self, start: int):
+        """Batches from ``start`` on: rendered here, or by ``--workers`` processes in step order."""
+        if not self.args.workers:
+            step = start
+            while True:
+                yield self.batch(step)
+                step += 1
+        stream = TeacherStream(self.teacher, self.args.seed, start, self.rank, self.args.batch, self.cfg.image_res)
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=self.args.workers,
+                                             prefetch_factor=2, persistent_workers=False)
+        for b in loader:
+            yield {k: (v.to(self.device) if torch.is_tensor(v) else {kk: vv.to(self.device) for kk, vv in v.items()})
+                   for k, v in b.items()}
 
     # --- losses -----------------------------------------------------------------------------------------------
     def _targets(self, b: dict, res: int, key: str | None = None) -> dict[str, torch.Tensor]:
@@ -163,7 +181,7 @@ class Trainer:
                "shading_l1": w.shading, "shading_l1_r": w.shading, "planes_shading": w.shading * w.planes_shading,
                "rgb_l1": w.rgb, "rgb_l1_r": w.rgb, "rgb_perc": w.rgb * w.perceptual,
                "rgb_perc_r": w.rgb * w.perceptual, "rgb_face": w.rgb * w.face, "identity": w.rgb * w.identity,
-               "adv_g": w.adv, "normal": w.geometry, "alpha": w.geometry, "temporal": w.temporal,
+               "adv_g": w.adv, "normal": w.geometry, "alpha": w.geometry, "occupancy": w.geometry, "temporal": w.temporal,
                "real_recon": 1.0, "real_cross": 0.5, "real_cycle": 0.5, "real_albedo": 0.5}
         return sum(lam[k] * v for k, v in terms.items())
 
@@ -178,7 +196,18 @@ class Trainer:
                 "normal": low["normal"], "alpha": low["alpha"]}
         terms = self._view_terms(pred, self._targets(b, res), full=False)
         terms.update(self._plane_terms(b, planes))
+        terms["occupancy"] = self._occupancy(b, rep)
         return terms
+
+    def _occupancy(self, b: dict, rep_planes: dict) -> torch.Tensor:
+        """Density supervision from the teacher's depth on a 64² grid of rays per view (see losses.occupancy_loss)."""
+        B, V = b["camera"].shape[:2]
+        stride = max(1, b["depth"].shape[-1] // 64)
+        depth = b["depth"].flatten(0, 1)[:, 0, ::stride, ::stride]
+        hit = b["mask"].flatten(0, 1)[:, 0, ::stride, ::stride]
+        joint = self.model.field.join(rep_planes["albedo_planes"], rep_planes["shading_planes"])
+        return L.occupancy_loss(self.model.field, joint, b["camera"].reshape(B * V, 25), depth, hit,
+                                self.cfg.density_bias)
 
     def _plane_terms(self, b: dict, planes: dict) -> dict[str, torch.Tensor]:
         if "planes" not in b:
@@ -203,6 +232,9 @@ class Trainer:
         terms = self._view_terms(pred, t, full=True)
         planes = {"albedo_planes": out["raw_albedo_planes"], "shading_planes": out["raw_shading_planes"]}
         terms.update(self._plane_terms(b, planes))
+        V = b["camera"].shape[1]
+        terms["occupancy"] = self._occupancy(b, {k: out[k].repeat_interleave(V, 0)
+                                                 for k in ("albedo_planes", "shading_planes")})
         fake = pred["image"]
         terms["adv_g"] = L.adversarial_g(self.disc(fake))
         # short-term temporal loss over {I, I_r, A, A_r, S}, exact teacher flow and visibility
@@ -230,8 +262,8 @@ class Trainer:
                 torch.distributed.all_reduce(p.grad)
                 p.grad /= self.world
 
-    def step(self, step: int) -> dict[str, float]:
-        b = self.batch(step)
+    def step(self, step: int, b: dict | None = None) -> dict[str, float]:
+        b = self.batch(step) if b is None else b
         self.model.train()
         logs: dict[str, float] = {}
         if self.args.stage == 1:
@@ -281,10 +313,11 @@ class Trainer:
         old = signal.signal(signal.SIGTERM, on_term) if self.rank == 0 else None
         t0, last_ck = time.time(), time.time()
         base_elapsed = self.state["elapsed_s"]
+        data = self.batches(self.state["step"]) if a.workers else None
         try:
             while self.state["step"] < a.steps and not stop["flag"]:
                 ts = time.time()
-                logs = self.step(self.state["step"])
+                logs = self.step(self.state["step"], next(data) if data is not None else None)
                 self.state["step"] += 1
                 self.state["elapsed_s"] = base_elapsed + time.time() - t0
                 if writer:
@@ -313,6 +346,30 @@ class Trainer:
         return self.state
 
 
+def make_batch(teacher, seed: int, step: int, rank: int, batch: int, image_res: int, device="cpu") -> dict:
+    """Render and collate the batch of one step with its own RNG stream."""
+    rng = np.random.default_rng([seed, step, rank])
+    return collate([teacher.sample(rng) for _ in range(batch)], image_res, device)
+
+
+class TeacherStream(torch.utils.data.IterableDataset):
+    """Batches for steps start, start+1, ...; worker w of W renders steps start+w, start+w+W, ... (DataLoader
+    interleaves workers in order, so the sequence equals the in-process one)."""
+
+    def __init__(self, teacher, seed: int, start: int, rank: int, batch: int, image_res: int) -> None:
+        self.teacher, self.seed, self.start, self.rank = teacher, seed, start, rank
+        self.batch, self.image_res = batch, image_res
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, n = (info.id, info.num_workers) if info else (0, 1)
+        torch.set_num_threads(1)
+        step = self.start + w
+        while True:
+            yield make_batch(self.teacher, self.seed, step, self.rank, self.batch, self.image_res)
+            step += n
+
+
 def build_teacher(args: argparse.Namespace):
     from training.teacher.synthetic import SyntheticHeads
 
@@ -322,6 +379,8 @@ def build_teacher(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.auto_resume:
+        args.resume = ck.read_state(Path(args.out)) is not None
     if args.resume and ck.read_state(Path(args.out)) is None:
         raise SystemExit(f"{args.out}: nothing to resume (no {ck.STATE_FILE}); drop --resume")
     if not args.resume and ck.read_state(Path(args.out)) is not None:
