@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,10 +20,47 @@ import numpy as np
 from blender_relight.errors import Cancelled, RelightError
 
 
+#: Start-up lines that mediapipe's C++ graphs (TensorFlow Lite, absl) print from their own threads, straight to the
+#: file descriptor: nothing a user can act on, and they bury the command's own output.
+NATIVE_CHATTER = (b"INFO: Created TensorFlow Lite", b"WARNING: All log messages before absl::InitializeLog",
+                  b"inference_feedback_manager.cc", b"landmark_projection_calculator.cc")
+
+
+def filter_native_stderr() -> None:
+    """Route fd 2 through a pipe that drops :data:`NATIVE_CHATTER` lines; Python's own stderr bypasses the filter.
+
+    Only the CLI does this (a Blender session keeps its console as it is). Lines are passed on as soon as they end,
+    so native errors still show.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    sys.stderr.flush()
+    original = os.dup(fd)
+    sys.stderr = open(original, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace",
+                      closefd=False)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, fd)
+    os.close(write_end)
+
+    def pump() -> None:
+        pending = b""
+        while chunk := os.read(read_end, 65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            kept = [line for line in lines if not any(mark in line for mark in NATIVE_CHATTER)]
+            if kept:
+                os.write(original, b"\n".join(kept) + b"\n")
+
+    threading.Thread(target=pump, name="native-stderr-filter", daemon=True).start()
+
+
 class Progress:
     """A one-line progress bar on stderr with frames/s and ETA (no dependency; quiet when not a terminal)."""
 
-    def __init__(self, label: str, stream=sys.stderr) -> None:
+    def __init__(self, label: str, stream=None) -> None:
+        stream = sys.stderr if stream is None else stream  # looked up now: the CLI may have re-routed it
         self.label, self.stream, self.start, self.last = label, stream, time.monotonic(), 0.0
         self.tty = stream.isatty()
 
@@ -199,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
+    if argv is None:  # a real command line (not a call from Python code or tests)
+        filter_native_stderr()
     try:
         return args.func(args)
     except Cancelled as exc:
