@@ -167,6 +167,8 @@ def download_wheel(pin: WheelPin, wheels_dir: Path) -> Path:
         for tag in pin.platform_tag.split("."):
             cmd += ["--platform", tag]
         cmd += ["--implementation", "cp", "--abi", pin.abi_tag]
+    else:  # a pure pin: without this pip prefers the host's binary build of the same version (protobuf has both)
+        cmd += ["--platform", "any", "--implementation", "py", "--abi", "none"]
     try:
         run(cmd, f"downloading {pin.filename}")
         got = tmp / pin.filename
