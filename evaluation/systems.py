@@ -3,7 +3,8 @@
 ``system.relight(crop_linear, frame_track, target_sh_rgb) -> crop`` takes the EG3D 512² crop of one frame (float32
 linear RGB), the tracker's record for that frame and the target lighting (RGB SH (9, 3), project convention), and
 returns the relit crop (float32 linear RGB, same size). Frames arrive in clip order, so a system may keep state
-(the temporal network's memory); :meth:`reset` starts a new clip or pass.
+(the temporal network's memory); :meth:`reset` starts a pass, an optional ``begin_clip(path)`` a clip, and an optional
+``last_stage_seconds`` dict reports the time of each stage of the last frame.
 
 Why floors: a learned model must beat something honest. ``input`` (unchanged) scores what doing nothing scores;
 ``analytic`` (tracked geometry + SH ratio, no learning) scores what plain shading maths scores.
