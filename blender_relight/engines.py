@@ -69,16 +69,17 @@ class AnalyticEngine:
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
         return None
 
-    def _geometry(self, index: int, size: tuple[int, int], track) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _geometry(self, index: int, crop_linear: np.ndarray, track) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(normals in the SH frame, depth (H, W, 1), head alpha) of a frame's crop; kept for the last few frames
         because a light change does not move the geometry."""
-        from blender_relight import face_geometry, head_proxy
+        from blender_relight import colour, face_geometry, head_proxy
         from blender_relight.lighting import sh as shmath
 
         if index in self._geometry_cache:
             return self._geometry_cache[index]
-        maps = face_geometry.render_face_maps(track.points_crop(), size, fill_holes=True)
-        alpha = track.crop_mask()
+        points = track.points_crop()
+        maps = face_geometry.render_face_maps(points, crop_linear.shape[:2], fill_holes=True)
+        alpha = head_proxy.head_alpha(colour.linear_to_uint8_srgb(crop_linear), track.crop_mask(), maps.mask)
         normals_cam = head_proxy.head_normals(maps.normals, maps.mask, alpha)
         rot = np.asarray(track.camera_c2w(), dtype=np.float64)[:3, :3]
         normals_sh = shmath.rotate_eg3d_to_sh(normals_cam.reshape(-1, 3) @ rot.T).reshape(normals_cam.shape)
@@ -96,7 +97,7 @@ class AnalyticEngine:
             log.warning("the analytic engine renders the source view only; install trained weights "
                         "(the neural engine) for new camera angles")
             self._warned_view = True
-        normals_sh, depth, alpha = self._geometry(index, crop_linear.shape[:2], track)
+        normals_sh, depth, alpha = self._geometry(index, crop_linear, track)
         source = _source_sh(track)
         image = analytic.relight_ratio(crop_linear, normals_sh, alpha, source, sh_rgb)
         shading = analytic.shading_image(normals_sh, sh_rgb)
