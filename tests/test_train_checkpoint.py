@@ -107,3 +107,14 @@ def test_worker_stream_matches_in_process_batches(teacher, tmp_path):
         got, ref = next(it), tr.batch(step)
         torch.testing.assert_close(got["input"], ref["input"])
         torch.testing.assert_close(got["albedo"], ref["albedo"])
+
+
+def test_stage2_warmup_trains_new_parts_first(teacher, tmp_path):
+    """Stage 2 ramps super-resolution and shader first, keeping the encoders, field and temporal network still."""
+    tr = Trainer(_args(tmp_path / "w2", stage=2, steps=1), teacher, None)
+    tr._set_lr(0)
+    lr = {g["part"]: g["lr"] for g in tr.opt_g.param_groups}
+    assert lr["encoders+field"] == 0.0 and lr["attention"] == 0.0 and 0 < lr["superres+shader"] < tr.args.lr
+    tr._set_lr(99)
+    lr = {g["part"]: g["lr"] for g in tr.opt_g.param_groups}
+    assert lr["encoders+field"] == tr.args.lr and lr["attention"] == tr.args.lr_attention

@@ -98,7 +98,7 @@ def test_tiny_model_overfits_a_fixed_batch(stage, tmp_path):
 
     teacher = SyntheticHeads(resolution=64, supersample=1, cache_dir=tmp_path / "t", per_clip=1)
     args = parse_args(["--stage", str(stage), "--preset", "tiny", "--steps", "5", "--out", str(tmp_path / "run"),
-                       "--teacher-res", "64", "--lr", "2e-3", "--lr-attention", "1e-3"])
+                       "--teacher-res", "64", "--lr", "2e-3", "--lr-attention", "1e-3", "--warmup", "0"])
     tr = Trainer(args, teacher, None)
     b = tr.batch(0)
     tr.batch = lambda step: b  # the same batch every step: a pure overfit

@@ -59,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--supersample", type=int, default=1, help="teacher supersampling factor")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--lr-attention", type=float, default=5e-5)
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warm-up steps (default: 0 in stage 1, 50 in stage 2). Stage 2 first trains only "
+                        "super-resolution and shader with a linear ramp, then ramps the encoders, field and temporal "
+                        "network over as many steps: the untrained upsampler's first, huge losses otherwise push "
+                        "the stage-1 planes until the density dies (seen in this project's first stage-2 run)")
     p.add_argument("--real-every", type=int, default=4, help="stage 2: real-video terms every N steps (0 = never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -91,11 +96,15 @@ class Trainer:
         self.ident = L.IdentityLoss(args.embedder).to(self.device)
         self.w = L.LossWeights()
         self._set_trainable()
-        att = [p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith("temporal_net.")]
-        rest = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("temporal_net.")]
-        groups = [{"params": rest, "lr": args.lr}]
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        base = [p for n, p in named if n.startswith(("albedo_encoder.", "shading_encoder.", "field."))]
+        new = [p for n, p in named if n.startswith(("superres.", "shader."))]
+        att = [p for n, p in named if n.startswith("temporal_net.")]
+        groups = [{"params": base, "lr": args.lr, "base_lr": args.lr, "part": "encoders+field"}]
+        if new:
+            groups.append({"params": new, "lr": args.lr, "base_lr": args.lr, "part": "superres+shader"})
         if att:
-            groups.append({"params": att, "lr": args.lr_attention})
+            groups.append({"params": att, "lr": args.lr_attention, "base_lr": args.lr_attention, "part": "attention"})
         self.opt_g = torch.optim.Adam(groups, betas=(0.9, 0.999))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=args.lr, betas=(0.5, 0.999))
         self.teacher = teacher
@@ -262,8 +271,20 @@ class Trainer:
                 torch.distributed.all_reduce(p.grad)
                 p.grad /= self.world
 
+    def _set_lr(self, step: int) -> None:
+        w = self.args.warmup if self.args.warmup is not None else (50 if self.args.stage == 2 else 0)
+        for g in self.opt_g.param_groups:
+            if not w:
+                m = 1.0
+            elif self.args.stage == 2 and g["part"] != "superres+shader":
+                m = min(max((step - w + 1) / w, 0.0), 1.0)
+            else:
+                m = min((step + 1) / w, 1.0)
+            g["lr"] = g["base_lr"] * m
+
     def step(self, step: int, b: dict | None = None) -> dict[str, float]:
         b = self.batch(step) if b is None else b
+        self._set_lr(step)
         self.model.train()
         logs: dict[str, float] = {}
         if self.args.stage == 1:
