@@ -118,3 +118,21 @@ def test_stage2_warmup_trains_new_parts_first(teacher, tmp_path):
     tr._set_lr(99)
     lr = {g["part"]: g["lr"] for g in tr.opt_g.param_groups}
     assert lr["encoders+field"] == tr.args.lr and lr["attention"] == tr.args.lr_attention
+
+
+def test_stage2_from_stage1_starts_with_upsampled_render(teacher, tmp_path):
+    """Stage 2 initialised from stage 1 zeroes the super-resolution output: its G-buffer is the upsampled render."""
+    s1 = tmp_path / "s1"
+    Trainer(_args(s1, stage=1, steps=1), teacher, None).run()
+    a = _args(tmp_path / "s2", stage=2, steps=1)
+    a.init = str(s1 / ck.MODEL_FILE)
+    tr = Trainer(a, teacher, None)
+    assert float(tr.model.superres.out.weight.abs().sum()) == 0.0
+    b = tr.batch(0)
+    with torch.no_grad():
+        planes = tr.model.encode(b["input"], b["sh_src"])
+        low = tr.model.render_lowres(planes, b["camera"][:, 0])
+        g = tr.model.superres(low)
+    up = torch.nn.functional.interpolate(low["albedo"], size=g["albedo"].shape[-2:], mode="bilinear",
+                                         align_corners=False)
+    torch.testing.assert_close(g["albedo"], up.clamp(min=0))

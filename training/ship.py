@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval", help="folder with metrics.json from training.evaluate")
     p.add_argument("--out", default="inference/weights/default")
     p.add_argument("--no-fp16", action="store_true")
+    p.add_argument("--unusable", help="mark the export not fit for use (trained: false, this reason as the warning), "
+                                      "so the pipeline and evaluation refuse it unless asked")
     a = p.parse_args(argv)
     run = Path(a.run)
     _, meta = read_checkpoint(run / MODEL_FILE)
@@ -62,7 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     model = RelightNet(preset)
     load_checkpoint(model, run / MODEL_FILE)
     prov = provenance(run, [Path(e) for e in a.earlier], Path(a.eval) if a.eval else None)
-    info = export_onnx(model, a.out, preset, prov, fp16=not a.no_fp16, trained=True)
+    if a.unusable:
+        prov["unusable"] = a.unusable
+    info = export_onnx(model, a.out, preset, prov, fp16=not a.no_fp16, trained=not a.unusable)
+    if a.unusable:  # export_onnx's default warning says "random init"; these weights are trained but unfit
+        mj = Path(a.out) / "model.json"
+        meta_json = json.loads(mj.read_text())
+        meta_json["warning"] = f"NOT USABLE: {a.unusable}"
+        mj.write_text(json.dumps(meta_json, indent=2) + "\n")
     size = sum(f.stat().st_size for f in Path(a.out).iterdir() if f.is_file()) / 2 ** 20
     if size > MAX_MB:
         raise SystemExit(f"error: {a.out} is {size:.1f} MB, over the {MAX_MB:.0f} MB budget; export fp16")

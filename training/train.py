@@ -91,6 +91,8 @@ class Trainer:
         self.cfg = self.model.config
         if args.init:
             load_checkpoint(self.model, args.init)
+            if args.stage == 2 and not args.resume:
+                self._zero_superres_output()
         self.disc = L.PatchDiscriminator().to(self.device)
         self.perc = L.make_perceptual().to(self.device)
         self.ident = L.IdentityLoss(args.embedder).to(self.device)
@@ -118,6 +120,15 @@ class Trainer:
         if args.resume:
             self.state = ck.restore(self.out, self.model, self.disc, self.opt_g, self.opt_d,
                                     {"preset": args.preset, "stage": args.stage})
+
+    def _zero_superres_output(self) -> None:
+        """Start stage 2 with the super-resolution's output layer at zero: its 512² G-buffer is then exactly the
+        upsampled stage-1 render. Its small random init is not enough once stage-1 features are large (albedo
+        values of ~45 at the first step; the next steps drove the clamped albedo to a dead zero)."""
+        out = self.model.superres.out
+        with torch.no_grad():
+            out.weight.zero_()
+            out.bias.zero_()
 
     def _set_trainable(self) -> None:
         stage1 = ("albedo_encoder.", "shading_encoder.", "field.")
