@@ -131,6 +131,9 @@ class NeuralEngine:
         self._planes: OrderedDict[int, dict] = OrderedDict()
         self._gbuffers: OrderedDict[tuple, dict] = OrderedDict()
         log.info("neural engine: %s", self.runtime.describe())
+        if not self.runtime.trained:
+            log.warning("%s: model.json says these weights are not trained (%s); relit frames will be wrong",
+                        weights, self.runtime.meta.get("warning", "random initial weights"))
 
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
         if cache.get_planes(index, self.model_id) is None:
