@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 
 from blender_relight import face_geometry as fg
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from real_data import DATA, real_frame_landmarks
 
 
 def _directed_edges(tris: np.ndarray) -> list[tuple[int, int]]:
@@ -44,19 +43,7 @@ def uv_sphere(centre: np.ndarray, radius: float, rings: int = 48, segments: int 
 
 @pytest.fixture(scope="module")
 def real_points() -> np.ndarray:
-    video = DATA / "videos" / "lp_d3.mp4"
-    if not video.exists():
-        pytest.skip(f"{video} not found: the real-landmark checks need ../shared/data")
-    from blender_relight.tracking.landmarks import MediapipeBackend
-
-    cap = cv2.VideoCapture(str(video))
-    ok, frame = cap.read()
-    cap.release()
-    assert ok, f"cannot decode {video}"
-    with MediapipeBackend(max_num_faces=1, static_image_mode=True, small_faces=False) as backend:
-        faces = backend.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    assert faces, "mediapipe found no face on the first frame of lp_d3"
-    return faces[0].points[: fg.NUM_LANDMARKS].astype(np.float64)
+    return real_frame_landmarks("lp_d3.mp4")[: fg.NUM_LANDMARKS].astype(np.float64)
 
 
 def test_triangles_reproduce_mediapipe_tesselation_exactly() -> None:

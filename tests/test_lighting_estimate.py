@@ -1,9 +1,7 @@
 """SH estimation from pixels against normals: recovery of a known RGB SH, robustness, DPR gray converters."""
 from __future__ import annotations
 
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -11,7 +9,7 @@ from blender_relight import camera, face_geometry as fg
 from blender_relight.lighting import estimate as est
 from blender_relight.lighting import sh
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from real_data import DATA, real_frame_landmarks
 
 # Lights to recover: a tinted frontal key with fill, a side light, a top light (all radiance SH, irradiance units).
 LIGHTS = {
@@ -59,22 +57,10 @@ def sphere_maps() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def face_crop_points() -> np.ndarray:
     """Landmarks of a real frame, moved into its EG3D crop by the tracking front end."""
-    video = DATA / "videos" / "lp_d10.mp4"
-    if not video.exists():
-        pytest.skip(f"{video} not found: the real-face checks need ../shared/data")
     from blender_relight.tracking import align
-    from blender_relight.tracking.landmarks import MediapipeBackend
 
-    cap = cv2.VideoCapture(str(video))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, 20)
-    ok, frame = cap.read()
-    cap.release()
-    assert ok, f"cannot decode {video}"
-    with MediapipeBackend(max_num_faces=1, static_image_mode=True, small_faces=False) as backend:
-        faces = backend.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    assert faces, f"no face found in {video}"
-    crop = align.CropTransform.from_landmarks(faces[0].points)
-    return np.asarray(crop.to_crop(faces[0].points), dtype=np.float64)
+    points = real_frame_landmarks("lp_d10.mp4", 20)
+    return np.asarray(align.CropTransform.from_landmarks(points).to_crop(points), dtype=np.float64)
 
 
 @pytest.mark.parametrize("name", sorted(LIGHTS))
