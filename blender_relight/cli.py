@@ -157,8 +157,9 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 def cmd_relight(args: argparse.Namespace) -> int:
     session = _session(args)
     frames = _frames(args.frames, session.info.frame_count)
-    result = session.render_sequence(Path(args.out), frames=frames, light=lambda i: load_light(args),
-                                     camera=lambda i: _camera(args), passes=args.passes,
+    light, camera = load_light(args), _camera(args)  # one light and camera for the whole sequence
+    result = session.render_sequence(Path(args.out), frames=frames, light=lambda i: light,
+                                     camera=lambda i: camera, passes=args.passes,
                                      image_format=args.format, progress=Progress("relight"))
     print(result.text())
     return 0

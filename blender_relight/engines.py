@@ -56,6 +56,16 @@ def _source_sh(track) -> np.ndarray:
     return np.asarray(track.source_sh, dtype=np.float64)
 
 
+@dataclass
+class _FrameGeometry:
+    """Per-frame, light-independent maps of the analytic engine (crop size, float32)."""
+
+    normals_sh: np.ndarray  # (H, W, 3) unit normals, head (SH) frame
+    depth: np.ndarray  # (H, W, 1)
+    alpha: np.ndarray  # (H, W) head matte
+    albedo: np.ndarray  # (H, W, 3) the crop divided by its source shading (×π), 0 outside the matte
+
+
 class AnalyticEngine:
     """Tracked geometry + SH ratio; source view only."""
 
@@ -64,15 +74,16 @@ class AnalyticEngine:
 
     def __init__(self) -> None:
         self._warned_view = False
-        self._geometry_cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self._geometry_cache: OrderedDict[int, _FrameGeometry] = OrderedDict()
 
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
         return None
 
-    def _geometry(self, index: int, crop_linear: np.ndarray, track) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(normals in the SH frame, depth (H, W, 1), head alpha) of a frame's crop; kept for the last few frames
-        because a light change does not move the geometry."""
+    def _geometry(self, index: int, crop_linear: np.ndarray, track) -> "_FrameGeometry":
+        """What a frame's crop gives independently of the target light; kept for the last few frames because a
+        light change does not move the geometry."""
         from blender_relight import colour, face_geometry, head_proxy
+        from blender_relight.lighting import analytic
         from blender_relight.lighting import sh as shmath
 
         if index in self._geometry_cache:
@@ -83,7 +94,10 @@ class AnalyticEngine:
         normals_cam = head_proxy.head_normals(maps.normals, maps.mask, alpha)
         rot = np.asarray(track.camera_c2w(), dtype=np.float64)[:3, :3]
         normals_sh = shmath.rotate_eg3d_to_sh(normals_cam.reshape(-1, 3) @ rot.T).reshape(normals_cam.shape)
-        entry = (normals_sh.astype(np.float32), maps.depth[..., None].astype(np.float32), alpha)
+        # The albedo pass depends on the frame and its source light, not on the target: computed once per frame.
+        source_shading = analytic.shading_image(normals_sh, _source_sh(track))
+        albedo = (crop_linear * np.pi / np.maximum(source_shading, 1e-3) * (alpha[..., None] > 0)).astype(np.float32)
+        entry = _FrameGeometry(normals_sh.astype(np.float32), maps.depth[..., None].astype(np.float32), alpha, albedo)
         self._geometry_cache[index] = entry
         while len(self._geometry_cache) > 4:
             self._geometry_cache.popitem(last=False)
@@ -97,15 +111,11 @@ class AnalyticEngine:
             log.warning("the analytic engine renders the source view only; install trained weights "
                         "(the neural engine) for new camera angles")
             self._warned_view = True
-        normals_sh, depth, alpha = self._geometry(index, crop_linear, track)
-        source = _source_sh(track)
-        image = analytic.relight_ratio(crop_linear, normals_sh, alpha, source, sh_rgb)
-        shading = analytic.shading_image(normals_sh, sh_rgb)
-        source_shading = analytic.shading_image(normals_sh, source)
-        albedo = crop_linear * np.pi / np.maximum(source_shading, 1e-3) * (alpha[..., None] > 0)
-        passes = {"albedo": albedo.astype(np.float32), "shading": shading, "normal": normals_sh.astype(np.float32),
-                  "depth": depth, "alpha": alpha[..., None].astype(np.float32)}
-        return RelitCrop(image.astype(np.float32), alpha.astype(np.float32), passes)
+        geo = self._geometry(index, crop_linear, track)
+        image = analytic.relight_ratio(crop_linear, geo.normals_sh, geo.alpha, _source_sh(track), sh_rgb)
+        passes = {"albedo": geo.albedo, "shading": analytic.shading_image(geo.normals_sh, sh_rgb),
+                  "normal": geo.normals_sh, "depth": geo.depth, "alpha": geo.alpha[..., None]}
+        return RelitCrop(image.astype(np.float32), geo.alpha, passes)
 
 
 class NeuralEngine:

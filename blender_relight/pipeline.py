@@ -236,9 +236,8 @@ class ClipSession:
         the same frame decodes, linearises and warps nothing again."""
         if self._linear_cache is not None and self._linear_cache[0] == index:
             return self._linear_cache[1], self._linear_cache[2]
-        frame = self._frame(index)
-        frame_linear = colour.uint8_srgb_to_linear(frame)
-        crop = colour.uint8_srgb_to_linear(track.transform.warp(frame))
+        frame_linear = colour.uint8_srgb_to_linear(self._frame(index))
+        crop = self.crop_linear(index, track)
         self._linear_cache = (index, frame_linear, crop)
         return frame_linear, crop
 

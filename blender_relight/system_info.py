@@ -43,21 +43,6 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def describe_weights(weights_dir) -> str:
-    """One line about a weights folder, from its model.json (no session is created)."""
-    import json
-    from pathlib import Path
-
-    meta_path = Path(weights_dir) / "model.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        return f"{weights_dir}: unreadable model.json ({exc})"
-    trained = "trained" if meta.get("trained") else "UNTRAINED (random weights)"
-    files = sorted(p.name for p in Path(weights_dir).glob("*.onnx"))
-    return f"{weights_dir}: preset {meta.get('preset', '?')}, {trained}, graphs {', '.join(files) or 'none'}"
-
-
 def collect() -> SystemReport:
     """Gather the report (fast: well under a second besides the ONNX Runtime import)."""
     from inference import runtime  # onnxruntime only; no torch
@@ -73,12 +58,12 @@ def collect() -> SystemReport:
                                f"{', '.join(providers['available'])}")
     report.add("ONNX Runtime", f"will use {providers['chosen']} ({providers['reason']}), "
                                f"{providers['cpus']} CPU cores")
-    weights = runtime.find_weights()
-    if weights is None:
+    if providers["weights"] is None:
         report.add("model", "no shipped neural weights found (inference/weights/default/model.json): "
                             "the analytic engine is used")
     else:
-        report.add("model", describe_weights(weights))
+        trained = "trained" if providers["trained"] else "UNTRAINED: the analytic engine is used"
+        report.add("model", f"{providers['weights']}: preset {providers['preset']}, {trained}")
     from blender_relight.tracking.landmarks import available_backends
 
     for name, (ok, reason) in available_backends().items():
