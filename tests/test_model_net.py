@@ -120,6 +120,50 @@ def test_triplane_axes_are_eg3d() -> None:
     assert v[0] > v[1]
 
 
+def test_xy_plane_rows_run_down_the_face_like_the_crop() -> None:
+    """The xy plane is image-aligned with the frontal crop: its top row holds the top of the head (world +y), so a
+    convolutional encoder can write a texel where it sees the pixel (see inference/model/triplane.py)."""
+    planes = torch.zeros(1, 3, 2, 2)
+    planes[0, 0] = torch.tensor([[1.0, 1.0], [0.0, 0.0]])     # xy plane: top row set
+    v = sample_triplane(planes, torch.tensor([[[0.0, 0.25, 0.0], [0.0, -0.25, 0.0]]]), 1.0)[0, :, 0]
+    assert v[0] > v[1]                                         # the point above the centre reads the top row
+
+
+def test_untrained_albedo_starts_mid_range_in_rho_over_pi() -> None:
+    """The field's albedo is ρ/π with ρ from a sigmoid near its centre at init (not saturated: the first CPU run's
+    plain sigmoid collapsed to 0 while reaching for ρ/π ≈ 0.13)."""
+    torch.manual_seed(0)
+    net = RelightNet("tiny")
+    planes = torch.randn(1, 3 * net.config.plane_channels * 2, net.config.plane_res, net.config.plane_res) * 0.1
+    _, values = net.field(planes, torch.rand(1, 256, 3) - 0.5)
+    rho = values[..., :3] * np.pi
+    assert 0.3 < float(rho.mean()) < 0.7
+    assert float(rho.max()) <= 1.0 + 1e-5 and float(rho.min()) >= -1e-5
+
+
+def test_first_temporal_update_is_small_for_large_planes() -> None:
+    """One Adam step on the zero-initialised temporal head must not move large stage-1 planes by much: its input and
+    the input of its head are normalised (the unnormalised version moved every plane by several units, ending the
+    density in the first stage-2 run)."""
+    from inference.model.temporal import TemporalAttention
+
+    torch.manual_seed(0)
+    cfg = PRESETS["default"]
+    temporal = TemporalAttention(cfg)
+    a = torch.randn(1, 3 * cfg.plane_channels, 1, 1).expand(-1, -1, cfg.plane_res, cfg.plane_res) * 100.0  # smooth, large
+    s = torch.randn_like(a) * 100.0
+    memory, valid = temporal.empty_memory(1)
+    opt = torch.optim.Adam(temporal.parameters(), lr=1e-4)
+    na, ns, _, _ = temporal(a, s, memory, valid)
+    assert torch.equal(na, a)                                      # identity at init
+    (na.sum() + ns.sum()).backward()
+    opt.step()
+    with torch.no_grad():
+        na, _, _, _ = temporal(a, s, memory, valid)
+    shift = float((na - a).abs().max())
+    assert 0.0 < shift < 0.05                                      # unnormalised: about 0.16
+
+
 def test_importance_samples_follow_weights() -> None:
     w = torch.zeros(1, 1, 10)
     w[..., 7] = 1.0

@@ -92,8 +92,8 @@ def test_mismatched_checkpoint_is_refused(tiny: RelightNet, tmp_path: Path) -> N
     with pytest.raises(ModelFileError) as info:
         load_checkpoint(bigger, bare)
     msg = str(info.value)
-    assert "bare.safetensors" in msg and "albedo_encoder.head.weight" in msg
-    assert "(12, 8, 1, 1)" in msg and "(24, 8, 1, 1)" in msg
+    assert "bare.safetensors" in msg and "albedo_encoder.template" in msg
+    assert "(1, 12, 4, 4)" in msg and "(1, 24, 4, 4)" in msg
     with pytest.raises(ModelFileError, match="not found"):
         load_checkpoint(bigger, tmp_path / "missing.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")

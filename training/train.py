@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--supersample", type=int, default=1, help="teacher supersampling factor")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--lr-attention", type=float, default=5e-5)
+    p.add_argument("--lr-template", type=float, default=3e-3,
+                   help="learning rate of the encoders' template tri-planes (free per-texel parameters, which take a "
+                        "grid-sized learning rate as in Instant-NGP-style grids, not a network's)")
     p.add_argument("--warmup", type=int, default=None,
                    help="warm-up steps (default: 0 in stage 1, 50 in stage 2). Stage 2 first trains only "
                         "super-resolution and shader with a linear ramp, then ramps the encoders, field and temporal "
@@ -99,10 +102,15 @@ class Trainer:
         self.w = L.LossWeights()
         self._set_trainable()
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        base = [p for n, p in named if n.startswith(("albedo_encoder.", "shading_encoder.", "field."))]
+        template = [p for n, p in named if n.endswith("encoder.template")]
+        base = [p for n, p in named if n.startswith(("albedo_encoder.", "shading_encoder.", "field."))
+                and not n.endswith("encoder.template")]
         new = [p for n, p in named if n.startswith(("superres.", "shader."))]
         att = [p for n, p in named if n.startswith("temporal_net.")]
         groups = [{"params": base, "lr": args.lr, "base_lr": args.lr, "part": "encoders+field"}]
+        if template:
+            groups.append({"params": template, "lr": args.lr_template, "base_lr": args.lr_template,
+                           "part": "template planes"})
         if new:
             groups.append({"params": new, "lr": args.lr, "base_lr": args.lr, "part": "superres+shader"})
         if att:
@@ -179,7 +187,12 @@ class Trainer:
             pa, ta = sel(pred["albedo"], v), sel(t["albedo"], v)
             pi, ti = sel(pred["image"], v), sel(t["image"], v)
             ins = sel(t["inside"], v)
-            terms["albedo_l1" + suf] = L.l1(pa, ta)
+            # albedo L1 on the un-premultiplied albedo inside the head: the premultiplied form over the whole image
+            # also pulls every off-head sample's albedo toward 0 (wherever alpha has not yet learnt to be 0), which
+            # drove the field's albedo sigmoid into saturation in the first CPU run; coverage has its own term.
+            pa_u = pa / sel(pred["alpha"], v).detach().clamp(min=0.05)
+            ta_u = ta / sel(t["mask"], v).clamp(min=1e-3)
+            terms["albedo_l1" + suf] = L.l1(pa_u * math.pi, ta_u * math.pi, ins)   # in units of ρ
             terms["albedo_perc" + suf] = self.perc(pa * math.pi, ta * math.pi)
             terms["shading_l1" + suf] = L.l1(sel(pred["shading"], v) / math.pi, sel(t["shading"], v) / math.pi, ins)
             terms["rgb_l1" + suf] = L.l1(pi, ti)

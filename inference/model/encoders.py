@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .config import ModelConfig
 
 SH_DIM = 27  # RGB second-order SH, flattened (9, 3) row-major
+TEMPLATE_DIVISOR = 4  # the learnt template tri-plane is plane_res / 4 on a side (a head's shared shape is smooth)
 
 
 class FiLM(nn.Module):
@@ -72,6 +73,13 @@ class PlaneEncoder(nn.Module):
         self.up = nn.ModuleList(ConvBlock(widths[i + 1] + widths[i], widths[i], cond_dim)
                                 for i in reversed(range(len(widths) - 1)))
         self.head = nn.Conv2d(widths[0], 3 * cfg.plane_channels, 1)
+        # A learnt template tri-plane (coarse, upsampled) added to every prediction: what all heads share (where a
+        # head is in EG3D's aligned frame, its rough shape) lives here, and the U-Net only writes the identity's
+        # difference. Why: learning the shared silhouette through the encoder alone was the slowest part of the
+        # first CPU run (coverage loss flat for hundreds of steps); a free parameter per texel learns it directly.
+        self.template_res = max(1, cfg.plane_res // TEMPLATE_DIVISOR)
+        self.template = nn.Parameter(torch.zeros(1, 3 * cfg.plane_channels, self.template_res, self.template_res))
+        self.plane_res = cfg.plane_res
 
     def forward(self, crop: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         x = torch.cat([crop, self.coords.expand(crop.shape[0], -1, -1, -1)], dim=1)
@@ -84,7 +92,9 @@ class PlaneEncoder(nn.Module):
         for block in self.up:
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skips.pop()], dim=1), cond)
-        return self.head(x)
+        template = F.interpolate(self.template, size=(self.plane_res, self.plane_res), mode="bilinear",
+                                 align_corners=False)
+        return self.head(x) + template
 
 
 class AlbedoEncoder(PlaneEncoder):

@@ -7,11 +7,20 @@ reads the albedo features because geometry is defined by the density there.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from .config import ModelConfig
 from .triplane import sample_triplane
+
+#: The shader computes image = albedo × irradiance, and the project's photometric convention is radiance = ρ·E/π
+#: (blender_relight/lighting/estimate.py, Blender), so the albedo the network carries is ρ/π. The sigmoid gives ρ in
+#: [0, 1] and this scale makes it ρ/π: the logit of a typical skin albedo (ρ ≈ 0.4) is then near 0, where the sigmoid
+#: has gradient. Without it, skin needs ρ/π ≈ 0.13 out of a plain sigmoid, a logit of -1.9 at init distance, and the
+#: project's first CPU run drove that sigmoid into saturation at 0 (docs/training.md).
+ALBEDO_SCALE = 1.0 / math.pi
 
 
 def mlp(c_in: int, hidden: int, c_out: int) -> nn.Sequential:
@@ -55,7 +64,7 @@ class TriplaneField(nn.Module):
         a = self.albedo_head(fa)
         s = self.shading_head(torch.cat([fa, fs], dim=-1))
         sigma = a[..., :1]
-        albedo = torch.sigmoid(a[..., 1:4]) * (1 + 2 * 0.001) - 0.001   # EG3D's colour activation
+        albedo = (torch.sigmoid(a[..., 1:4]) * (1 + 2 * 0.001) - 0.001) * ALBEDO_SCALE   # EG3D's activation, / pi
         normal = s[..., :3]
         normal = normal / torch.linalg.vector_norm(normal, dim=-1, keepdim=True).clamp(min=1e-6)  # unit per sample
         visibility = torch.sigmoid(s[..., 3:4])

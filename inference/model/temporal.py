@@ -8,7 +8,11 @@ call: ``memory`` (B, k, N, D) and ``memory_valid`` (B, k) go in and the updated 
 ONNX graph and training all see the same function. Slot k - 1 is the newest; invalid slots (the start of a clip)
 are masked out, and the current frame is always attendable so the softmax is never empty.
 
-The output projection starts at zero: an untrained temporal module is the identity.
+The output projection starts at zero: an untrained temporal module is the identity. Its input (the pooled plane
+features) and the input of its output head are layer-normalised: trained planes are large (values of several units),
+and without the normalisation the first optimiser step on the zero head (every weight moves by about the learning
+rate, times unnormalised tokens of that size) shifted every plane by several units and ended the density in the
+project's first stage-2 run (docs/training.md).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ class TemporalAttention(nn.Module):
         super().__init__()
         self.cfg = cfg
         c2, d = 2 * cfg.plane_channels, cfg.temporal_dim
+        self.norm_in = nn.LayerNorm(c2)
         self.embed = nn.Linear(c2, d)
         self.pos = nn.Parameter(torch.randn(1, cfg.n_tokens, d) * 0.02)
         self.age = nn.Parameter(torch.randn(cfg.temporal_window + 1, d) * 0.02)  # 0 = current frame
@@ -38,6 +43,7 @@ class TemporalAttention(nn.Module):
         self.proj = nn.Linear(d, d)
         self.norm_mlp = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.norm_out = nn.LayerNorm(d)
         self.head = nn.Linear(d, c2)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -54,7 +60,7 @@ class TemporalAttention(nn.Module):
         t = self.cfg.temporal_tokens
         pooled = [F.adaptive_avg_pool2d(p, t).reshape(b, 3, c3 // 3, t * t) for p in (albedo_planes, shading_planes)]
         feats = torch.cat(pooled, dim=2).permute(0, 1, 3, 2).reshape(b, 3 * t * t, 2 * (c3 // 3))
-        return self.embed(feats) + self.pos
+        return self.embed(self.norm_in(feats)) + self.pos
 
     def forward(self, albedo_planes: torch.Tensor, shading_planes: torch.Tensor, memory: torch.Tensor,
                 memory_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -75,7 +81,7 @@ class TemporalAttention(nn.Module):
         att = torch.softmax(scores, dim=-1) @ val                             # (B, H, N, D/H)
         y = x + self.proj(att.transpose(1, 2).reshape(b, n, d))
         y = y + self.mlp(self.norm_mlp(y))
-        delta = self.head(y)                                                  # (B, N, 2C)
+        delta = self.head(self.norm_out(y))                                                  # (B, N, 2C)
         t = cfg.temporal_tokens
         c = c3 // 3
         delta = delta.reshape(b, 3, t, t, 2 * c).permute(0, 1, 4, 2, 3).reshape(b * 3, 2 * c, t, t)
