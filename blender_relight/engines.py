@@ -191,12 +191,9 @@ class NeuralEngine:
 
 def weights_are_trained(weights_dir: Path) -> bool:
     """True when the folder's model.json says its weights came from training (not a random-init export)."""
-    import json
+    from inference.runtime import read_model_meta
 
-    try:
-        return bool(json.loads((Path(weights_dir) / "model.json").read_text()).get("trained"))
-    except (OSError, ValueError):
-        return False
+    return bool(read_model_meta(Path(weights_dir), strict=False).get("trained"))
 
 
 def make_engine(name: str = "auto", provider: str = "auto", weights_dir: str | Path | None = None) -> RelightEngine:

@@ -81,12 +81,7 @@ def providers_report() -> dict[str, Any]:
     available = list(ort.get_available_providers())
     chosen, reason = choose_provider("auto", available)
     weights = find_weights()
-    meta: dict[str, Any] = {}
-    if weights is not None:
-        try:
-            meta = json.loads((weights / "model.json").read_text())
-        except (OSError, ValueError):
-            meta = {"error": "model.json unreadable"}
+    meta = read_model_meta(weights, strict=False) if weights is not None else {}
     trained = meta.get("trained") if meta else None
     line = (f"onnxruntime {ort.__version__}; providers {', '.join(available)}; would use {chosen} ({reason}); "
             f"{available_cpus()} CPU cores; weights: "
@@ -95,6 +90,39 @@ def providers_report() -> dict[str, Any]:
     return {"onnxruntime": ort.__version__, "available": available, "chosen": chosen, "reason": reason,
             "cpus": available_cpus(), "weights": str(weights) if weights else None, "preset": meta.get("preset"),
             "trained": trained, "summary": line}
+
+
+def read_model_meta(folder: Path, strict: bool = True) -> dict[str, Any]:
+    """The folder's model.json, the one reader of it (runtime, ``info``, the engine chooser).
+
+    ``strict`` checks that it is a complete model description (format, version, every graph file, config) and
+    raises ModelFileError naming what is wrong; otherwise a missing file gives ``{}`` and an unreadable one
+    ``{"error": ...}``, for reports that must not fail.
+    """
+    folder = Path(folder)
+    path = folder / "model.json"
+    if not strict:
+        try:
+            return json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            return {"error": "model.json unreadable"}
+    if not path.is_file():
+        raise ModelFileError(f"{path} not found; point weights_dir at a folder written by inference.export")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{path} is not valid JSON ({exc}); re-export the model folder") from exc
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{path} is not a {FORMAT} v{FORMAT_VERSION} model description "
+                             f"(format {meta.get('format')!r} v{meta.get('format_version')!r}); re-export it")
+    for name in GRAPH_NAMES:
+        entry = meta.get("graphs", {}).get(name)
+        if not entry or not (folder / entry.get("file", "")).is_file():
+            raise ModelFileError(f"{folder}: graph {name!r} is missing (model.json lists "
+                                 f"{entry.get('file') if entry else 'nothing'}); re-export the model folder")
+    if "config" not in meta:
+        raise ModelFileError(f"{path} has no model config; re-export the model folder")
+    return meta
 
 
 def file_sha256(path: Path) -> str:
@@ -122,7 +150,7 @@ class RelightRuntime:
             raise ModelFileError(f"no model in {WEIGHTS_ROOT / 'default'}; export one with "
                                  "`python -m inference.export --preset default --out inference/weights/default`")
         self.folder = folder
-        self.meta = self._read_meta(folder)
+        self.meta = read_model_meta(folder)
         self.config: dict[str, Any] = self.meta["config"]
         self.preset: str = self.meta.get("preset", "?")
         self.trained: bool = bool(self.meta.get("trained"))
@@ -165,27 +193,6 @@ class RelightRuntime:
         log.info(self.describe())
 
     # --- loading checks -------------------------------------------------------------------------------------------
-    @staticmethod
-    def _read_meta(folder: Path) -> dict[str, Any]:
-        path = folder / "model.json"
-        if not path.is_file():
-            raise ModelFileError(f"{path} not found; point weights_dir at a folder written by inference.export")
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelFileError(f"{path} is not valid JSON ({exc}); re-export the model folder") from exc
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise ModelFileError(f"{path} is not a {FORMAT} v{FORMAT_VERSION} model description "
-                                 f"(format {meta.get('format')!r} v{meta.get('format_version')!r}); re-export it")
-        for name in GRAPH_NAMES:
-            entry = meta.get("graphs", {}).get(name)
-            if not entry or not (folder / entry.get("file", "")).is_file():
-                raise ModelFileError(f"{folder}: graph {name!r} is missing (model.json lists "
-                                     f"{entry.get('file') if entry else 'nothing'}); re-export the model folder")
-        if "config" not in meta:
-            raise ModelFileError(f"{path} has no model config; re-export the model folder")
-        return meta
-
     def _check_session(self, name: str, path: Path, sess: Any) -> None:
         """The file's inputs/outputs must be the ones model.json and this runtime expect."""
         inputs, outputs = GRAPH_IO[name]
