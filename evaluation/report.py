@@ -1,4 +1,6 @@
-"""Report output: markdown tables, CSV, per-frame plots and contact sheets, all written atomically.
+"""Report output: markdown tables, CSV and per-frame plots, all written atomically.
+
+Contact sheets come from blender_relight.contact_sheet (one function for every sheet in the project).
 
 Why OpenCV drawing for plots: it is already a dependency, draws deterministic PNGs fast and needs no display backend.
 """
@@ -124,41 +126,6 @@ def line_plot(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, xlab
 
 def stack_plots(plots: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate(list(plots), axis=0)
-
-
-def _wrap(name: str, width: int) -> list[str]:
-    """Split a system name on '-' into lines of at most ``width`` characters (long names stay readable)."""
-    lines = [""]
-    for part in name.split("-"):
-        piece = part if not lines[-1] else "-" + part
-        if lines[-1] and len(lines[-1]) + len(piece) > width:
-            lines.append(part)
-        else:
-            lines[-1] += piece
-    return [line[:width] for line in lines]
-
-
-def contact_sheet(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], col_labels: Sequence[str],
-                  tile: int = 160) -> np.ndarray:
-    """Grid of RGB uint8 tiles: one row per sampled frame, one column per image (input | each system)."""
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    label_w, head_h = 70, 36
-    h = head_h + tile * len(rows)
-    w = label_w + tile * len(col_labels)
-    sheet = np.full((h, w, 3), 255, np.uint8)
-    for j, name in enumerate(col_labels):
-        for line_no, line in enumerate(_wrap(name, 26)[:2]):
-            cv2.putText(sheet, line, (label_w + j * tile + 4, 14 + 14 * line_no), font, 0.33, (0, 0, 0), 1,
-                        cv2.LINE_AA)
-    for i, (images, label) in enumerate(zip(rows, row_labels)):
-        y = head_h + i * tile
-        cv2.putText(sheet, label, (4, y + tile // 2), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-        for j, im in enumerate(images):
-            if im is None:
-                continue
-            sheet[y:y + tile, label_w + j * tile:label_w + (j + 1) * tile] = cv2.resize(
-                im, (tile, tile), interpolation=cv2.INTER_AREA)
-    return sheet
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

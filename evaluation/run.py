@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from blender_relight import colour
+from blender_relight.contact_sheet import contact_sheet
 from blender_relight.errors import RelightError
 from blender_relight.io_utils import ensure_writable_dir
 from blender_relight.lighting import sh
@@ -304,8 +305,9 @@ def _contact(clip: ClipFrames, results: list[SystemResult]) -> np.ndarray:
     picks = contact_frames(clip)
     by_index = {f.index: f for f in clip.frames}
     shown = [r for r in results if r.name != "input"]  # the first column already is the input
-    rows = [[by_index[i].crop_srgb8] + [r.demo_crops.get(i) for r in shown] for i in picks]
-    return report.contact_sheet(rows, [f"#{i}" for i in picks], ["input"] + [r.name for r in shown])
+    cells = [cell for i in picks for cell in [by_index[i].crop_srgb8] + [r.demo_crops.get(i) for r in shown]]
+    return contact_sheet(cells, columns=1 + len(shown), thumb=160, column_titles=["input"] + [r.name for r in shown],
+                         row_titles=[f"#{i}" for i in picks])
 
 
 def overall_rows(all_rows: list[dict]) -> list[dict]:
