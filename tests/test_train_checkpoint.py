@@ -28,7 +28,7 @@ def teacher(tmp_path_factory):
 
 def _args(out: Path, stage: int = 2, steps: int = 2, resume: bool = False, preset: str = "tiny"):
     a = ["--stage", str(stage), "--preset", preset, "--steps", str(steps), "--out", str(out), "--teacher-res", "64",
-         "--real-every", "0"]
+         "--real-every", "0", "--prefit-steps", "0"]
     return parse_args(a + (["--resume"] if resume else []))
 
 
@@ -136,3 +136,13 @@ def test_stage2_from_stage1_starts_with_upsampled_render(teacher, tmp_path):
     up = torch.nn.functional.interpolate(low["albedo"], size=g["albedo"].shape[-2:], mode="bilinear",
                                          align_corners=False)
     torch.testing.assert_close(g["albedo"], up.clamp(min=0))
+
+
+def test_template_prefit_learns_the_mean_head_occupancy(teacher, tmp_path):
+    """Stage 1 from scratch first fits the template tri-planes and the field to the teacher's occupancy."""
+    tr = Trainer(_args(tmp_path / "p", stage=1), teacher, None)
+    encoder_before = tr.model.albedo_encoder.head.weight.clone()
+    history = tr.prefit_template(40)
+    assert np.mean(history[-5:]) < 0.75 * np.mean(history[:5])
+    assert float(tr.model.albedo_encoder.template.abs().max()) > 0            # the template moved
+    assert torch.equal(tr.model.albedo_encoder.head.weight, encoder_before)   # the U-Net did not
