@@ -184,11 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(metrics, indent=1))
     cols = ["input", "albedo", "shading", "relit L1", "relit L2", "relit L3", "relit L4", "yaw -30", "view 2",
             "yaw +30"]
-    images, labels = [], []
-    for r, row in enumerate(rows + rrows):
-        images += [colour.linear_to_uint8_srgb(np.clip(x, 0, 1)) for x in row]
-        labels += cols if r == 0 else [""] * len(cols)
-    save_contact_sheet(out / "contact_sheet.png", images, labels, columns=len(cols), thumb=128)
+    images = [colour.linear_to_uint8_srgb(np.clip(x, 0, 1)) for row in rows + rrows for x in row]
+    row_titles = [f"synth {i + 1}" for i in range(len(rows))] + [f"real {i + 1}" for i in range(len(rrows))]
+    save_contact_sheet(out / "contact_sheet.png", images, columns=len(cols), thumb=128, column_titles=cols,
+                       row_titles=row_titles)
     print(json.dumps(metrics, indent=1))
     return 0
 
