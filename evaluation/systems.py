@@ -11,7 +11,6 @@ Why floors: a learned model must beat something honest. ``input`` (unchanged) sc
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -24,6 +23,7 @@ import numpy as np
 
 from blender_relight import colour
 from blender_relight.errors import RelightError
+from inference.runtime import read_model_meta
 
 
 class System(Protocol):
@@ -188,7 +188,7 @@ def project_systems(weights: list[str | os.PathLike] | None = None, allow_untrai
                                        "`python -m inference.export` or pass --weights DIR")]
     out: list[object] = []
     for folder in folders:
-        meta = json.loads((folder / "model.json").read_text())
+        meta = read_model_meta(folder, strict=False)
         label = f"project-{meta.get('preset', folder.name)}"
         if not meta.get("trained") and not allow_untrained:
             out.append(Unavailable(label, f"{folder}: model.json says the weights are untrained (random init); "
