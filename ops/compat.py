@@ -10,7 +10,9 @@ Differences handled (4.2 LTS ... 4.5 LTS | 5.0):
 - EEVEE's engine id: ``BLENDER_EEVEE_NEXT`` | ``BLENDER_EEVEE``;
 - ``owner["prop"]`` no longer reads a bpy.props property in 5.0: read through attributes, then ID properties;
 - video output: ``image_settings.media_type = 'VIDEO'`` must be set before ``file_format = 'FFMPEG'`` in 5.0;
-- ``bpy.utils.extension_path_user`` exists from 4.2 on; a legacy add-on install falls back to the user config.
+- ``bpy.utils.extension_path_user`` exists from 4.2 on; a legacy add-on install falls back to the user config;
+- worlds always render their node tree in 5.0 (``World.use_nodes`` is deprecated there, stays True when set False,
+  and goes in 6.0): the world is read from its nodes, and ``world.color`` only where nodes are off (4.x).
 """
 from __future__ import annotations
 
@@ -73,6 +75,13 @@ def eevee_engine_id(version: Version) -> str:
 
 
 _MISSING = object()
+
+
+def world_uses_nodes(world: Any, version: Version) -> bool:
+    """Whether the world renders its node tree (always in 5.0+, where reading ``use_nodes`` is deprecated)."""
+    if is_v5(version):
+        return world.node_tree is not None
+    return bool(world.use_nodes) and world.node_tree is not None
 
 
 def read_prop(owner: Any, name: str, default: Any = None) -> Any:

@@ -84,7 +84,7 @@ def read_world(scene: bpy.types.Scene) -> WorldLight:
     world = scene.world
     if world is None:
         return WorldLight()
-    if world.use_nodes and world.node_tree is not None:
+    if compat.world_uses_nodes(world, tuple(bpy.app.version)):
         for node in world.node_tree.nodes:
             if node.type != "BACKGROUND":
                 continue

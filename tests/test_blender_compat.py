@@ -52,6 +52,23 @@ def test_eevee_engine_id():
     assert compat.eevee_engine_id(V50) == "BLENDER_EEVEE"
 
 
+class _World5:
+    """Mimics a 5.0 world: reading ``use_nodes`` is deprecated (it would warn), the node tree always renders."""
+
+    node_tree = object()
+
+    @property
+    def use_nodes(self):
+        raise AssertionError("use_nodes must not be read in 5.0")
+
+
+def test_world_reads_nodes_always_in_5_0_and_by_use_nodes_before():
+    assert compat.world_uses_nodes(_World5(), V50)
+    assert compat.world_uses_nodes(SimpleNamespace(use_nodes=True, node_tree=object()), V42)
+    assert not compat.world_uses_nodes(SimpleNamespace(use_nodes=False, node_tree=object()), V45)
+    assert not compat.world_uses_nodes(SimpleNamespace(use_nodes=True, node_tree=None), V42)
+
+
 class _Bpy5Props:
     """Mimics 5.0: a bpy.props property reads as an attribute, ``owner[name]`` raises."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pr_blender_env import DATA, PACKAGE, REPO, ROOT
+from pr_blender_env import DATA, PACKAGE, REPO, ROOT, set_world_colour
 
 USER_DIR = Path(tempfile.mkdtemp(prefix="pr-blender-user-"))
 os.environ.setdefault("BLENDER_USER_RESOURCES", str(USER_DIR))
@@ -98,10 +98,8 @@ def scene(addon, bpy_module):
     for prop in settings.bl_rna.properties:
         if prop.identifier != "rna_type" and not prop.is_readonly:
             settings.property_unset(prop.identifier)
-    if sc.world is None:
-        sc.world = bpy.data.worlds.new("World")
-    sc.world.use_nodes = False
-    sc.world.color = (0.0, 0.0, 0.0)
+    sc.world = bpy.data.worlds.new("World")  # fresh per test: an earlier test may have linked an HDRI into it
+    set_world_colour(bpy, sc.world, (0.0, 0.0, 0.0))
     sc.frame_start, sc.frame_end, sc.frame_current = 1, 250, 1
     prefs = bpy.context.preferences.addons[PACKAGE].preferences
     prefs.model_dir = ""

@@ -12,7 +12,7 @@ from blender_relight import camera
 from blender_relight.errors import RelightError
 from blender_relight.lighting import blender_lights, sh
 
-from pr_blender_env import PACKAGE
+from pr_blender_env import PACKAGE, set_world_colour, use_world_nodes
 
 
 def _mat(m):
@@ -109,7 +109,7 @@ def test_coloured_area_light_gives_the_measured_irradiance(scene, bpy_module):
     np.testing.assert_allclose(again, coeffs, rtol=1e-5, atol=1e-5)  # Blender matrices are float32
 
     # A world colour adds π·Lw of irradiance everywhere.
-    scene.world.color = (0.1, 0.2, 0.3)
+    set_world_colour(bpy, scene.world, (0.1, 0.2, 0.3))
     with_world = scene_read.scene_sh(scene, scene.portrait_relight, bpy.context.evaluated_depsgraph_get())
     np.testing.assert_allclose(sh.irradiance(-z, with_world) - sh.irradiance(-z, again),
                                math.pi * np.array([0.1, 0.2, 0.3]), rtol=1e-6)
@@ -174,7 +174,7 @@ def test_hdri_world_is_projected_in_the_anchor_frame(scene, bpy_module, tmp_path
     cv2.imwrite(str(path_h), hemi)
     _anchor(bpy, scene, np.eye(4))
     world = scene.world
-    world.use_nodes = True
+    use_world_nodes(bpy, world)
     nodes = world.node_tree.nodes
     env = nodes.new("ShaderNodeTexEnvironment")
     background = next(n for n in nodes if n.type == "BACKGROUND")
@@ -194,4 +194,3 @@ def test_hdri_world_is_projected_in_the_anchor_frame(scene, bpy_module, tmp_path
     rz = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     np.testing.assert_allclose(band1_t, rz @ band1, atol=1e-6 * max(1.0, np.abs(band1).max()))
     assert np.linalg.norm(band1) > 0.1
-    world.use_nodes = False

@@ -13,7 +13,7 @@ import pytest
 
 from blender_relight import video
 
-from pr_blender_env import PACKAGE
+from pr_blender_env import PACKAGE, compositor_tree
 
 FRAMES = 3
 
@@ -123,14 +123,13 @@ def test_import_analyse_light_render_export(scene, bpy_module, short_clip, tmp_p
     exrs = sorted(export_dir.glob("*_passes_*.exr"))
     assert len(pngs) == FRAMES and len(exrs) == FRAMES
     # A compositor's Image node sees every pass of the multilayer file as a socket.
-    scene.use_nodes = True
-    node = scene.node_tree.nodes.new("CompositorNodeImage")
+    tree = compositor_tree(bpy, scene)
+    node = tree.nodes.new("CompositorNodeImage")
     node.image = bpy.data.images.load(str(exrs[0]))
     assert node.image.type == "MULTILAYER"
     sockets = {o.name for o in node.outputs}
     assert {"albedo", "normal", "depth", "shading", "alpha"} <= sockets, sockets
-    scene.node_tree.nodes.remove(node)
-    scene.use_nodes = False
+    tree.nodes.remove(node)
 
     # The exported pixels are the relit frame: lit side brighter, and the other side when the light moves over.
     frame = session.relight_frame(0, relight.request(scene, settings, session,
