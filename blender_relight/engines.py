@@ -3,7 +3,8 @@ a relit crop with an alpha and compositing passes.
 
 - ``NeuralEngine``: the project's 3D-aware model through ONNX Runtime (inference.runtime): per-frame encode (cached as
   tri-planes), temporal correction over a window of earlier frames, render at any camera, shade under any RGB SH.
-  A light change re-runs only the shading step; a camera change re-runs render + shade.
+  A light change re-runs only the shading step; a camera change re-runs render + shade. At the filmed viewpoint the
+  output is the plate times the model's shading ratio (the input's detail kept); at a new viewpoint, the render.
 - ``AnalyticEngine``: no learned weights: the tracked face mesh's normals and the estimated source lighting give
   ``image × E_target / E_source`` on the face. It cannot show new viewpoints (it says so once); it is what runs
   when no trained weights are installed and the floor the evaluation compares the model with.
@@ -178,15 +179,26 @@ class NeuralEngine:
             while len(self._gbuffers) > 4:
                 self._gbuffers.popitem(last=False)
         image, passes = self.runtime.shade(gbuffer, np.asarray(sh_rgb, dtype=np.float32))
-        alpha = np.asarray(passes["alpha"], dtype=np.float32).reshape(image.shape[:2])
-        if camera_label is None:
-            alpha = alpha * track.crop_mask()
         passes = {k: np.asarray(v, dtype=np.float32) for k, v in passes.items()}
-        if "normal" in passes:  # one convention for every engine's normal pass: the head (SH) frame
-            from blender_relight.lighting import sh as shmath
+        alpha = passes["alpha"].reshape(image.shape[:2])
+        if camera_label is None:
+            # The source view keeps the plate: the filmed pixels times the model's shading ratio (target over source
+            # light), so skin, hair and eyes keep every detail of the input and only the light changes. New views
+            # cannot, and show the render.
+            from blender_relight.lighting import analytic
 
-            passes["normal"] = shmath.rotate_eg3d_to_sh(passes["normal"]).astype(np.float32)
-        return RelitCrop(image, alpha, passes)
+            alpha = alpha * track.crop_mask()
+            _, source = self.runtime.shade(gbuffer, _source_sh(track).astype(np.float32))
+            image = analytic.relight_by_shading(crop_linear, alpha, source["shading"], passes["shading"])
+        # One convention for every engine's passes: albedo ρ (the network carries ρ/π, premultiplied by its
+        # coverage), normals in the head (SH) frame.
+        covered = passes["alpha"][..., None] if passes["alpha"].ndim == 2 else passes["alpha"]
+        passes["albedo"] = np.where(covered > 1e-3, passes["albedo"] * np.pi / np.maximum(covered, 1e-3),
+                                    0.0).astype(np.float32)
+        from blender_relight.lighting import sh as shmath
+
+        passes["normal"] = shmath.rotate_eg3d_to_sh(passes["normal"]).astype(np.float32)
+        return RelitCrop(image.astype(np.float32), alpha, passes)
 
 
 def weights_are_trained(weights_dir: Path) -> bool:

@@ -31,26 +31,45 @@ def relight_ratio(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.nda
                   target_sh: np.ndarray, max_ratio: float = MAX_RATIO) -> np.ndarray:
     """``image · E_target(n) / E_source(n)`` inside the (feathered, [0, 1]) mask, the input outside.
 
-    Irradiances are clamped at 0 (second-order SH rings negative behind a strong light); both are offset by a small
-    guard so dark source regions do not explode and so ``target == source`` returns the input exactly; the ratio
-    is clamped to ``[0, max_ratio]``.
+    Irradiances at the normals are clamped at 0 (second-order SH rings negative behind a strong light); the ratio
+    itself is :func:`relight_by_shading`'s.
+    """
+    m = _mask_2d(mask)
+    if np.asarray(normals_sh).shape[:2] != m.shape:
+        raise ValueError(f"normals {np.shape(normals_sh)} and mask {m.shape} must match")
+    basis = shlib.irradiance_basis(np.asarray(normals_sh, dtype=np.float64))
+    e_src = np.maximum(basis @ shlib.as_rgb(source_sh), 0.0)
+    e_tgt = np.maximum(basis @ shlib.as_rgb(target_sh), 0.0)
+    return relight_by_shading(image_linear, m, e_src, e_tgt, max_ratio)
+
+
+def relight_by_shading(image_linear: np.ndarray, mask: np.ndarray, source_shading: np.ndarray,
+                       target_shading: np.ndarray, max_ratio: float = MAX_RATIO) -> np.ndarray:
+    """``image · S_target / S_source`` inside the (feathered, [0, 1]) mask, the input outside, for any per-pixel
+    shading images ``(H, W, 3)`` (analytic irradiance here, the network's learned shading in the neural engine).
+
+    Shadings are clamped at 0 and both are offset by a small guard (a fraction of the mean source shading inside the
+    mask) so dark source regions do not explode and ``target == source`` returns the input exactly; the ratio is
+    clamped to ``[0, max_ratio]``.
     """
     img = np.asarray(image_linear, dtype=np.float32)
-    m = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
-    if m.ndim == 3:
-        m = m[..., 0]
-    if img.shape[:2] != m.shape or np.asarray(normals_sh).shape[:2] != m.shape:
-        raise ValueError(f"image {img.shape}, normals {np.shape(normals_sh)} and mask {m.shape} must match")
+    m = _mask_2d(mask)
+    if img.shape[:2] != m.shape or np.shape(source_shading)[:2] != m.shape or np.shape(target_shading)[:2] != m.shape:
+        raise ValueError(f"image {img.shape}, shadings {np.shape(source_shading)}, {np.shape(target_shading)} and "
+                         f"mask {m.shape} must match")
     inside = m > 0
     if not np.any(inside):
         return img.copy()
-    n = np.asarray(normals_sh, dtype=np.float64)[inside]
-    basis = shlib.irradiance_basis(n)
-    e_src = np.maximum(basis @ shlib.as_rgb(source_sh), 0.0)
-    e_tgt = np.maximum(basis @ shlib.as_rgb(target_sh), 0.0)
+    e_src = np.maximum(np.asarray(source_shading, dtype=np.float64)[inside], 0.0)
+    e_tgt = np.maximum(np.asarray(target_shading, dtype=np.float64)[inside], 0.0)
     guard = GUARD_FRACTION * e_src.mean(axis=0, keepdims=True) + 1e-6
     ratio = np.clip((e_tgt + guard) / (e_src + guard), 0.0, float(max_ratio))
     out = img.copy()
     w = m[inside][:, None]
     out[inside] = (img[inside] + img[inside] * (w * (ratio - 1.0))).astype(np.float32)
     return out
+
+
+def _mask_2d(mask: np.ndarray) -> np.ndarray:
+    m = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
+    return m[..., 0] if m.ndim == 3 else m
