@@ -146,3 +146,23 @@ def test_template_prefit_learns_the_mean_head_occupancy(teacher, tmp_path):
     assert np.mean(history[-5:]) < 0.75 * np.mean(history[:5])
     assert float(tr.model.albedo_encoder.template.abs().max()) > 0            # the template moved
     assert torch.equal(tr.model.albedo_encoder.head.weight, encoder_before)   # the U-Net did not
+
+
+@pytest.mark.slow
+def test_torchrun_data_parallel_on_cpu(tmp_path):
+    """Two ranks under torchrun (gloo on CPU): each draws its own samples, gradients are averaged, rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "training.train",
+           "--stage", "1", "--preset", "tiny", "--steps", "2", "--teacher-res", "64", "--prefit-steps", "1",
+           "--cache", str(tmp_path / "teacher"), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1],
+                            env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = ck.read_state(out)
+    assert state["world_size"] == 2 and state["step"] == 2
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3   # one writer: header + 2 steps
