@@ -89,7 +89,7 @@ def test_estimate_frame_sh_on_rendered_real_face(face_crop_points: np.ndarray, y
     n_sh = sh.rotate_eg3d_to_sh(maps.normals.reshape(-1, 3) @ c2w[:3, :3].T).reshape(maps.normals.shape)
     for k, light in enumerate(LIGHTS.values()):
         image = _render(n_sh, maps.mask, light, seed=k, outliers=0.10)
-        got = est.estimate_frame_sh(image, face_crop_points, c2w)
+        got = est.estimate_frame_sh(image, face_crop_points, c2w, white_balanced=False)
         assert got.shape == (9, 3)
         assert _err(got, light) < 0.05, f"light {k}: error {_err(got, light):.3f}"
     from blender_relight import camera as cam
@@ -157,10 +157,10 @@ def test_irradiance_is_never_negative_and_prior_steadies_a_sequence(face_crop_po
         img = _render(n_sh, maps.mask, light, seed=10 + k, outliers=0.10)
         img *= 1.0 + 0.15 * rng.normal() * (-n_sh[..., 1:2] - 0.7)
         frames.append(np.clip(img, 0, None).astype(np.float32))
-    free = [est.estimate_frame_sh(f, face_crop_points, c2w) for f in frames]
+    free = [est.estimate_frame_sh(f, face_crop_points, c2w, white_balanced=False) for f in frames]
     chained, prev = [], None
     for f in frames:
-        prev = est.estimate_frame_sh(f, face_crop_points, c2w, prior=prev)
+        prev = est.estimate_frame_sh(f, face_crop_points, c2w, prior=prev, white_balanced=False)
         chained.append(prev)
     dirs = np.random.default_rng(0).normal(size=(500, 3))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
@@ -172,3 +172,29 @@ def test_irradiance_is_never_negative_and_prior_steadies_a_sequence(face_crop_po
 
     assert steps(chained) < 0.7 * steps(free)
     assert _err(np.mean(chained, 0), light) < 0.15
+
+
+def test_white_balanced_estimate_keeps_the_face_colour_under_a_white_target(face_crop_points: np.ndarray) -> None:
+    """A face darker and redder than the reference skin, filmed under white light and relit to another white light,
+    keeps its own colour; the plain per-channel fit would repaint it in the reference skin's colour."""
+    from blender_relight.lighting import analytic
+
+    c2w = camera.orbit_camera(0.0, np.radians(5.0))
+    maps = fg.render_face_maps(face_crop_points, 512)
+    n_sh = sh.rotate_eg3d_to_sh(maps.normals.reshape(-1, 3) @ c2w[:3, :3].T).reshape(maps.normals.shape)
+    skin = np.array([0.30, 0.14, 0.07])
+    plate_light = sh.ambient_sh([0.3, 0.3, 0.3]) + sh.directional_light_sh([0.3, -1.0, 0.4], [2.0, 2.0, 2.0])
+    image = (skin * np.maximum(sh.irradiance(n_sh, plate_light), 0.0) / np.pi * maps.mask[..., None]).astype(np.float32)
+    target = sh.ambient_sh([0.2, 0.2, 0.2]) + sh.directional_light_sh([-1.0, -0.5, 0.2], [3.0, 3.0, 3.0])
+    inside = maps.mask & (image.sum(-1) > 1e-3)
+
+    def chroma(img: np.ndarray) -> np.ndarray:
+        m = img[inside].mean(0)
+        return m / m.mean()
+
+    for balanced, keeps in ((True, True), (False, False)):
+        source = est.estimate_frame_sh(image, face_crop_points, c2w, white_balanced=balanced)
+        relit = analytic.relight_ratio(image, n_sh, maps.mask.astype(np.float32), source, target)
+        drift = np.abs(chroma(relit) - chroma(image)).max()
+        assert (drift < 0.02) == keeps, (balanced, chroma(relit), chroma(image))
+    assert np.allclose(est.white_balance(plate_light), plate_light)      # a neutral light stays as it is

@@ -11,6 +11,15 @@ saturated than the reference reads as dimmer or more coloured light; relighting 
 keeps the face's own tone when the target equals the estimate. Local albedo changes (eyebrows, beard, lips, makeup)
 and effects outside the model (specular highlights, cast shadows, hair) are handled as outliers.
 
+Colour: the plate is assumed white-balanced. The per-channel fit above cannot tell a face's own colour from the
+light's: with the reference albedo, any skin redder or darker-toned than the reference reads as a coloured light, and
+the ratio E_target/E_source then repaints every face in the reference skin colour under a white target (measured on
+the development photos: a face chroma of (1.81, 0.80, 0.39) relit to (1.32, 0.91, 0.76), the reference's
+(1.30, 0.93, 0.77); docs/lighting.md). ``estimate_frame_sh`` therefore returns, by default, the fitted light made
+neutral (:func:`white_balance`: its luminance SH on all three channels), so the face keeps its own colour and a target
+light's colour is applied on top of it. The price: a plate filmed under a strongly coloured light keeps that cast as if
+it were the skin's. ``white_balanced=False`` gives the plain per-channel fit (the lighting tests use it).
+
 Robustness: pixels near saturation or near black are excluded; the fit is iteratively reweighted least squares on the
 per-pixel relative residual shared by the three channels (Huber first, then Tukey's biweight, so speculars and hair
 lose all weight), with a mild ridge prior that pulls band 2 (and less, band 1) toward zero.
@@ -162,9 +171,16 @@ def estimate_sh(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarr
     return coeffs
 
 
+def white_balance(sh_rgb: np.ndarray) -> np.ndarray:
+    """The light made neutral: its luminance SH (Rec. 709 weights) on all three channels (see the module docstring)."""
+    return shlib.as_rgb(shlib.to_gray(np.asarray(sh_rgb, dtype=np.float64)))
+
+
 def estimate_frame_sh(crop_linear: np.ndarray, points_crop: np.ndarray, cam2world: np.ndarray | None = None,
-                      albedo: np.ndarray = REFERENCE_SKIN_ALBEDO, prior: np.ndarray | None = None) -> np.ndarray:
-    """RGB SH ``(9, 3)`` (SH frame) of the light on the tracked face in an EG3D crop.
+                      albedo: np.ndarray = REFERENCE_SKIN_ALBEDO, prior: np.ndarray | None = None,
+                      white_balanced: bool = True) -> np.ndarray:
+    """RGB SH ``(9, 3)`` (SH frame) of the light on the tracked face in an EG3D crop; neutral unless
+    ``white_balanced`` is False (the module docstring says why).
 
     ``points_crop``: face landmarks in crop pixels (x right, y down, z away); ``cam2world``: the frame's EG3D
     cam2world (4x4 or 3x3; its rotation takes camera-space normals to EG3D world, then to the SH frame).
@@ -196,7 +212,8 @@ def estimate_frame_sh(crop_linear: np.ndarray, points_crop: np.ndarray, cam2worl
     rot = np.asarray(cam2world, dtype=np.float64)[:3, :3]
     n_world = maps.normals.reshape(-1, 3).astype(np.float64) @ rot.T
     n_sh = shlib.rotate_eg3d_to_sh(n_world).reshape(maps.normals.shape)
-    return estimate_sh(crop, n_sh, mask, albedo, prior=prior)
+    fitted = estimate_sh(crop, n_sh, mask, albedo, prior=prior)
+    return white_balance(fitted) if white_balanced else fitted
 
 
 def rgb_sh_to_dpr_gray(sh_rgb: np.ndarray) -> np.ndarray:

@@ -246,7 +246,8 @@ def _runs(indices: list[int]) -> list[tuple[int, int]]:
 def tracking_settings(smoothing: float | None, backend_name: str = "mediapipe") -> dict:
     """What the cached tracks depend on (a change invalidates them)."""
     return {"backend": backend_name, "smoothing": sm.DEFAULT_STRENGTH if smoothing is None else float(smoothing),
-            "crop_size": align.CROP_SIZE, "template": pose.load_template().provenance.get("built", "")}
+            "crop_size": align.CROP_SIZE, "template": pose.load_template().provenance.get("built", ""),
+            "source_light": "white-balanced"}  # lighting.estimate's colour assumption for the cached source SH
 
 
 def track_video(path: str | os.PathLike, cache=None, progress: ProgressFn | None = None,
