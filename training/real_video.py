@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from blender_relight import colour
 from blender_relight.errors import RelightError
 from blender_relight.io_utils import atomic_path
+from blender_relight.lighting.estimate import SOURCE_LIGHT_CONVENTION
 from training import losses as L
 from training.batch import pool_to
 from training.teacher.landmarks import HELD_OUT_CLIPS, shared_data_dir
@@ -78,9 +79,11 @@ def load_real_frames(cache: Path, held_out: bool = False, every: int = 2, limit:
     cache = Path(cache)
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
-        meta = json.loads(str(z["meta"]))
-        return [RealFrame(m["clip"], m["index"], z[f"crop{i}"], z[f"cam{i}"], z[f"sh{i}"],
-                          z[f"mask{i}"].astype(np.float32)) for i, m in enumerate(meta)]
+        # a cache made under another source-light convention (lighting.estimate) is rebuilt, not mixed in
+        if "source_light" in z and str(z["source_light"]) == SOURCE_LIGHT_CONVENTION:
+            meta = json.loads(str(z["meta"]))
+            return [RealFrame(m["clip"], m["index"], z[f"crop{i}"], z[f"cam{i}"], z[f"sh{i}"],
+                              z[f"mask{i}"].astype(np.float32)) for i, m in enumerate(meta)]
     vids = shared_data_dir() / "videos"
     if not vids.is_dir():
         raise RelightError(f"{vids}: shared clips not found; real-video terms need ../shared/data/videos")
@@ -95,7 +98,7 @@ def load_real_frames(cache: Path, held_out: bool = False, every: int = 2, limit:
     cache.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(cache) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, meta=np.array(meta), **arrays)
+            np.savez_compressed(fh, meta=np.array(meta), source_light=np.array(SOURCE_LIGHT_CONVENTION), **arrays)
     return frames
 
 

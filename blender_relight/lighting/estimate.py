@@ -47,6 +47,9 @@ from blender_relight import face_geometry
 from blender_relight.errors import RelightError
 from blender_relight.lighting import sh as shlib
 
+#: Name of the colour convention of ``estimate_frame_sh``'s default output; caches of source SH record it.
+SOURCE_LIGHT_CONVENTION = "white-balanced"
+
 #: Mean linear-RGB albedo assumed for the visible face (typical skin; see the module docstring for why it exists).
 REFERENCE_SKIN_ALBEDO = np.array([0.56, 0.40, 0.33])
 

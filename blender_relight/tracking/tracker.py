@@ -21,6 +21,7 @@ import numpy as np
 
 from blender_relight import camera, colour
 from blender_relight.errors import Cancelled
+from blender_relight.lighting.estimate import SOURCE_LIGHT_CONVENTION
 from blender_relight.tracking import align, pose
 from blender_relight.tracking import landmarks as lmk
 from blender_relight.tracking import smoothing as sm
@@ -247,7 +248,7 @@ def tracking_settings(smoothing: float | None, backend_name: str = "mediapipe") 
     """What the cached tracks depend on (a change invalidates them)."""
     return {"backend": backend_name, "smoothing": sm.DEFAULT_STRENGTH if smoothing is None else float(smoothing),
             "crop_size": align.CROP_SIZE, "template": pose.load_template().provenance.get("built", ""),
-            "source_light": "white-balanced"}  # lighting.estimate's colour assumption for the cached source SH
+            "source_light": SOURCE_LIGHT_CONVENTION}  # the colour assumption of the cached source SH
 
 
 def track_video(path: str | os.PathLike, cache=None, progress: ProgressFn | None = None,
