@@ -1,9 +1,11 @@
-"""``python -m training.evaluate --weights runs/X/model.safetensors --out runs/X/eval``: held-out metrics and a sheet.
+"""``python -m training.evaluate --weights runs/X/model.safetensors --out runs/X/eval``: held-out metrics and sheets.
 
 Held-out synthetic identities (textures and shapes from clips never used in training, lp_d13 and lp_d18):
 PSNR/SSIM of albedo, of relit images under lights drawn fresh (not the training stream), and at novel views
 (yaw ±15°, ±30°). Real held-out frames: reconstruction PSNR at the source view and lighting, on the face mask.
-Also the "copy the input" floor for relighting, so a number can be read against doing nothing.
+Also the "copy the input" floor for relighting, so a number can be read against doing nothing. Two contact sheets:
+``contact_sheet.png`` (held-out identities and frames: development data, never committed) and ``sample_sheet.png``
+(the package's public-domain sample photo, the one the model card shows).
 PSNR is computed in sRGB over the head (target mask), SSIM over the whole 256² image (black background in both).
 """
 from __future__ import annotations
@@ -151,6 +153,54 @@ def evaluate_real(rel: Relighter, frames, n: int) -> tuple[dict, list]:
     return {"real_recon_psnr": float(np.mean(acc)) if acc else float("nan"), "real_frames": len(acc)}, rows
 
 
+SHEET_COLUMNS = ["input", "albedo", "shading", "relit L1", "relit L2", "relit L3", "relit L4", "yaw -30", "view 2",
+                 "yaw +30"]
+
+
+def save_sheet(path: Path, rows: list, row_titles: list[str]) -> None:
+    """Rows of linear images (``SHEET_COLUMNS``) as an sRGB contact sheet with titles."""
+    images = [colour.linear_to_uint8_srgb(np.clip(x, 0, 1)) for row in rows for x in row]
+    save_contact_sheet(path, images, columns=len(SHEET_COLUMNS), thumb=128, column_titles=SHEET_COLUMNS,
+                       row_titles=row_titles)
+
+
+def sample_frame(cache_dir: Path):
+    """The package's public-domain sample photo as a tracked frame: the one face a committed sheet may show (the
+    development clips and the textures made from them must not enter the repository)."""
+    from blender_relight.pipeline import ClipSession
+    from training.real_video import RealFrame
+
+    sample = Path(colour.__file__).resolve().parent / "samples" / "astronaut.jpg"
+    session = ClipSession(sample, cache_dir=cache_dir, engine="analytic")
+    try:
+        session.analyse()
+        track = session.frame_track(0)
+        crop = colour.linear_to_uint8_srgb(session.crop_linear(0, track))
+        return RealFrame("astronaut", 0, crop, np.asarray(track.camera, np.float32),
+                         np.asarray(track.source_sh, np.float32), track.crop_mask().astype(np.float32))
+    finally:
+        session.close()
+
+
+def plate_row(rel: Relighter, frame, render_row: list) -> list:
+    """What the product shows at the filmed viewpoint: the input × the model's shading ratio under the same four
+    lights as the render row (blender_relight.engines.NeuralEngine); the other columns repeat the render row."""
+    from blender_relight.lighting.analytic import relight_by_shading
+    from training.real_video import frame_tensors
+
+    t = frame_tensors(frame, rel.model.config.image_res, "cpu")
+    crop = pool_to(t["crop"], rel.res)[0].permute(1, 2, 0).numpy()
+    mask = pool_to(t["mask"], rel.res)[0, 0].numpy()
+    g = rel.render(rel.encode(crop, frame.sh), frame.camera)
+    source = rel.shade(g, frame.sh)
+    rng = np.random.default_rng(1)   # the lights of evaluate_real's row
+    relit = []
+    for light in [sample_sh(rng) for _ in range(4)]:
+        target = rel.shade(g, light)
+        relit.append(relight_by_shading(crop, source["alpha"][..., 0] * mask, source["shading"], target["shading"]))
+    return [render_row[0], render_row[1], render_row[2], *relit, *render_row[7:]]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--weights", required=True, help="model.safetensors of a run")
@@ -182,12 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))
-    cols = ["input", "albedo", "shading", "relit L1", "relit L2", "relit L3", "relit L4", "yaw -30", "view 2",
-            "yaw +30"]
-    images = [colour.linear_to_uint8_srgb(np.clip(x, 0, 1)) for row in rows + rrows for x in row]
-    row_titles = [f"synth {i + 1}" for i in range(len(rows))] + [f"real {i + 1}" for i in range(len(rrows))]
-    save_contact_sheet(out / "contact_sheet.png", images, columns=len(cols), thumb=128, column_titles=cols,
-                       row_titles=row_titles)
+    save_sheet(out / "contact_sheet.png", rows + rrows,
+               [f"synth {i + 1}" for i in range(len(rows))] + [f"real {i + 1}" for i in range(len(rrows))])
+    frame = sample_frame(Path(a.cache) / "sample")
+    _, sample_rows = evaluate_real(rel, [frame], 1)
+    save_sheet(out / "sample_sheet.png", sample_rows + [plate_row(rel, frame, sample_rows[0])],
+               ["render", "plate"])
     print(json.dumps(metrics, indent=1))
     return 0
 

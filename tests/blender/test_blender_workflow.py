@@ -309,3 +309,31 @@ def test_render_job_in_a_thread_and_cancelled(scene, bpy_module, short_clip, tmp
     strip = task.finish()
     assert strip.name == settings.relit_strip and len(strip.elements) == FRAMES
     assert len(list((tmp_path / "out" / "sequencer").glob("relit_*.png"))) == FRAMES
+
+
+def test_shipped_model_follows_a_camera_moved_around_the_head(scene, bpy_module, short_clip):
+    """Engine auto with the shipped trained weights: the filmed camera gives the filmed view, and turning the camera
+    20° around the head anchor asks for (and gets) a new view of the head."""
+    import math
+
+    from mathutils import Matrix
+
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    assert _import_and_analyse(bpy, short_clip, engine="auto") == {"FINISHED"}, settings.status
+    session = _mod("session").get_session(settings)
+    assert session.engine.name == "neural"
+    scene.frame_set(scene.frame_start)
+    _side_light(bpy, scene, +1.0)
+    relight = _mod("relight")
+    source = relight.request(scene, settings, session, bpy.context.evaluated_depsgraph_get())
+    assert source.camera_label is None
+    anchor, cam = settings.anchor.matrix_world.copy(), settings.camera
+    cam.matrix_world = anchor @ Matrix.Rotation(math.radians(20.0), 4, "Z") @ anchor.inverted() @ cam.matrix_world
+    bpy.context.view_layer.update()
+    moved = relight.request(scene, settings, session, bpy.context.evaluated_depsgraph_get())
+    assert moved.camera_label is not None
+    filmed = relight.relight(session, source).image
+    turned = relight.relight(session, moved).image
+    assert np.isfinite(turned).all() and np.abs(turned - filmed).mean() > 0.002
+    assert bpy.ops.portrait_relight.relight_frame("EXEC_DEFAULT") == {"FINISHED"}, settings.status
