@@ -23,6 +23,7 @@ from blender_relight import camera as cam
 from blender_relight import colour
 from blender_relight.contact_sheet import save_contact_sheet
 from blender_relight.io_utils import atomic_path
+from blender_relight.lighting.analytic import relight_by_shading
 from inference.model import RelightNet
 from inference.model.checkpoint import load_checkpoint, read_checkpoint
 from training.batch import pool_to
@@ -109,6 +110,9 @@ def evaluate_synthetic(rel: Relighter, teacher, n: int, seed: int) -> tuple[dict
             add("relit_psnr", psnr(q["image"], v.image, v.mask))
             add("relit_ssim", ssim_np(q["image"], v.image))
             add("relit_copy_input_psnr", psnr(v_src.image, v.image, v.mask))
+            # the product at the filmed viewpoint: the input × the model's shading ratio (NeuralEngine)
+            plate = relight_by_shading(inp, p["alpha"][..., 0], p["shading"], q["shading"])
+            add("relit_plate_psnr", psnr(plate, v.image, v.mask))
         views = []
         for yaw in NOVEL_YAWS:
             lab = cam.make_label(cam.orbit_camera(np.radians(yaw), 0.0))
@@ -185,7 +189,6 @@ def sample_frame(cache_dir: Path):
 def plate_row(rel: Relighter, frame, render_row: list) -> list:
     """What the product shows at the filmed viewpoint: the input × the model's shading ratio under the same four
     lights as the render row (blender_relight.engines.NeuralEngine); the other columns repeat the render row."""
-    from blender_relight.lighting.analytic import relight_by_shading
     from training.real_video import frame_tensors
 
     t = frame_tensors(frame, rel.model.config.image_res, "cpu")
