@@ -141,10 +141,25 @@ class NeuralEngine:
         self._last_index: int | None = None
         self._planes: OrderedDict[int, dict] = OrderedDict()
         self._gbuffers: OrderedDict[tuple, dict] = OrderedDict()
+        self._mattes: OrderedDict[int, np.ndarray] = OrderedDict()
         log.info("neural engine: %s", self.runtime.describe())
         if not self.runtime.trained:
             log.warning("%s: model.json says these weights are not trained (%s); relit frames will be wrong",
                         weights, self.runtime.meta.get("warning", "random initial weights"))
+
+    def _head_matte(self, index: int, crop_linear: np.ndarray, track) -> np.ndarray:
+        """The plate's head and hair (GrabCut seeded by the face mesh, as the analytic engine's): the model's
+        coverage is a learnt, smoother silhouette that spills onto the background beside the head, where the shading
+        ratio would otherwise light the wall (a halo, seen in the demo). Kept for the last few frames."""
+        if index not in self._mattes:
+            from blender_relight import colour, face_geometry, head_proxy
+
+            maps = face_geometry.render_face_maps(track.points_crop(), crop_linear.shape[:2], fill_holes=True)
+            self._mattes[index] = head_proxy.head_alpha(colour.linear_to_uint8_srgb(crop_linear), track.crop_mask(),
+                                                        maps.mask)
+            while len(self._mattes) > 4:
+                self._mattes.popitem(last=False)
+        return self._mattes[index]
 
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
         if cache.get_planes(index, self.model_id) is None:
@@ -187,7 +202,7 @@ class NeuralEngine:
             # cannot, and show the render.
             from blender_relight.lighting import analytic
 
-            alpha = alpha * track.crop_mask()
+            alpha = alpha * self._head_matte(index, crop_linear, track)
             _, source = self.runtime.shade(gbuffer, _source_sh(track).astype(np.float32))
             image = analytic.relight_by_shading(crop_linear, alpha, source["shading"], passes["shading"])
         # One convention for every engine's passes: albedo ρ (the network carries ρ/π, premultiplied by its

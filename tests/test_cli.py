@@ -121,8 +121,9 @@ def test_demo_main_job_offline(tmp_path):
     out = tmp_path / "demo"
     result = run_cli("demo", "--out", str(out), "--num-frames", "12")
     assert result.returncode == 0, result.stderr[-2000:]
-    for name in ("input.mp4", "relit.mp4", "relit.contact.png", "comparison.png"):
+    for name in ("input.mp4", "relit.mp4", "relit.contact.png", "orbit.mp4", "comparison.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 1000, name
-    assert len(list((out / "frames").glob("frame_*.png"))) == 12
+    for folder in ("frames", "orbit"):
+        assert len(list((out / folder).glob("frame_*.png"))) == 12, folder
     assert str(out / "relit.mp4") in result.stdout
     assert no_partial_files(out)

@@ -53,12 +53,12 @@ def test_side_light_brightens_that_side_and_passes_are_in_range(session):
     # the astronaut's face spans roughly x 180..300, y 60..220 of the 512² photo; image left = the subject's right
     assert diff[80:200, 180:240].mean() > 0.02 and diff[80:200, 240:300].mean() < -0.02
     passes = results["left"].passes
-    face = passes["alpha"][80:200, 180:300, 0] > 0.5
-    assert face.mean() > 0.9
-    albedo = passes["albedo"][80:200, 180:300][face]
-    assert 0.05 < float(np.median(albedo)) < 1.0      # ρ, not ρ/π
-    n = passes["normal"][80:200, 180:300][face]
-    assert np.allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-2)
+    head = passes["alpha"][..., 0] > 0.9
+    assert head.sum() > 5000 and head[120, 230]                   # the face centre is covered
+    albedo = np.median(passes["albedo"][head], axis=0)
+    assert np.all(albedo > 0.05) and np.all(albedo < 1.0) and albedo[0] > albedo[2]   # ρ (not ρ/π), skin-like
+    norms = np.linalg.norm(passes["normal"][head], axis=-1)
+    assert abs(np.median(norms) - 1.0) < 1e-2 and np.percentile(norms, 5) > 0.9
 
 
 def test_new_viewpoint_is_the_render(session):

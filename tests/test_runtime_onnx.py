@@ -141,4 +141,5 @@ def test_report_and_find_weights() -> None:
     rep = providers_report()
     assert rep["chosen"] in rep["available"] and rep["summary"].startswith("onnxruntime ")
     w = find_weights()
-    assert w is None or (w / "model.json").is_file()
+    assert w is not None and (w / "model.json").is_file(), "the package ships its trained default weights"
+    assert rep["trained"] is True and rep["preset"] == "default" and "trained" in rep["summary"]
