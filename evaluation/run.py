@@ -133,8 +133,11 @@ class Estimators:
         return self._dpr.estimate_sh_bgr(cv2.cvtColor(crop_srgb8, cv2.COLOR_RGB2BGR))
 
     def geometric_rgb(self, crop_linear: np.ndarray, frame_track: object) -> np.ndarray:
+        # a measuring instrument: the plain per-channel fit (the product's white-balance assumption would hide the
+        # colour the RGB column is there to measure)
         return np.asarray(self._estimate.estimate_frame_sh(crop_linear, frame_track.points_crop(),
-                                                           frame_track.camera_c2w()), dtype=np.float64)
+                                                           frame_track.camera_c2w(), white_balanced=False),
+                          dtype=np.float64)
 
     def to_gray(self, sh_rgb: np.ndarray) -> np.ndarray:
         return np.asarray(self._estimate.rgb_sh_to_dpr_gray(sh_rgb), dtype=np.float64)

@@ -198,3 +198,17 @@ def test_white_balanced_estimate_keeps_the_face_colour_under_a_white_target(face
         drift = np.abs(chroma(relit) - chroma(image)).max()
         assert (drift < 0.02) == keeps, (balanced, chroma(relit), chroma(image))
     assert np.allclose(est.white_balance(plate_light), plate_light)      # a neutral light stays as it is
+
+
+def test_white_balance_is_one_gain_per_channel_and_keeps_directional_colour() -> None:
+    """Only the light's overall colour is neutralised: a warm key against a cool fill stays warm on one side and cool
+    on the other, and a grey-world light keeps its luminance."""
+    warm_key_cool_fill = (sh.directional_light_sh([1.0, -0.5, 0.2], [3.0, 2.2, 1.5])
+                          + sh.directional_light_sh([-1.0, -0.5, 0.2], [0.6, 0.8, 1.2]) + sh.ambient_sh([0.1] * 3))
+    balanced = est.white_balance(warm_key_cool_fill)
+    gains = balanced / warm_key_cool_fill
+    assert np.allclose(gains, gains[0], rtol=1e-9)                        # one gain per channel
+    key, fill = sh.irradiance(np.array([1.0, -0.5, 0.2]), balanced), sh.irradiance(np.array([-1.0, -0.5, 0.2]), balanced)
+    assert key[0] / key[2] > 1.2 and fill[0] / fill[2] < 0.9             # the sides keep their colours
+    front = sh.irradiance(np.array([0.0, -1.0, 0.0]), balanced)
+    assert np.ptp(front) / front.mean() < 0.25                            # overall near grey

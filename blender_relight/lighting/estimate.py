@@ -16,8 +16,8 @@ light's: with the reference albedo, any skin redder or darker-toned than the ref
 the ratio E_target/E_source then repaints every face in the reference skin colour under a white target (measured on
 the development photos: a face chroma of (1.81, 0.80, 0.39) relit to (1.32, 0.91, 0.76), the reference's
 (1.30, 0.93, 0.77); docs/lighting.md). ``estimate_frame_sh`` therefore returns, by default, the fitted light made
-neutral (:func:`white_balance`: its luminance SH on all three channels), so the face keeps its own colour and a target
-light's colour is applied on top of it. The price: a plate filmed under a strongly coloured light keeps that cast as if
+neutral (:func:`white_balance`: one gain per channel that makes its ambient term grey), so the face keeps its own colour
+and a target light's colour is applied on top of it. The price: a plate filmed under a strongly coloured light keeps that cast as if
 it were the skin's. ``white_balanced=False`` gives the plain per-channel fit (the lighting tests use it).
 
 Robustness: pixels near saturation or near black are excluded; the fit is iteratively reweighted least squares on the
@@ -48,7 +48,7 @@ from blender_relight.errors import RelightError
 from blender_relight.lighting import sh as shlib
 
 #: Name of the colour convention of ``estimate_frame_sh``'s default output; caches of source SH record it.
-SOURCE_LIGHT_CONVENTION = "white-balanced"
+SOURCE_LIGHT_CONVENTION = "white-balanced (per-channel gain)"
 
 #: Mean linear-RGB albedo assumed for the visible face (typical skin; see the module docstring for why it exists).
 REFERENCE_SKIN_ALBEDO = np.array([0.56, 0.40, 0.33])
@@ -88,6 +88,8 @@ def _fibonacci_sphere(count: int) -> np.ndarray:
 
 #: Irradiance is checked for negativity at these normals over the whole sphere (see :data:`NONNEGATIVE_WEIGHT`).
 _CHECK_BASIS = shlib.irradiance_basis(_fibonacci_sphere(64))
+#: Directions a camera sees of a face (the front hemisphere, y < 0 in the SH frame), for :func:`white_balance`.
+_FRONT_BASIS = shlib.irradiance_basis(_fibonacci_sphere(128)[_fibonacci_sphere(128)[:, 1] < 0])
 #: Weight pulling negative irradiance (impossible light, typically behind the head where no pixel looks) up to 0.
 NONNEGATIVE_WEIGHT = 0.1
 
@@ -175,8 +177,21 @@ def estimate_sh(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarr
 
 
 def white_balance(sh_rgb: np.ndarray) -> np.ndarray:
-    """The light made neutral: its luminance SH (Rec. 709 weights) on all three channels (see the module docstring)."""
-    return shlib.as_rgb(shlib.to_gray(np.asarray(sh_rgb, dtype=np.float64)))
+    """The light with its overall colour made neutral: one gain per channel so that the mean irradiance over the
+    directions a camera sees of a face (the front hemisphere) is grey with the same luminance; everything else kept.
+
+    Why only a per-channel gain: that is exactly what the fit cannot tell from the skin's colour (a face's albedo
+    colour is a per-channel factor over the whole face), while the light's directional colour (a warm key against a
+    cool fill) is measured, and dividing it out per channel is what removes it from the plate. Why the mean over the
+    front hemisphere and not the ambient term: the fit pins down the irradiance on the normals it sees, while its
+    ambient term alone is nearly collinear with the front-back term (module docstring). A neutral light is returned
+    unchanged.
+    """
+    sh = np.asarray(sh_rgb, dtype=np.float64)
+    mean = np.maximum(_FRONT_BASIS @ sh, 0.0).mean(axis=0)       # (3,) mean irradiance per channel
+    if np.any(mean <= 1e-9):  # no light on some channel: the luminance light on every channel
+        return shlib.as_rgb(shlib.to_gray(sh))
+    return sh * (float(mean @ shlib.LUMINANCE) / mean)[None, :]
 
 
 def estimate_frame_sh(crop_linear: np.ndarray, points_crop: np.ndarray, cam2world: np.ndarray | None = None,

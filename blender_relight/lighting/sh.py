@@ -92,10 +92,14 @@ def as_rgb(sh: np.ndarray) -> np.ndarray:
     raise ValueError(f"SH must have shape (9,), (9, 3) or (27,), got {sh.shape}")
 
 
+#: Rec. 709 luminance weights of linear RGB.
+LUMINANCE = np.array([0.2126, 0.7152, 0.0722])
+
+
 def to_gray(sh: np.ndarray) -> np.ndarray:
     """RGB SH (9, 3) to DPR's gray SH (9,), with Rec. 709 luminance weights (what DPR relights: Lab's L)."""
     sh = as_rgb(sh)
-    return sh @ np.array([0.2126, 0.7152, 0.0722])
+    return sh @ LUMINANCE
 
 
 def rotate_eg3d_to_sh(vectors: np.ndarray) -> np.ndarray:
