@@ -113,9 +113,12 @@ def test_install_enable_disable_enable(extension_zip, tmp_path):
         mesh = mp.solutions.face_mesh
         import cv2, onnxruntime
         import blender_relight.pipeline, blender_relight.lighting.blender_lights
+        from inference.runtime import RelightRuntime, find_weights
+        weights = find_weights()
+        runtime = RelightRuntime(weights, threads=1)  # the shipped model loads from the installed wheel
         print(json.dumps({{"cv2": cv2.__file__, "contrib": hasattr(cv2, "ximgproc"), "ort": onnxruntime.__file__,
-                           "mp": mp.__file__}}))
+                           "mp": mp.__file__, "weights": str(weights), "trained": runtime.trained}}))
     """, {"HOME": str(tmp_path)}, "-S")
-    for key in ("cv2", "ort", "mp"):
+    for key in ("cv2", "ort", "mp", "weights"):
         assert Path(strict[key]).resolve().is_relative_to(site.resolve()), strict
-    assert strict["contrib"]
+    assert strict["contrib"] and strict["trained"]
