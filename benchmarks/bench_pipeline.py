@@ -63,8 +63,12 @@ def main() -> None:
                      f"{rate(lambda i: neural.relight_frame(i, demo_light(i / n), demo_camera(i / n)), n):.1f} frames/s"))
         fixed = demo_camera(0.3)
         neural.relight_frame(0, demo_light(0.0), fixed)
-        rows.append(("neural, light-only change on one frame (shade, uncrop)",
+        rows.append(("neural, new view, light-only change on one frame (shade, uncrop)",
                      f"{rate(lambda i: neural.relight_frame(0, demo_light(i / n), fixed), n):.1f} frames/s"))
+        rows.append(("neural, filmed view, light change per frame (temporal, render, head matte, 2× shade, ratio, "
+                     "paste)", f"{rate(lambda i: neural.relight_frame(i, demo_light(i / n)), n):.1f} frames/s"))
+        rows.append(("neural, filmed view, light-only change on one frame (2× shade, ratio, paste)",
+                     f"{rate(lambda i: neural.relight_frame(n - 1, demo_light(i / n)), n):.1f} frames/s"))
     else:
         rows.append(("neural engine", "skipped: no weights (pass --weights DIR)"))
     print(f"machine: {platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, "
