@@ -21,7 +21,7 @@ import numpy as np
 
 from blender_relight import camera, colour
 from blender_relight.errors import Cancelled
-from blender_relight.lighting.estimate import SOURCE_LIGHT_CONVENTION
+from blender_relight.lighting.estimate import SOURCE_LIGHT_CONVENTION, white_balance
 from blender_relight.tracking import align, pose
 from blender_relight.tracking import landmarks as lmk
 from blender_relight.tracking import smoothing as sm
@@ -218,8 +218,12 @@ class FaceTracker:
                    c2w: np.ndarray) -> np.ndarray | None:
         crop_linear = colour.uint8_srgb_to_linear(track.transform.warp(frame_rgb))
         try:
+            # The prior and the fit live in the plain per-channel space; what is stored is white-balanced
+            # (lighting.estimate.white_balance). A balanced prior would pull each new raw fit toward other channel
+            # gains, and the estimate would drift for frames (measured: steps of 17-47 % of its norm on lp_d3).
             kwargs = {"prior": self._prev_sh} if self._sh_prior_ok and self._prev_sh is not None else {}
-            sh = np.asarray(self._estimate(crop_linear, points_crop, c2w, **kwargs), dtype=np.float64)
+            sh = np.asarray(self._estimate(crop_linear, points_crop, c2w, white_balanced=False, **kwargs),
+                            dtype=np.float64)
         except Exception as exc:  # noqa: BLE001 - a failed estimate must not lose the track; said once
             (log.debug if self._sh_warned else log.warning)(
                 "source lighting estimate failed on frame %d (%s); later frames keep trying", track.index, exc)
@@ -230,7 +234,7 @@ class FaceTracker:
                         track.index, sh.shape)
             return None
         self._prev_sh = sh
-        return sh
+        return white_balance(sh)
 
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:
