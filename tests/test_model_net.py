@@ -135,7 +135,8 @@ def test_untrained_albedo_starts_mid_range_in_rho_over_pi() -> None:
     torch.manual_seed(0)
     net = RelightNet("tiny")
     planes = torch.randn(1, 3 * net.config.plane_channels * 2, net.config.plane_res, net.config.plane_res) * 0.1
-    _, values = net.field(planes, torch.rand(1, 256, 3) - 0.5)
+    with torch.no_grad():
+        _, values = net.field(planes, torch.rand(1, 256, 3) - 0.5)
     rho = values[..., :3] * np.pi
     assert 0.3 < float(rho.mean()) < 0.7
     assert float(rho.max()) <= 1.0 + 1e-5 and float(rho.min()) >= -1e-5
