@@ -10,7 +10,6 @@ not explain); ``no_face`` (nothing to relight: the frame is passed through untou
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import numpy as np
 
 from blender_relight import camera, colour
 from blender_relight.errors import Cancelled
-from blender_relight.lighting.estimate import SOURCE_LIGHT_CONVENTION, white_balance
+from blender_relight.lighting.estimate import SOURCE_LIGHT_CONVENTION, estimate_frame_sh, white_balance
 from blender_relight.tracking import align, pose
 from blender_relight.tracking import landmarks as lmk
 from blender_relight.tracking import smoothing as sm
@@ -126,16 +125,6 @@ class FrameTrack:
                           float(arrays["score"][row]), float(arrays["reproj_px"][row]), int(arrays["crop_size"][row]))
 
 
-def _lighting_estimator() -> Callable | None:
-    """``blender_relight.lighting.estimate.estimate_frame_sh`` if it exists (written by the lighting work)."""
-    try:
-        from blender_relight.lighting.estimate import estimate_frame_sh  # noqa: PLC0415
-    except ImportError as exc:
-        log.info("source lighting not estimated: blender_relight.lighting.estimate unavailable (%s)", exc)
-        return None
-    return estimate_frame_sh
-
-
 class FaceTracker:
     """Frame-by-frame tracker with smoothing and same-person following. Feed frames in order; ``reset`` on a jump."""
 
@@ -148,11 +137,7 @@ class FaceTracker:
         self._points_filter = sm.OneEuroFilter(sm.LANDMARK_PX, fps, self.strength)
         self._pose_filter = sm.OneEuroFilter(sm.POSE_RAD, fps, self.strength)
         self._template = pose.load_template()
-        self._estimate = _lighting_estimator() if estimate_sh else None
-        # The estimator's ``prior`` (the previous frame's SH) removes most frame-to-frame lighting jitter
-        # (docs/lighting.md); older estimators without it are called without.
-        self._sh_prior_ok = self._estimate is not None and "prior" in inspect.signature(self._estimate).parameters
-        self._sh_failed = False
+        self._estimate_sh = estimate_sh
         self._sh_warned = False
         self.reset()
 
@@ -210,7 +195,7 @@ class FaceTracker:
                or reproj > MAX_REPROJ_PX)
         status = "low_confidence" if low else ("several_faces" if len(faces) > 1 else "tracked")
         track = FrameTrack(index, status, points, transform.matrix, label, None, face.score, reproj)
-        if self._estimate is not None and not self._sh_failed:
+        if self._estimate_sh:
             track.source_sh = self._source_sh(track, frame_rgb, points_crop, c2w)
         return track
 
@@ -218,12 +203,12 @@ class FaceTracker:
                    c2w: np.ndarray) -> np.ndarray | None:
         crop_linear = colour.uint8_srgb_to_linear(track.transform.warp(frame_rgb))
         try:
-            # The prior and the fit live in the plain per-channel space; what is stored is white-balanced
+            # The previous frame's SH as prior removes most frame-to-frame lighting jitter (docs/lighting.md). The
+            # prior and the fit live in the plain per-channel space; what is stored is white-balanced
             # (lighting.estimate.white_balance). A balanced prior would pull each new raw fit toward other channel
             # gains, and the estimate would drift for frames (measured: steps of 17-47 % of its norm on lp_d3).
-            kwargs = {"prior": self._prev_sh} if self._sh_prior_ok and self._prev_sh is not None else {}
-            sh = np.asarray(self._estimate(crop_linear, points_crop, c2w, white_balanced=False, **kwargs),
-                            dtype=np.float64)
+            sh = np.asarray(estimate_frame_sh(crop_linear, points_crop, c2w, prior=self._prev_sh,
+                                              white_balanced=False), dtype=np.float64)
         except Exception as exc:  # noqa: BLE001 - a failed estimate must not lose the track; said once
             (log.debug if self._sh_warned else log.warning)(
                 "source lighting estimate failed on frame %d (%s); later frames keep trying", track.index, exc)
