@@ -67,7 +67,7 @@ def main() -> None:
                      f"{rate(lambda i: neural.relight_frame(0, demo_light(i / n), fixed), n):.1f} frames/s"))
         rows.append(("neural, filmed view, light change per frame (temporal, render, head matte, 2× shade, ratio, "
                      "paste)", f"{rate(lambda i: neural.relight_frame(i, demo_light(i / n)), n):.1f} frames/s"))
-        rows.append(("neural, filmed view, light-only change on one frame (2× shade, ratio, paste)",
+        rows.append(("neural, filmed view, light-only change on one frame (shade, ratio, paste)",
                      f"{rate(lambda i: neural.relight_frame(n - 1, demo_light(i / n)), n):.1f} frames/s"))
     else:
         rows.append(("neural engine", "skipped: no weights (pass --weights DIR)"))

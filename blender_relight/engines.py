@@ -57,6 +57,28 @@ def _source_sh(track) -> np.ndarray:
     return np.asarray(track.source_sh, dtype=np.float64)
 
 
+#: Frames whose per-frame results (geometry, matte, planes, G-buffers) an engine keeps: a light change or a scrub
+#: back by a frame or two reuses them.
+KEEP_FRAMES = 4
+
+
+def _keep(cache: OrderedDict, key, value):
+    """Store ``value`` under ``key`` in a small most-recent cache of :data:`KEEP_FRAMES` entries; return it."""
+    cache[key] = value
+    while len(cache) > KEEP_FRAMES:
+        cache.popitem(last=False)
+    return value
+
+
+def _face_maps_and_matte(crop_linear: np.ndarray, track):
+    """The tracked face mesh's maps at crop size and the plate's head-and-hair matte (GrabCut seeded by the mesh;
+    ``head_proxy.head_alpha``): where a crop may be relit, shared by both engines."""
+    from blender_relight import colour, face_geometry, head_proxy
+
+    maps = face_geometry.render_face_maps(track.points_crop(), crop_linear.shape[:2], fill_holes=True)
+    return maps, head_proxy.head_alpha(colour.linear_to_uint8_srgb(crop_linear), track.crop_mask(), maps.mask)
+
+
 @dataclass
 class _FrameGeometry:
     """Per-frame, light-independent maps of the analytic engine (crop size, float32)."""
@@ -83,15 +105,13 @@ class AnalyticEngine:
     def _geometry(self, index: int, crop_linear: np.ndarray, track) -> "_FrameGeometry":
         """What a frame's crop gives independently of the target light; kept for the last few frames because a
         light change does not move the geometry."""
-        from blender_relight import colour, face_geometry, head_proxy
+        from blender_relight import head_proxy
         from blender_relight.lighting import analytic
         from blender_relight.lighting import sh as shmath
 
         if index in self._geometry_cache:
             return self._geometry_cache[index]
-        points = track.points_crop()
-        maps = face_geometry.render_face_maps(points, crop_linear.shape[:2], fill_holes=True)
-        alpha = head_proxy.head_alpha(colour.linear_to_uint8_srgb(crop_linear), track.crop_mask(), maps.mask)
+        maps, alpha = _face_maps_and_matte(crop_linear, track)
         normals_cam = head_proxy.head_normals(maps.normals, maps.mask, alpha)
         rot = np.asarray(track.camera_c2w(), dtype=np.float64)[:3, :3]
         normals_sh = shmath.rotate_eg3d_to_sh(normals_cam.reshape(-1, 3) @ rot.T).reshape(normals_cam.shape)
@@ -99,10 +119,7 @@ class AnalyticEngine:
         source_shading = analytic.shading_image(normals_sh, _source_sh(track))
         albedo = (crop_linear * np.pi / np.maximum(source_shading, 1e-3) * (alpha[..., None] > 0)).astype(np.float32)
         entry = _FrameGeometry(normals_sh.astype(np.float32), maps.depth[..., None].astype(np.float32), alpha, albedo)
-        self._geometry_cache[index] = entry
-        while len(self._geometry_cache) > 4:
-            self._geometry_cache.popitem(last=False)
-        return entry
+        return _keep(self._geometry_cache, index, entry)
 
     def relight(self, index: int, crop_linear: np.ndarray, track, sh_rgb: np.ndarray,
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
@@ -142,6 +159,7 @@ class NeuralEngine:
         self._planes: OrderedDict[int, dict] = OrderedDict()
         self._gbuffers: OrderedDict[tuple, dict] = OrderedDict()
         self._mattes: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._source_shading: OrderedDict[tuple, np.ndarray] = OrderedDict()
         log.info("neural engine: %s", self.runtime.describe())
         if not self.runtime.trained:
             log.warning("%s: model.json says these weights are not trained (%s); relit frames will be wrong",
@@ -152,13 +170,7 @@ class NeuralEngine:
         coverage is a learnt, smoother silhouette that spills onto the background beside the head, where the shading
         ratio would otherwise light the wall (a halo, seen in the demo). Kept for the last few frames."""
         if index not in self._mattes:
-            from blender_relight import colour, face_geometry, head_proxy
-
-            maps = face_geometry.render_face_maps(track.points_crop(), crop_linear.shape[:2], fill_holes=True)
-            self._mattes[index] = head_proxy.head_alpha(colour.linear_to_uint8_srgb(crop_linear), track.crop_mask(),
-                                                        maps.mask)
-            while len(self._mattes) > 4:
-                self._mattes.popitem(last=False)
+            _keep(self._mattes, index, _face_maps_and_matte(crop_linear, track)[1])
         return self._mattes[index]
 
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
@@ -178,10 +190,7 @@ class NeuralEngine:
                 self._memory = None  # a jump on the timeline: start a fresh window
             planes, self._memory = self.runtime.temporal(planes, self._memory)
             self._last_index = index
-        self._planes[index] = planes
-        while len(self._planes) > 4:
-            self._planes.popitem(last=False)
-        return planes
+        return _keep(self._planes, index, planes)
 
     def relight(self, index: int, crop_linear: np.ndarray, track, sh_rgb: np.ndarray,
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
@@ -189,10 +198,8 @@ class NeuralEngine:
         key = (index, camera.tobytes())
         gbuffer = self._gbuffers.get(key)
         if gbuffer is None:
-            gbuffer = self.runtime.render(self._frame_planes(index, crop_linear, track, cache), camera)
-            self._gbuffers[key] = gbuffer
-            while len(self._gbuffers) > 4:
-                self._gbuffers.popitem(last=False)
+            gbuffer = _keep(self._gbuffers, key,
+                            self.runtime.render(self._frame_planes(index, crop_linear, track, cache), camera))
         image, passes = self.runtime.shade(gbuffer, np.asarray(sh_rgb, dtype=np.float32))
         passes = {k: np.asarray(v, dtype=np.float32) for k, v in passes.items()}
         alpha = passes["alpha"].reshape(image.shape[:2])
@@ -203,11 +210,14 @@ class NeuralEngine:
             from blender_relight.lighting import analytic
 
             alpha = alpha * self._head_matte(index, crop_linear, track)
-            _, source = self.runtime.shade(gbuffer, _source_sh(track).astype(np.float32))
-            image = analytic.relight_by_shading(crop_linear, alpha, source["shading"], passes["shading"])
+            source = self._source_shading.get(key)  # the frame's own light: shaded once, not per light change
+            if source is None:
+                source = _keep(self._source_shading, key,
+                               self.runtime.shade(gbuffer, _source_sh(track).astype(np.float32))[1]["shading"])
+            image = analytic.relight_by_shading(crop_linear, alpha, source, passes["shading"])
         # One convention for every engine's passes: albedo ρ (the network carries ρ/π, premultiplied by its
         # coverage), normals in the head (SH) frame.
-        covered = passes["alpha"][..., None] if passes["alpha"].ndim == 2 else passes["alpha"]
+        covered = passes["alpha"][..., None]
         passes["albedo"] = np.where(covered > 1e-3, passes["albedo"] * np.pi / np.maximum(covered, 1e-3),
                                     0.0).astype(np.float32)
         from blender_relight.lighting import sh as shmath
