@@ -5,18 +5,17 @@ changes nothing and a side light brightens that side; a new viewpoint is the mod
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from blender_relight import camera as cam
+from blender_relight.demo import sample_path
 from blender_relight.engines import NeuralEngine, make_engine, weights_are_trained
 from blender_relight.lighting import sh as shmath
 from blender_relight.pipeline import ClipSession
 from inference.runtime import find_weights
 
-SAMPLE = Path(__file__).resolve().parents[1] / "blender_relight" / "samples" / "astronaut.jpg"
+SAMPLE = sample_path()
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,9 @@ def evaluate_synthetic(rel: Relighter, teacher, n: int, seed: int) -> tuple[dict
 
 
 def evaluate_real(rel: Relighter, frames, n: int) -> tuple[dict, list]:
+    """Reconstruction PSNR of ``n`` real frames, and two sheet rows for the first: the model's renders, and what the
+    product shows at the filmed viewpoint (the input × the model's shading ratio, as ``NeuralEngine``) under the same
+    four lights, its other columns repeating the render row."""
     from training.real_video import frame_tensors
 
     acc, rows = [], []
@@ -153,7 +156,11 @@ def evaluate_real(rel: Relighter, frames, n: int) -> tuple[dict, list]:
             views = [rel.shade(rel.render(planes, cam.make_label(cam.orbit_camera(yaw0 + np.radians(d), pitch0))),
                                lights[0])["image"] for d in (-30, 0, 30)]
             shading = p["shading"] / max(float(np.percentile(p["shading"], 99)), 1e-6)
-            rows.append([crop, p["albedo"] * np.pi, shading, *[rel.shade(g, L)["image"] for L in lights], *views])
+            lit = [rel.shade(g, L) for L in lights]
+            head = [crop, p["albedo"] * np.pi, shading]
+            rows.append([*head, *[q["image"] for q in lit], *views])
+            rows.append([*head, *[relight_by_shading(crop, p["alpha"][..., 0] * mask, p["shading"], q["shading"])
+                                  for q in lit], *views])
     return {"real_recon_psnr": float(np.mean(acc)) if acc else float("nan"), "real_frames": len(acc)}, rows
 
 
@@ -171,11 +178,11 @@ def save_sheet(path: Path, rows: list, row_titles: list[str]) -> None:
 def sample_frame(cache_dir: Path):
     """The package's public-domain sample photo as a tracked frame: the one face a committed sheet may show (the
     development clips and the textures made from them must not enter the repository)."""
+    from blender_relight.demo import sample_path
     from blender_relight.pipeline import ClipSession
     from training.real_video import RealFrame
 
-    sample = Path(colour.__file__).resolve().parent / "samples" / "astronaut.jpg"
-    session = ClipSession(sample, cache_dir=cache_dir, engine="analytic")
+    session = ClipSession(sample_path(), cache_dir=cache_dir, engine="analytic")
     try:
         session.analyse()
         track = session.frame_track(0)
@@ -184,24 +191,6 @@ def sample_frame(cache_dir: Path):
                          np.asarray(track.source_sh, np.float32), track.crop_mask().astype(np.float32))
     finally:
         session.close()
-
-
-def plate_row(rel: Relighter, frame, render_row: list) -> list:
-    """What the product shows at the filmed viewpoint: the input × the model's shading ratio under the same four
-    lights as the render row (blender_relight.engines.NeuralEngine); the other columns repeat the render row."""
-    from training.real_video import frame_tensors
-
-    t = frame_tensors(frame, rel.model.config.image_res, "cpu")
-    crop = pool_to(t["crop"], rel.res)[0].permute(1, 2, 0).numpy()
-    mask = pool_to(t["mask"], rel.res)[0, 0].numpy()
-    g = rel.render(rel.encode(crop, frame.sh), frame.camera)
-    source = rel.shade(g, frame.sh)
-    rng = np.random.default_rng(1)   # the lights of evaluate_real's row
-    relit = []
-    for light in [sample_sh(rng) for _ in range(4)]:
-        target = rel.shade(g, light)
-        relit.append(relight_by_shading(crop, source["alpha"][..., 0] * mask, source["shading"], target["shading"]))
-    return [render_row[0], render_row[1], render_row[2], *relit, *render_row[7:]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,11 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))
     save_sheet(out / "contact_sheet.png", rows + rrows,
-               [f"synth {i + 1}" for i in range(len(rows))] + [f"real {i + 1}" for i in range(len(rrows))])
-    frame = sample_frame(Path(a.cache) / "sample")
-    _, sample_rows = evaluate_real(rel, [frame], 1)
-    save_sheet(out / "sample_sheet.png", sample_rows + [plate_row(rel, frame, sample_rows[0])],
-               ["render", "plate"])
+               [f"synth {i + 1}" for i in range(len(rows))] + ["real", "real plate"])
+    _, sample_rows = evaluate_real(rel, [sample_frame(Path(a.cache) / "sample")], 1)
+    save_sheet(out / "sample_sheet.png", sample_rows, ["render", "plate"])
     print(json.dumps(metrics, indent=1))
     return 0
 
