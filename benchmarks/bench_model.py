@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from torch.utils._pytree import tree_flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from evaluation.memory import peak_rss_mib  # noqa: E402
 
 
 def machine_peaks(threads: int) -> dict[str, float]:
@@ -97,10 +98,6 @@ def count_stage_costs(net, preset_cfg) -> dict[str, dict[str, float]]:
     return costs
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def bench_one(preset: str, threads: int, repeat: int, weights: str | None, config_json: str | None) -> dict:
     torch.set_num_threads(1)
     from inference.export import export_onnx
@@ -117,9 +114,9 @@ def bench_one(preset: str, threads: int, repeat: int, weights: str | None, confi
     if not weights:
         export_onnx(net, folder, preset, {"note": "benchmark"}, check_parity=False)
     del net
-    rss = {"start": peak_rss_mb()}
+    rss = {"start": peak_rss_mib()}
     rt = RelightRuntime(folder, provider="cpu", threads=threads)
-    rss["sessions"] = peak_rss_mb()
+    rss["sessions"] = peak_rss_mib()
     rng = np.random.default_rng(0)
     crop = rng.random((cfg.image_res, cfg.image_res, 3), dtype=np.float32)
     sh_in = rng.normal(size=(9, 3)) * 0.3
@@ -138,15 +135,15 @@ def bench_one(preset: str, threads: int, repeat: int, weights: str | None, confi
         return float(np.median(ts)), r
 
     t_enc, planes = timed("encode", lambda: rt.encode(crop, sh_in), repeat)
-    rss["encode"] = peak_rss_mb()
+    rss["encode"] = peak_rss_mib()
     t_tmp, (planes, mem) = timed("temporal", lambda: rt.temporal(planes, None), repeat)
-    rss["temporal"] = peak_rss_mb()
+    rss["temporal"] = peak_rss_mib()
     t_ren, g = timed("render", lambda: rt.render(planes, label), repeat)
-    rss["render"] = peak_rss_mb()
+    rss["render"] = peak_rss_mib()
     t_sh, _ = timed("shade", lambda: rt.shade(g, rng.normal(size=(9, 3))), max(repeat, 10))
-    rss["shade"] = peak_rss_mb()
+    rss["shade"] = peak_rss_mib()
     t_e2e, _ = timed("end_to_end", lambda: rt.relight(crop, sh_in, label, sh_in, mem), repeat)
-    rss["end_to_end"] = peak_rss_mb()
+    rss["end_to_end"] = peak_rss_mib()
     return {"preset": preset, "config": cfg.to_dict(), "params": params, "threads": threads,
             "seconds": {"encode": t_enc, "temporal": t_tmp, "render": t_ren, "shade": t_sh, "end_to_end": t_e2e},
             "best": best,

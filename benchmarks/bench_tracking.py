@@ -25,24 +25,9 @@ from blender_relight.tracking import smoothing as sm  # noqa: E402
 from blender_relight.tracking.landmarks import MediapipeBackend  # noqa: E402
 from blender_relight.tracking.tracker import FaceTracker, track_video  # noqa: E402
 from blender_relight.video import VideoReader, VideoWriter, read_image  # noqa: E402
+from evaluation.memory import current_rss_mib, peak_rss_mib  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def jitter_figures(tracks) -> tuple[float, float]:
@@ -207,14 +192,14 @@ def bench_4k(quick: bool) -> None:
             canvas[500:500 + photo.shape[0], x0:x0 + photo.shape[1]] = photo
             w.write(canvas)
     samples: list[tuple[int, float]] = []
-    base = rss_mb()
+    base = current_rss_mib()
     t0 = time.perf_counter()
     tracks = track_video(path, estimate_sh=False,
-                         progress=lambda d, t: samples.append((d, rss_mb())) if d % 10 == 0 else None)
+                         progress=lambda d, t: samples.append((d, current_rss_mib())) if d % 10 == 0 else None)
     dt_s = time.perf_counter() - t0
     found = sum(t.tracked for t in tracks)
     print(f"{n} frames, {found} with a face, {n / dt_s:.1f} fps incl. decode; RSS before {base:.0f} MB, during: "
-          + ", ".join(f"frame {d}: {m:.0f} MB" for d, m in samples) + f"; peak (VmHWM) {peak_rss_mb():.0f} MB")
+          + ", ".join(f"frame {d}: {m:.0f} MB" for d, m in samples) + f"; peak (ru_maxrss) {peak_rss_mib():.0f} MB")
     path.unlink(missing_ok=True)
 
 

@@ -12,13 +12,19 @@ import threading
 import time
 
 
+def peak_rss_mib() -> float:
+    """The process's high-water mark of resident memory (``ru_maxrss``: KiB on Linux/BSD, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if os.uname().sysname == "Darwin" else peak / 1024
+
+
 def current_rss_mib() -> float:
+    """Resident memory now (``/proc/self/statm``); the high-water mark where there is no /proc."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:  # not Linux: fall back to the high-water mark (KiB on Linux/BSD, bytes on macOS)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if os.uname().sysname == "Darwin" else peak / 1024
+    except OSError:
+        return peak_rss_mib()
 
 
 class PeakRSS:
