@@ -208,7 +208,8 @@ def test_white_balance_is_one_gain_per_channel_and_keeps_directional_colour() ->
     balanced = est.white_balance(warm_key_cool_fill)
     gains = balanced / warm_key_cool_fill
     assert np.allclose(gains, gains[0], rtol=1e-9)                        # one gain per channel
-    key, fill = sh.irradiance(np.array([1.0, -0.5, 0.2]), balanced), sh.irradiance(np.array([-1.0, -0.5, 0.2]), balanced)
+    key = sh.irradiance(np.array([1.0, -0.5, 0.2]), balanced)
+    fill = sh.irradiance(np.array([-1.0, -0.5, 0.2]), balanced)
     assert key[0] / key[2] > 1.2 and fill[0] / fill[2] < 0.9             # the sides keep their colours
     front = sh.irradiance(np.array([0.0, -1.0, 0.0]), balanced)
     assert np.ptp(front) / front.mean() < 0.25                            # overall near grey

@@ -16,9 +16,10 @@ light's: with the reference albedo, any skin redder or darker-toned than the ref
 the ratio E_target/E_source then repaints every face in the reference skin colour under a white target (measured on
 the development photos: a face chroma of (1.81, 0.80, 0.39) relit to (1.32, 0.91, 0.76), the reference's
 (1.30, 0.93, 0.77); docs/lighting.md). ``estimate_frame_sh`` therefore returns, by default, the fitted light made
-neutral (:func:`white_balance`: one gain per channel that makes its ambient term grey), so the face keeps its own colour
-and a target light's colour is applied on top of it. The price: a plate filmed under a strongly coloured light keeps that cast as if
-it were the skin's. ``white_balanced=False`` gives the plain per-channel fit (the lighting tests use it).
+neutral (:func:`white_balance`: one gain per channel that makes its mean irradiance over the front hemisphere grey),
+so the face keeps its own colour and a target light's colour is applied on top of it. The price: a plate filmed under
+a strongly coloured light keeps that cast as if it were the skin's. ``white_balanced=False`` gives the plain
+per-channel fit (the lighting tests, the tracker's prior and the evaluation's estimator use it).
 
 Robustness: pixels near saturation or near black are excluded; the fit is iteratively reweighted least squares on the
 per-pixel relative residual shared by the three channels (Huber first, then Tukey's biweight, so speculars and hair
@@ -89,7 +90,8 @@ def _fibonacci_sphere(count: int) -> np.ndarray:
 #: Irradiance is checked for negativity at these normals over the whole sphere (see :data:`NONNEGATIVE_WEIGHT`).
 _CHECK_BASIS = shlib.irradiance_basis(_fibonacci_sphere(64))
 #: Directions a camera sees of a face (the front hemisphere, y < 0 in the SH frame), for :func:`white_balance`.
-_FRONT_BASIS = shlib.irradiance_basis(_fibonacci_sphere(128)[_fibonacci_sphere(128)[:, 1] < 0])
+_SPHERE_128 = _fibonacci_sphere(128)
+_FRONT_BASIS = shlib.irradiance_basis(_SPHERE_128[_SPHERE_128[:, 1] < 0])
 #: Weight pulling negative irradiance (impossible light, typically behind the head where no pixel looks) up to 0.
 NONNEGATIVE_WEIGHT = 0.1
 

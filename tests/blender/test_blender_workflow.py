@@ -44,10 +44,14 @@ def short_clip(data_dir, tmp_path_factory) -> Path:
     return out
 
 
-def _import_and_analyse(bpy, path: Path, engine: str = "analytic") -> set[str]:
-    settings = bpy.context.scene.portrait_relight
-    settings.engine = engine
+def _import(bpy, path: Path, engine: str = "analytic") -> None:
+    """Choose the engine and import ``path`` (the import must succeed)."""
+    bpy.context.scene.portrait_relight.engine = engine
     assert bpy.ops.portrait_relight.import_video("EXEC_DEFAULT", filepath=str(path)) == {"FINISHED"}
+
+
+def _import_and_analyse(bpy, path: Path, engine: str = "analytic") -> set[str]:
+    _import(bpy, path, engine)
     return bpy.ops.portrait_relight.analyse("EXEC_DEFAULT")
 
 
@@ -200,8 +204,7 @@ def test_video_with_no_face(scene, bpy_module, data_dir):
 def test_cancelled_analysis_resumes(scene, bpy_module, short_clip):
     bpy = bpy_module
     settings = scene.portrait_relight
-    settings.engine = "analytic"
-    assert bpy.ops.portrait_relight.import_video("EXEC_DEFAULT", filepath=str(short_clip)) == {"FINISHED"}
+    _import(bpy, short_clip, "analytic")
     operators = importlib.import_module(f"{PACKAGE}.ops.operators")
     settings.stride = 2  # frames 0 and 2
     job = operators.new_job(bpy.context)
@@ -222,8 +225,7 @@ def test_missing_model_files_are_reported(scene, bpy_module, short_clip, tmp_pat
     empty = tmp_path / "no_models"
     empty.mkdir()
     prefs.model_dir = str(empty)
-    settings.engine = "neural"
-    assert bpy.ops.portrait_relight.import_video("EXEC_DEFAULT", filepath=str(short_clip)) == {"FINISHED"}
+    _import(bpy, short_clip, "neural")
     # An operator's ERROR report reaches a script as RuntimeError; the panel shows the same line as status.
     with pytest.raises(RuntimeError, match="model.json not found"):
         bpy.ops.portrait_relight.analyse("EXEC_DEFAULT")
@@ -267,8 +269,7 @@ def test_analysis_in_a_worker_thread(scene, bpy_module, short_clip):
 
     bpy = bpy_module
     settings = scene.portrait_relight
-    settings.engine = "analytic"
-    assert bpy.ops.portrait_relight.import_video("EXEC_DEFAULT", filepath=str(short_clip)) == {"FINISHED"}
+    _import(bpy, short_clip, "analytic")
     operators = importlib.import_module(f"{PACKAGE}.ops.operators")
     job = operators.new_job(bpy.context)
     job.start()
