@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from blender_relight.errors import ModelFileError, RelightError
+from blender_relight.lighting.scene import SceneLighting
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,11 @@ class RelightEngine(Protocol):
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
         """Per-frame work done once at analysis time (cached); nothing for engines that need none."""
 
-    def relight(self, index: int, crop_linear: np.ndarray, track, sh_rgb: np.ndarray,
+    def relight(self, index: int, crop_linear: np.ndarray, track, lighting: "SceneLighting | np.ndarray",
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
-        """Relight one tracked frame's crop under ``sh_rgb`` (9, 3), seen from ``camera_label`` (or the source)."""
+        """Relight one tracked frame's crop under ``lighting`` (a :class:`SceneLighting`, or an RGB SH (9, 3)),
+        seen from ``camera_label`` (or the source). Engines without direct-light shading use
+        ``SceneLighting.coerce(lighting).total_sh()``."""
 
 
 def _source_sh(track) -> np.ndarray:
@@ -121,10 +124,11 @@ class AnalyticEngine:
         entry = _FrameGeometry(normals_sh.astype(np.float32), maps.depth[..., None].astype(np.float32), alpha, albedo)
         return _keep(self._geometry_cache, index, entry)
 
-    def relight(self, index: int, crop_linear: np.ndarray, track, sh_rgb: np.ndarray,
+    def relight(self, index: int, crop_linear: np.ndarray, track, lighting: "SceneLighting | np.ndarray",
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
         from blender_relight.lighting import analytic
 
+        sh_rgb = SceneLighting.coerce(lighting).total_sh()
         if camera_label is not None and not self._warned_view:
             log.warning("the analytic engine renders the source view only; install trained weights "
                         "(the neural engine) for new camera angles")
@@ -192,8 +196,9 @@ class NeuralEngine:
             self._last_index = index
         return _keep(self._planes, index, planes)
 
-    def relight(self, index: int, crop_linear: np.ndarray, track, sh_rgb: np.ndarray,
+    def relight(self, index: int, crop_linear: np.ndarray, track, lighting: "SceneLighting | np.ndarray",
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
+        sh_rgb = SceneLighting.coerce(lighting).total_sh()
         camera = np.asarray(track.camera if camera_label is None else camera_label, dtype=np.float32)
         key = (index, camera.tobytes())
         gbuffer = self._gbuffers.get(key)

@@ -200,22 +200,23 @@ class ClipSession:
         return colour.uint8_srgb_to_linear(track.transform.warp(self._frame(index)))
 
     # -- relighting --------------------------------------------------------------------------------------------
-    def relight_frame(self, index: int, sh_rgb: np.ndarray, camera_label: np.ndarray | None = None,
-                      with_passes: bool = False) -> RelitFrame:
-        """Relight frame ``index`` under RGB SH (9, 3) (gray (9,) accepted), seen from ``camera_label`` or the source.
+    def relight_frame(self, index: int, lighting: "SceneLighting | np.ndarray",
+                      camera_label: np.ndarray | None = None, with_passes: bool = False) -> RelitFrame:
+        """Relight frame ``index`` under ``lighting`` (a SceneLighting, or RGB SH (9, 3); gray (9,) accepted), seen
+        from ``camera_label`` or the source.
 
         A frame with no tracked face comes back unchanged with its status, never an exception.
         """
-        from blender_relight.lighting import sh as shmath
+        from blender_relight.lighting.scene import SceneLighting
 
-        sh_rgb = shmath.as_rgb(sh_rgb)
+        lighting = SceneLighting.coerce(lighting)
         track = self.frame_track(index)
         if track is None or not track.tracked:
             frame_linear = colour.uint8_srgb_to_linear(self._frame(index))
             status = "not analysed" if track is None else track.status
             return RelitFrame(frame_linear, self._empty_passes(frame_linear) if with_passes else {}, status)
         frame_linear, crop = self._linear_frame_and_crop(index, track)
-        relit = self.engine.relight(index, crop, track, sh_rgb, camera_label, self.cache)
+        relit = self.engine.relight(index, crop, track, lighting, camera_label, self.cache)
         # Source view: paste only the change, so the frame keeps its full-resolution detail; a new view replaces.
         reference = crop if camera_label is None or not self.engine.supports_novel_view else None
         image = track.transform.unwarp(relit.image, frame_linear, relit.alpha, reference=reference)
@@ -261,14 +262,16 @@ class ClipSession:
         from blender_relight.video import write_image
 
         if light is None:
-            raise RelightError("render_sequence needs a light (a function frame -> RGB SH)")
+            raise RelightError("render_sequence needs a light (a function frame -> SceneLighting or RGB SH)")
         frames = list(range(self.info.frame_count) if frames is None else frames)
         out_dir = ensure_writable_dir(out_dir)
-        lights = {i: np.asarray(light(i), dtype=np.float64) for i in frames}
+        from blender_relight.lighting.scene import SceneLighting
+
+        lights = {i: SceneLighting.coerce(light(i)) for i in frames}
         cameras = {i: (None if camera is None else camera(i)) for i in frames}
         request = hashlib.sha1()
         for i in frames:
-            request.update(np.float64(i).tobytes() + lights[i].tobytes())
+            request.update(np.float64(i).tobytes() + lights[i].key())
             request.update(b"-" if cameras[i] is None else np.asarray(cameras[i], np.float64).tobytes())
         request.update(f"{self.engine.name}|{passes}|{image_format}|{self.cache.key}".encode())
         job_path = out_dir / "job.json"
