@@ -8,13 +8,21 @@ Layout of one clip's folder (``<root>/<stem>-<key>/``):
   one-character-per-frame status string (``.`` not done, ``T`` tracked, ``N`` no face, ``S`` several faces,
   ``L`` low confidence), from which "which frames are done" and the status counts follow.
 - ``tracks/chunk_NNNNN.npz``: tracking arrays for frames ``[N*64, N*64+64)``.
-- ``planes/frame_NNNNNN.npz``: per-frame encoded planes (float16).
-Every file is written atomically; a file that fails to load or has the wrong shapes is deleted, its frames are
-marked not done and redone, never a crash. Changing the tracking settings invalidates the tracks and planes.
+- ``planes/<model>/frame_NNNNNN.npz``: per-frame encoded planes, each floating (C, H, W) array stored as 8 bits per
+  value with a per-channel range, rows delta-coded, deflated (:func:`pack_planes`): ~0.75 MB a frame for the shipped
+  model's 2 x 72 x 128² planes instead of 4.7 MB in float16, with no change measured in the relit frames
+  (docs/tracking.md, "Streaming pipeline, resume and bad input").
+- ``probe.json``: how many frames of the clip really decode (a truncated file's header promises more).
+Every file is written atomically; a file that fails to load, has the wrong shapes, lacks a key or holds non-finite
+values is deleted, its frames are marked not done and redone (said once), never a crash. Temporary ``.part`` files a
+killed run left are removed when the cache opens. A full disk raises one :class:`CacheWriteError` that says where and
+what is kept. Changing the tracking settings invalidates the tracks and planes.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import logging
@@ -22,6 +30,7 @@ import os
 import shutil
 import zipfile
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,9 +47,76 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 CHUNK = 64
 HASH_BYTES = 1 << 20
-STATUS_CODES = {"tracked": "T", "no_face": "N", "several_faces": "S", "low_confidence": "L"}
+STATUS_CODES = {"tracked": "T", "no_face": "N", "several_faces": "S", "low_confidence": "L", "other_face": "O"}
 CODE_STATUS = {v: k for k, v in STATUS_CODES.items()}
 NOT_DONE = "."
+
+
+class CacheWriteError(RelightError):
+    """The cache could not be written (full disk, lost permission); what was written before is intact."""
+
+
+@contextlib.contextmanager
+def _writing(root: Path, what: str) -> Iterator[None]:
+    """Turn an OSError of a cache write into one clear CacheWriteError (the atomic write left nothing half-done)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            why = "the disk is full"
+            fix = "free some space (or set BLENDER_RELIGHT_CACHE / --cache to another disk) and run again"
+        else:
+            why = exc.strerror or str(exc)
+            fix = "check the folder's permissions, or choose another cache folder with --cache"
+        raise CacheWriteError(f"cannot write {what} in the cache {root}: {why}; everything finished before is kept "
+                              f"and a rerun resumes; {fix}") from None
+
+
+#: Plane arrays are stored as 8-bit codes of a per-channel [lo, hi] range (see pack_planes).
+PLANE_BITS = 8
+
+
+def pack_planes(planes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Floating (C, H, W) arrays -> per-channel 8-bit codes, rows delta-coded (they deflate 1.7x better), with the
+    channel ranges; other arrays as they are. The round trip's error is at most half a code step of each channel's
+    range (0.2 % of it); docs/tracking.md measures what it changes in the relit frames (nothing visible, below one
+    8-bit level)."""
+    out: dict[str, np.ndarray] = {}
+    for k, v in planes.items():
+        a = np.asarray(v)
+        if np.issubdtype(a.dtype, np.floating) and a.ndim == 3:
+            a = a.astype(np.float32)
+            lo = a.min(axis=(1, 2))
+            hi = a.max(axis=(1, 2))
+            step = np.maximum(hi - lo, 1e-12) / 255.0
+            q = np.rint((a - lo[:, None, None]) / step[:, None, None]).astype(np.uint8)
+            out[f"{k}.q8"] = np.diff(q, axis=2, prepend=np.uint8(0))  # uint8 wrap-around: exact inverse by cumsum
+            out[f"{k}.range"] = np.stack([lo, hi], axis=1).astype(np.float32)
+        elif np.issubdtype(a.dtype, np.floating):
+            out[k] = a.astype(np.float16)
+        else:
+            out[k] = a
+    return out
+
+
+def unpack_planes(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Inverse of :func:`pack_planes` (floating arrays back as float32); raises ValueError on a malformed entry."""
+    out: dict[str, np.ndarray] = {}
+    for k, v in arrays.items():
+        if k.endswith(".q8"):
+            name = k[:-3]
+            rng = arrays.get(f"{name}.range")
+            if rng is None or v.ndim != 3 or rng.shape != (v.shape[0], 2):
+                raise ValueError(f"{name}: codes {v.shape} without a matching range")
+            q = np.cumsum(v, axis=2, dtype=np.uint8).astype(np.float32)
+            lo, hi = rng[:, 0], rng[:, 1]
+            step = np.maximum(hi - lo, 1e-12) / 255.0
+            out[name] = lo[:, None, None] + q * step[:, None, None]
+        elif k.endswith(".range"):
+            continue
+        else:
+            out[k] = v.astype(np.float32) if v.dtype == np.float16 else v
+    return out
 
 
 def video_key(path: str | os.PathLike) -> dict:
@@ -56,6 +132,15 @@ def video_key(path: str | os.PathLike) -> dict:
     return {"path": str(p.resolve()), "size": st.st_size, "mtime": st.st_mtime, "hash": digest}
 
 
+def _read_probe(root: Path) -> dict | None:
+    """What an earlier open found about how many frames of the clip decode (``probe.json``), or None."""
+    try:
+        data = json.loads((root / "probe.json").read_text())
+        return data if isinstance(data, dict) and isinstance(data.get("decodable"), int) else None
+    except (OSError, ValueError):
+        return None
+
+
 class ClipCache:
     """The cache folder of one clip. Not safe for two processes writing the same clip at once."""
 
@@ -68,14 +153,22 @@ class ClipCache:
         ensure_writable_dir(self.root)
         ensure_writable_dir(self.root / "tracks")
         ensure_writable_dir(self.root / "planes")
+        self._warned: set[str] = set()
+        self.repairs: dict[str, int] = {}
+        self._remove_leftovers()
         self._load_manifest(frame_count)
         if settings is not None:
             self.set_settings(settings)
 
     @classmethod
     def for_video(cls, video_path: str | os.PathLike, cache_root: str | os.PathLike,
-                  frame_count: int | None = None, settings: dict | None = None) -> "ClipCache":
-        """The cache of ``video_path`` under ``cache_root`` (created if needed)."""
+                  frame_count: int | None = None, settings: dict | None = None,
+                  count_decodable=None) -> "ClipCache":
+        """The cache of ``video_path`` under ``cache_root`` (created if needed).
+
+        ``count_decodable()`` (``VideoReader.count_decodable``), when given, finds how many of the header's
+        ``frame_count`` frames really decode; it runs once per file (the answer is kept in ``probe.json``) and the
+        cache then holds that many frames."""
         source = video_key(video_path)
         if frame_count is None:
             from blender_relight.video import VideoReader  # noqa: PLC0415
@@ -83,7 +176,41 @@ class ClipCache:
             with VideoReader(video_path) as reader:
                 frame_count = reader.frame_count
         stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(video_path).stem)[:40]
-        return cls(Path(cache_root) / f"{stem}-{source['hash']}", source, frame_count, settings)
+        root = Path(cache_root) / f"{stem}-{source['hash']}"
+        if count_decodable is not None:
+            probe = _read_probe(root)
+            if probe is None or probe.get("header") != frame_count or probe.get("size") != source["size"]:
+                decodable = int(count_decodable())
+                ensure_writable_dir(root)
+                with _writing(root, "the probe file"):
+                    write_bytes_atomic(root / "probe.json", json.dumps(
+                        {"header": int(frame_count), "decodable": decodable, "size": source["size"]}).encode())
+            else:
+                decodable = int(probe["decodable"])
+            frame_count = max(1, min(int(frame_count), decodable))
+        return cls(root, source, frame_count, settings)
+
+    def _repaired(self, kind: str, message: str, *args: object) -> None:
+        """Count a repair and say it once per kind (later ones go to the debug log)."""
+        self.repairs[kind] = self.repairs.get(kind, 0) + 1
+        (log.debug if kind in self._warned else log.warning)(message, *args)
+        self._warned.add(kind)
+
+    def _remove_leftovers(self) -> None:
+        """Delete the temporary ``.part`` files of a run that was killed while writing (never a finished file)."""
+        leftovers = [p for p in self.root.rglob(".*.part*") if p.is_file()]
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        if leftovers:
+            self._repaired("leftover", "cache %s: removed %d half-written file(s) a killed run left (%s)",
+                           self.root.name, len(leftovers), leftovers[0].name)
+
+    def repair_text(self) -> str:
+        """One line on what the cache repaired in this session ('' when nothing)."""
+        names = {"chunk": "track chunk(s)", "planes": "plane file(s)", "leftover": "half-written file(s) removed",
+                 "manifest": "manifest"}
+        parts = [f"{n} {names.get(k, k)}" for k, n in self.repairs.items()]
+        return ("cache repaired: " + ", ".join(parts) + " (found damaged, recomputed)") if parts else ""
 
     # -- manifest --------------------------------------------------------------------------------------------------
     @property
@@ -98,8 +225,8 @@ class ClipCache:
                 if data.get("version") != CACHE_VERSION or len(data["frames"]) != data["frame_count"]:
                     raise ValueError("version or frame count mismatch")
             except (ValueError, KeyError, TypeError, OSError) as exc:
-                log.warning("cache manifest %s unreadable (%s); starting the clip's cache afresh",
-                            self.manifest_path, exc)
+                self._repaired("manifest", "cache manifest %s unreadable (%s); starting the clip's cache afresh",
+                               self.manifest_path, exc)
                 self._wipe()
                 data = None
         if data is None or data["frame_count"] != frame_count:
@@ -124,7 +251,8 @@ class ClipCache:
         m["status_counts"] = self.status_counts()
         m["done"] = sum(ch != NOT_DONE for ch in self._frames)
         m["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        write_bytes_atomic(self.manifest_path, json.dumps(m, indent=1).encode())
+        with _writing(self.root, "the manifest"):
+            write_bytes_atomic(self.manifest_path, json.dumps(m, indent=1).encode())
 
     @property
     def frame_count(self) -> int:
@@ -183,6 +311,9 @@ class ClipCache:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
             FrameTrack.check_arrays(arrays)
+            inside = (arrays["index"] >= chunk * CHUNK) & (arrays["index"] < (chunk + 1) * CHUNK)
+            if not inside.all():
+                raise ValueError("holds frames of another chunk")
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
             self._drop_chunk(chunk, f"unreadable ({exc})")
             return None
@@ -192,12 +323,32 @@ class ClipCache:
         return arrays
 
     def _drop_chunk(self, chunk: int, why: str) -> None:
-        log.warning("cache chunk %s %s; its frames will be tracked again", self._chunk_path(chunk).name, why)
+        self._repaired("chunk", "cache chunk %s %s; its frames are tracked again", self._chunk_path(chunk).name, why)
         self._chunk_path(chunk).unlink(missing_ok=True)
         self._chunks.pop(chunk, None)
         for i in range(chunk * CHUNK, min((chunk + 1) * CHUNK, self.frame_count)):
             self._frames[i] = NOT_DONE
         self._save_manifest()
+
+    def verify_tracks(self, frames: list[int]) -> None:
+        """Load every chunk that holds done frames of ``frames``: a damaged one is dropped now (its frames become
+        missing and are tracked in this run), not found later as frames without a face."""
+        chunks = sorted({i // CHUNK for i in frames if self.is_done(i)})
+        for chunk in chunks:
+            arrays = self._load_chunk(chunk)
+            if arrays is None:
+                if any(self.is_done(i) for i in range(chunk * CHUNK, min((chunk + 1) * CHUNK, self.frame_count))):
+                    self._drop_chunk(chunk, "missing")
+                continue
+            present = set(int(i) for i in arrays["index"])
+            lacking = [i for i in range(chunk * CHUNK, min((chunk + 1) * CHUNK, self.frame_count))
+                       if self.is_done(i) and i not in present and i not in self._pending.get(chunk, {})]
+            if lacking:
+                self._repaired("chunk", "cache chunk %s lacks %d frame(s) the manifest lists (from %d); they are "
+                               "tracked again", self._chunk_path(chunk).name, len(lacking), lacking[0])
+                for i in lacking:
+                    self._frames[i] = NOT_DONE
+                self._save_manifest()
 
     def get_track(self, index: int) -> "FrameTrack | None":
         """The cached track of frame ``index``, or None if it is not done (or its entry was corrupt)."""
@@ -240,7 +391,7 @@ class ClipCache:
                         tracks[int(idx)] = FrameTrack.from_arrays(old, row)
             tracks.update(new)
             arrays = FrameTrack.stack_arrays([tracks[i] for i in sorted(tracks)])
-            with atomic_path(self._chunk_path(chunk)) as tmp:
+            with _writing(self.root, "tracks"), atomic_path(self._chunk_path(chunk)) as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, **arrays)
             self._chunks[chunk] = arrays
@@ -254,26 +405,41 @@ class ClipCache:
         return folder / f"frame_{index:06d}.npz"
 
     def put_planes(self, index: int, planes: dict[str, np.ndarray], model_id: str = "") -> None:
-        """Store a frame's encoded planes (floating arrays as float16, others as they are), atomically.
+        """Store a frame's encoded planes (:func:`pack_planes`: 8-bit per channel, deflated), atomically.
 
         ``model_id`` names the weights that encoded them (``blender_relight.engines.NeuralEngine.model_id``)."""
-        arrays = {k: (np.asarray(v).astype(np.float16) if np.issubdtype(np.asarray(v).dtype, np.floating)
-                      else np.asarray(v)) for k, v in planes.items()}
-        with atomic_path(self._planes_path(index, model_id)) as tmp:
+        arrays = pack_planes(planes)
+        with _writing(self.root, f"the planes of frame {index}"), \
+                atomic_path(self._planes_path(index, model_id)) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+                np.savez_compressed(fh, **arrays)
 
-    def get_planes(self, index: int, model_id: str = "") -> dict[str, np.ndarray] | None:
-        """A frame's planes for ``model_id`` (floating arrays back as float32), or None if absent or corrupt
-        (then deleted)."""
+    def has_planes(self, index: int, model_id: str = "") -> bool:
+        """Whether a plane file exists for the frame (not whether it is sound: ``get_planes`` checks that)."""
+        return self._planes_path(index, model_id).is_file()
+
+    def get_planes(self, index: int, model_id: str = "",
+                   expected: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray] | None:
+        """A frame's planes for ``model_id`` (floating arrays as float32), or None if absent or damaged.
+
+        Damaged means unreadable, a key of ``expected`` missing, a shape other than ``expected``'s, or a non-finite
+        value: the file is deleted (said once) and the caller encodes the frame again."""
         path = self._planes_path(index, model_id)
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                out = {k: (z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]) for k in z.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            log.warning("cached planes %s unreadable (%s); they will be encoded again", path.name, exc)
+                out = unpack_planes({k: z[k] for k in z.files})
+            for name, shape in (expected or {}).items():
+                if name not in out:
+                    raise ValueError(f"no {name!r}")
+                if tuple(out[name].shape) != tuple(shape):
+                    raise ValueError(f"{name} has shape {out[name].shape}, expected {tuple(shape)}")
+            bad = [k for k, v in out.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
+            if bad:
+                raise ValueError(f"non-finite values in {', '.join(bad)}")
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            self._repaired("planes", "cached planes %s damaged (%s); the frame is encoded again", path.name, exc)
             path.unlink(missing_ok=True)
             return None
         return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -17,7 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_relight.errors import Cancelled, RelightError
+# FFmpeg's native log would print dozens of lines for a clip it cannot decode before our one-line message (read at
+# FFmpeg's first use; blender_relight.video sets the same default for library use).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+from blender_relight.errors import Cancelled, NoFaceError, RelightError  # noqa: E402
 
 
 #: Start-up lines that mediapipe's C++ graphs (TensorFlow Lite, absl) print from their own threads, straight to the
@@ -121,21 +126,60 @@ def _camera(args: argparse.Namespace) -> np.ndarray | None:
     return camera.make_label(camera.orbit_camera(np.radians(args.yaw or 0.0), np.radians(args.pitch or 0.0)))
 
 
-def _frames(text: str | None, count: int) -> range:
-    if not text:
-        return range(count)
-    try:
-        parts = [int(p) if p else None for p in text.split(":")]
-        return range(count)[slice(*parts)]
-    except (ValueError, TypeError):
-        raise RelightError(f"--frames must look like START:STOP[:STEP], got {text!r}") from None
+FRAMES_HELP = ("frames to process, 0-based: N (frame N), A-B (A to B inclusive), A:B[:STEP] (Python slice, B "
+               "excluded, either end may be left out), or a comma-separated list of these; default: all")
+
+
+def parse_frames(text: str | None, count: int) -> list[int]:
+    """The frames that ``--frames`` names (see :data:`FRAMES_HELP`), in order, without repeats.
+
+    Why strict: an empty selection or a frame outside the clip used to exit 0 having done nothing; both are errors
+    that say what the clip holds."""
+    if text is None:
+        return list(range(count))
+    last = f"the clip has {count} frame{'s' if count != 1 else ''} (0-{count - 1})"
+    if not text.strip():
+        raise RelightError(f"--frames is empty; {FRAMES_HELP.split(': ', 1)[1].split('; default')[0]}")
+    chosen: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            if ":" in part:
+                pieces = part.split(":")
+                if len(pieces) > 3:
+                    raise ValueError
+                bounds = [int(p) if p.strip() else None for p in pieces]
+                if len(bounds) == 3 and bounds[2] == 0:
+                    raise RelightError(f"--frames {text!r}: a step of 0 selects nothing")
+                if any(b is not None and b < 0 for b in bounds):
+                    raise ValueError
+                for b in bounds[:2]:
+                    if b is not None and b > count:
+                        raise RelightError(f"--frames {text!r}: {b} is past the end; {last}")
+                picked = list(range(count)[slice(*bounds)])
+            elif "-" in part[1:]:
+                a, b = (int(v) for v in part.split("-", 1))
+                if a < 0 or b < a:
+                    raise RelightError(f"--frames {text!r}: {part!r} is not a range A-B with 0 <= A <= B")
+                picked = list(range(a, b + 1))
+            else:
+                picked = [int(part)]
+        except ValueError:
+            raise RelightError(f"--frames must be N, A-B, A:B[:STEP] or a comma-separated list of these "
+                               f"(0-based), got {text!r}") from None
+        outside = [i for i in picked if not 0 <= i < count]
+        if outside:
+            raise RelightError(f"--frames {text!r}: frame {outside[0]} is outside the clip; {last}")
+        if not picked:
+            raise RelightError(f"--frames {text!r} selects no frame; {last}")
+        chosen.extend(picked)
+    return list(dict.fromkeys(chosen))
 
 
 def _session(args: argparse.Namespace):
     from blender_relight.pipeline import ClipSession
 
     return ClipSession(args.video, cache_dir=args.cache, engine=args.engine, provider=args.provider,
-                       weights_dir=args.weights)
+                       weights_dir=args.weights, landmarks=args.landmarks.replace("-", "_"))
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -148,7 +192,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_analyse(args: argparse.Namespace) -> int:
     """`track` (landmarks, crops, cameras, source SH) or `analyse` (that, then the engine's per-frame encode)."""
     session = _session(args)
-    frames = _frames(args.frames, session.info.frame_count)
+    frames = parse_frames(args.frames, session.info.frame_count)
     job = session.track if args.command == "track" else session.analyse
     print(job(frames=frames, progress=Progress(args.command)).text())
     return 0
@@ -156,8 +200,18 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
 def cmd_relight(args: argparse.Namespace) -> int:
     session = _session(args)
-    frames = _frames(args.frames, session.info.frame_count)
+    frames = parse_frames(args.frames, session.info.frame_count)
     light, camera = load_light(args), _camera(args)  # one light and camera for the whole sequence
+    from blender_relight.io_utils import ensure_writable_dir
+
+    ensure_writable_dir(args.out)  # before any work: an unwritable folder is refused at once
+    # Frames not tracked yet are tracked first in one streaming pass (the same tracks `analyse` gives); frames
+    # without a face pass through, but a selection with no face at all is an error.
+    session.ensure_tracked(frames, progress=Progress("track") if session.info.frame_count > 1 else None)
+    if not any(session.frame_status(i) not in ("no_face", "other_face") for i in frames):
+        what = "the image" if session.info.frame_count == 1 else f"any of the {len(frames)} frames asked for"
+        raise NoFaceError(f"{session.info.path}: no face found in {what}; use a portrait where the face is "
+                          "visible, or choose other frames")
     result = session.render_sequence(Path(args.out), frames=frames, light=lambda i: light,
                                      camera=lambda i: camera, passes=args.passes,
                                      image_format=args.format, progress=Progress("relight"))
@@ -192,11 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     def clip_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("video", help="portrait video (or a still image)")
         p.add_argument("--cache", default=None, help="cache folder (default: ~/.cache/blender-relight)")
-        p.add_argument("--frames", default=None, help="frame range START:STOP[:STEP] (default: all)")
+        p.add_argument("--frames", default=None, help=FRAMES_HELP)
         p.add_argument("--engine", default="auto", choices=("auto", "neural", "analytic"),
                        help="neural: the trained 3D model (novel views); analytic: tracked geometry + SH ratio")
         p.add_argument("--provider", default="auto", help="ONNX Runtime provider: auto, cuda, cpu, tensorrt")
-        p.add_argument("--weights", default=None, help="model folder (default: the shipped weights)")
+        p.add_argument("--weights", default=None,
+                       help="model folder (default: the shipped weights); one that is not a model is an error")
+        p.add_argument("--landmarks", default="mediapipe", choices=("mediapipe", "face-alignment"),
+                       help="landmark backend: mediapipe (bundled, default) or face-alignment (optional extra; its "
+                            "FAN weights must be downloaded once, `info` says where)")
 
     p = sub.add_parser("track", help="track faces: landmarks, crops, cameras, source lighting (cached)")
     clip_args(p)
@@ -241,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if argv is None:  # a real command line (not a call from Python code or tests)
         filter_native_stderr()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a closed terminal, a job scheduler, `kill`) stops like Ctrl-C: what is finished is flushed.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args)
     except Cancelled as exc:
@@ -252,3 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     except RelightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

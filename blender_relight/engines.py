@@ -44,6 +44,9 @@ class RelightEngine(Protocol):
     name: str
     supports_novel_view: bool
 
+    def needs_prepare(self, index: int, cache) -> bool:
+        """Whether :meth:`prepare` still has work for the frame (analysis skips it otherwise: an instant resume)."""
+
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
         """Per-frame work done once at analysis time (cached); nothing for engines that need none."""
 
@@ -101,6 +104,9 @@ class AnalyticEngine:
     def __init__(self) -> None:
         self._warned_view = False
         self._geometry_cache: OrderedDict[int, _FrameGeometry] = OrderedDict()
+
+    def needs_prepare(self, index: int, cache) -> bool:
+        return False
 
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
         return None
@@ -177,15 +183,24 @@ class NeuralEngine:
             _keep(self._mattes, index, _face_maps_and_matte(crop_linear, track)[1])
         return self._mattes[index]
 
+    @property
+    def plane_shapes(self) -> dict[str, tuple[int, ...]]:
+        """What a frame's cached planes must hold (a file with other keys or shapes is damaged)."""
+        return {k: tuple(self.runtime.shapes[k][1:]) for k in ("albedo_planes", "shading_planes")}
+
+    def needs_prepare(self, index: int, cache) -> bool:
+        """Whether analysis still has to encode the frame (no plane file yet; a damaged one is found when read)."""
+        return not cache.has_planes(index, self.model_id)
+
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
-        if cache.get_planes(index, self.model_id) is None:
+        if cache.get_planes(index, self.model_id, self.plane_shapes) is None:
             cache.put_planes(index, self.runtime.encode(crop_linear, _source_sh(track)), self.model_id)
 
     def _frame_planes(self, index: int, crop_linear: np.ndarray, track, cache) -> dict:
         """Temporally corrected planes of frame ``index`` (memory follows the video; a jump resets it)."""
         if index in self._planes:
             return self._planes[index]
-        planes = cache.get_planes(index, self.model_id)
+        planes = cache.get_planes(index, self.model_id, self.plane_shapes)
         if planes is None:
             planes = self.runtime.encode(crop_linear, _source_sh(track))
             cache.put_planes(index, planes, self.model_id)
@@ -238,10 +253,35 @@ def weights_are_trained(weights_dir: Path) -> bool:
     return bool(read_model_meta(Path(weights_dir), strict=False).get("trained"))
 
 
+def _model_folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a model folder (None when it is one), without loading any graph."""
+    from inference.runtime import read_model_meta
+
+    if not folder.exists():
+        return f"model folder {folder} does not exist"
+    if not folder.is_dir():
+        return f"{folder} is a file, not a model folder"
+    try:
+        read_model_meta(folder, strict=True)
+    except ModelFileError as exc:
+        return str(exc)
+    return None
+
+
 def make_engine(name: str = "auto", provider: str = "auto", weights_dir: str | Path | None = None) -> RelightEngine:
-    """``auto``: the neural engine when trained weights are installed, else the analytic engine (said in the log)."""
+    """``auto``: the neural engine when trained weights are installed, else the analytic engine (said in the log).
+
+    A model folder that was asked for (``weights_dir``) must be a model, under every engine choice: an empty,
+    missing or unreadable one is a ModelFileError, never a silent fall-back to another engine (which would then
+    ignore camera moves without a word)."""
     if name not in ("auto", "neural", "analytic"):
         raise RelightError(f"unknown engine {name!r}; use auto, neural or analytic")
+    if weights_dir is not None:
+        problem = _model_folder_problem(Path(weights_dir))
+        if problem is not None:
+            raise ModelFileError(f"{problem}; choose a folder written by `python -m inference.export` "
+                                 "(it holds model.json and the .onnx graphs), or leave the model folder empty for "
+                                 "the shipped model")
     if name == "analytic":
         return AnalyticEngine()
     if name == "neural":
@@ -251,5 +291,9 @@ def make_engine(name: str = "auto", provider: str = "auto", weights_dir: str | P
     weights = Path(weights_dir) if weights_dir else find_weights()
     if weights is not None and weights_are_trained(weights):
         return NeuralEngine(weights, provider)
-    log.info("engine auto: no trained neural weights found; using the analytic engine (source view only)")
+    if weights_dir is not None:
+        log.warning("engine auto: %s holds untrained weights; using the analytic engine (source view only)",
+                    weights_dir)
+    else:
+        log.info("engine auto: no trained neural weights found; using the analytic engine (source view only)")
     return AnalyticEngine()

@@ -76,7 +76,8 @@ class ClipSession:
 
     def __init__(self, video_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                  engine: str | RelightEngine = "auto", provider: str = "auto",
-                 weights_dir: str | os.PathLike | None = None, smoothing: float | None = None) -> None:
+                 weights_dir: str | os.PathLike | None = None, smoothing: float | None = None,
+                 landmarks: str = "mediapipe") -> None:
         from blender_relight.cache import ClipCache
         from blender_relight.video import VideoReader
 
@@ -84,11 +85,28 @@ class ClipSession:
         if not path.exists():
             raise RelightError(f"{path}: file not found; check the path (was the video moved or deleted?)")
         with VideoReader(path) as reader:
-            self.info = ClipInfo(path, reader.frame_count, reader.fps, reader.width, reader.height)
-        self.cache = ClipCache.for_video(path, Path(cache_dir) if cache_dir else default_cache_root(),
-                                         frame_count=self.info.frame_count)
+            # A truncated file's header promises frames that never decode: count them once (kept in the cache).
+            self.cache = ClipCache.for_video(path, Path(cache_dir) if cache_dir else default_cache_root(),
+                                             frame_count=reader.frame_count, count_decodable=reader.count_decodable)
+            self.info = ClipInfo(path, self.cache.frame_count, reader.fps, reader.width, reader.height)
+            self.notes: list[str] = []
+            if self.cache.frame_count < reader.frame_count:
+                note = (f"{path.name}: its header promises {reader.frame_count} frames but only "
+                        f"{self.cache.frame_count} could be decoded (a truncated file?); frames "
+                        f"{self.cache.frame_count}-{reader.frame_count - 1} are treated as absent")
+                log.warning("%s", note)
+                self.notes.append(note)
+            if reader.alpha_dropped:
+                note = f"{path.name}: its alpha channel is not relit; the output frames are opaque RGB"
+                log.warning("%s", note)
+                self.notes.append(note)
         self.engine: RelightEngine = make_engine(engine, provider, weights_dir) if isinstance(engine, str) else engine
         self.smoothing = smoothing
+        self.landmarks = landmarks
+        if landmarks != "mediapipe":
+            from blender_relight.tracking.landmarks import check_backend
+
+            check_backend(landmarks)  # an unavailable optional backend is explained now, not mid-job
         self._reader = None
         self._frame_cache: tuple[int, np.ndarray] | None = None
         self._linear_cache: tuple[int, np.ndarray, np.ndarray] | None = None
@@ -115,60 +133,122 @@ class ClipSession:
             self._reader = None
 
     # -- analysis ----------------------------------------------------------------------------------------------
-    def track(self, frames: Iterable[int] | None = None, progress: ProgressFn | None = None,
-              cancel: CancelFn | None = None) -> JobSummary:
-        """Track faces on ``frames`` (default: all), resuming from the cache."""
+    def _track_video(self, frames, progress=None, cancel=None, **kwargs):
+        from blender_relight.tracking.landmarks import make_backend
         from blender_relight.tracking.tracker import track_video
 
-        tracks = track_video(self.info.path, cache=self.cache, frames=frames, progress=progress, cancel=cancel,
-                             smoothing=self.smoothing)
+        backend = None if self.landmarks == "mediapipe" else make_backend(self.landmarks)
+        try:
+            return track_video(self.info.path, cache=self.cache, frames=frames, progress=progress, cancel=cancel,
+                               smoothing=self.smoothing, backend=backend, **kwargs)
+        finally:
+            if backend is not None:
+                backend.close()
+
+    def track(self, frames: Iterable[int] | None = None, progress: ProgressFn | None = None,
+              cancel: CancelFn | None = None) -> JobSummary:
+        """Track faces on ``frames`` (default: all), resuming from the cache; NoFaceError if none has a face."""
+        tracks = self._track_video(frames, progress, cancel)
         if tracks and not any(t.tracked for t in tracks):
             what = "the image" if self.info.frame_count == 1 else f"any of the {len(tracks)} frames asked for"
             raise NoFaceError(f"{self.info.path}: no face found in {what}; use a portrait where the face is "
                               "visible, or choose other frames")
         return self._status_summary(f"tracked {self.info.path.name}", tracks)
 
+    def ensure_tracked(self, frames: Iterable[int], progress: ProgressFn | None = None,
+                       cancel: CancelFn | None = None) -> int:
+        """Track whichever of ``frames`` the cache lacks, in one streaming pass (segment warm-ups included), so
+        they get the same tracks an `analyse` of the whole clip gives; returns how many were tracked. Frames
+        without a face are recorded as such: this never raises for them."""
+        frames = list(frames)
+        self.cache.verify_tracks(frames)
+        missing = self.cache.missing(frames)
+        if missing:
+            self._track_video(missing, progress, cancel)
+        return len(missing)
+
     def analyse(self, frames: Iterable[int] | None = None, progress: ProgressFn | None = None,
                 cancel: CancelFn | None = None) -> JobSummary:
-        """Track, then let the engine prepare every tracked frame (the neural engine encodes and caches planes)."""
-        frames = list(range(self.info.frame_count) if frames is None else frames)
-        total = 2 * len(frames)
-        self.track(frames, progress=(lambda d, t: progress(d, total)) if progress else None, cancel=cancel)
-        summary_tracks = []
-        for n, index in enumerate(frames):
-            if cancel is not None and cancel():
-                raise Cancelled(f"analysis of {self.info.path.name} stopped at frame {index}; "
-                                "finished frames are cached and a rerun resumes")
-            track = self.cache.get_track(index)
-            summary_tracks.append(track)
-            if track is not None and track.tracked:
-                crop = self.crop_linear(index, track)
-                self.engine.prepare(index, crop, track, self.cache)
-            if progress:
-                progress(len(frames) + n + 1, total)
-        return self._status_summary(f"analysed {self.info.path.name} with the {self.engine.name} engine",
-                                    summary_tracks)
+        """Track and let the engine prepare (encode) every tracked frame, in one streaming pass: each frame is
+        decoded and warped once. Frames already done come from the cache; a clip analysed before returns at once
+        and says so."""
+        from blender_relight import colour as _colour
+
+        frames = sorted(set(range(self.info.frame_count) if frames is None else
+                            (int(i) for i in frames if 0 <= int(i) < self.info.frame_count)))
+        needs = getattr(self.engine, "needs_prepare", None)
+
+        def needs_prepare(index: int) -> bool:
+            return needs(index, self.cache) if needs is not None else True
+
+        self.cache.verify_tracks(frames)
+        missing = set(self.cache.missing(frames))
+        visit = []
+        for i in frames:
+            if i in missing or not needs_prepare(i):
+                continue
+            track = self.cache.get_track(i)
+            if track is None:
+                missing.add(i)
+            elif track.tracked:
+                visit.append(i)
+        title = f"analysed {self.info.path.name} with the {self.engine.name} engine"
+        if not missing and not visit:
+            summary = self._status_summary(title, [self.cache.get_track(i) for i in frames])
+            summary.lines.insert(0, f"{len(frames)} frames already analysed (cache): nothing to do")
+            return summary
+        prepared = [0]
+
+        def on_frame(track, frame, tracker) -> None:
+            if track is None or not track.tracked or not needs_prepare(track.index):
+                return
+            made = getattr(tracker, "last_crop_linear", None)
+            crop = made[1] if made is not None and made[0] == track.index else \
+                _colour.uint8_srgb_to_linear(track.transform.warp(frame))
+            self.engine.prepare(track.index, crop, track, self.cache)
+            prepared[0] += 1
+
+        tracks = self._track_video(frames, progress, cancel, on_frame=on_frame, visit=visit)
+        summary = self._status_summary(title, tracks)
+        done_before = len(frames) - len(missing)
+        summary.lines.insert(0, f"{len(missing)} frames tracked, {prepared[0]} prepared for the engine, "
+                                f"{done_before} tracked before (cache)")
+        return summary
 
     def _status_summary(self, title: str, tracks) -> JobSummary:
         counts: dict[str, int] = {}
-        missing = []
+        missing, others = [], []
         for t in tracks:
             status = "not analysed" if t is None else t.status
             counts[status] = counts.get(status, 0) + 1
             if t is not None and not t.tracked:
-                missing.append(t.index)
-        summary = JobSummary(title, counts)
+                (others if t.status == "other_face" else missing).append(t.index)
+        summary = JobSummary(title, {k.replace("_", " "): v for k, v in counts.items()})
+
+        def shown(items: list[int]) -> str:
+            return ", ".join(map(str, items[:12])) + (" ..." if len(items) > 12 else "")
+
         if missing:
-            shown = ", ".join(map(str, missing[:12])) + (" ..." if len(missing) > 12 else "")
-            summary.lines.append(f"frames passed through untouched (no usable face): {shown}")
+            summary.lines.append(f"frames passed through untouched (no usable face): {shown(missing)}")
+        if others:
+            summary.lines.append(f"frames where the followed person is hidden and another face shows (passed "
+                                 f"through, the other face is not relit in their place): {shown(others)}")
+        summary.lines.extend(self.notes)
+        repaired = self.cache.repair_text()
+        if repaired:
+            summary.lines.append(repaired)
         summary.lines.append(f"cache: {self.cache.root}")
         return summary
 
     def frame_track(self, index: int):
-        """The cached tracking of frame ``index`` (tracking it now if the cache lacks it)."""
+        """The cached tracking of frame ``index``; if the cache lacks it, the rest of its segment is tracked now,
+        streaming, with the same warm-up, smoothing and lighting prior as an analysis (never one frame alone)."""
+        from blender_relight.tracking.tracker import SEGMENT
+
         track = self.cache.get_track(index)
-        if track is None:
-            self.track([index])
+        if track is None and 0 <= index < self.info.frame_count:
+            stop = min((index // SEGMENT + 1) * SEGMENT, self.info.frame_count)
+            self.ensure_tracked(range(index, stop))
             track = self.cache.get_track(index)
         return track
 

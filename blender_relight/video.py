@@ -14,6 +14,9 @@ import os
 
 # The EXR codec is off by default in OpenCV wheels and the switch is read once, at cv2's first EXR use.
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+# FFmpeg's own log (read at its first use): an undecodable clip (AV1 here) otherwise prints dozens of native lines
+# before our one-line message; the reader explains every failure itself. OPENCV_FFMPEG_LOGLEVEL=24 shows them again.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 from pathlib import Path  # noqa: E402
 from types import TracebackType  # noqa: E402
@@ -32,9 +35,51 @@ VIDEO_FOURCCS = {".mp4": ("mp4v", "avc1"), ".mov": ("mp4v", "avc1"), ".m4v": ("m
 
 _ROTATE = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
+#: Codecs the FFmpeg bundled with the pip OpenCV decodes (checked: H.264, MPEG-4, MJPEG; the others are FFmpeg's
+#: native decoders); AV1 has no software decoder in that build.
+SUPPORTED_CODECS = "H.264, HEVC/H.265, VP8, VP9, MPEG-4 Part 2, MJPEG, ProRes"
+#: Container codec tags -> a name for people, for the ones this build cannot decode.
+UNSUPPORTED_TAGS = {b"av01": "AV1", b"AV01": "AV1", b"V_AV1": "AV1", b"apv1": "APV", b"vvc1": "H.266/VVC",
+                    b"vvi1": "H.266/VVC"}
+
+
+def sniff_codec(path: Path) -> str | None:
+    """The name of an undecodable codec whose tag the file's first and last MiB carry (MP4/MOV sample entries,
+    AVI handlers, Matroska codec ids), or None: used only to explain why a clip does not open."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 20)
+            fh.seek(max(0, path.stat().st_size - (1 << 20)))
+            tail = fh.read()
+    except OSError:
+        return None
+    for blob in (head, tail):
+        at = blob.find(b"stsd")
+        if at >= 0 and blob[at + 16:at + 20] in UNSUPPORTED_TAGS:  # MP4/MOV: the first sample entry's tag
+            return UNSUPPORTED_TAGS[blob[at + 16:at + 20]]
+        for tag, name in UNSUPPORTED_TAGS.items():
+            if (len(tag) > 4 and tag in blob) or (b"vids" + tag) in blob:  # Matroska codec id; AVI stream handler
+                return name
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """OpenCV's own WARN lines while opening a clip (its failure is explained by our message instead)."""
+    try:
+        previous = cv2.setLogLevel(2)  # 2 = errors only
+    except (AttributeError, cv2.error):
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            cv2.setLogLevel(int(previous))
+
 
 def _to_rgb_uint8(image: np.ndarray, path: Path) -> np.ndarray:
-    """Any OpenCV-decoded image (BGR/BGRA/gray, 8/16-bit or float) -> RGB uint8, sRGB-encoded."""
+    """Any OpenCV-decoded image (BGR/BGRA/gray, 8/16-bit or float) -> RGB uint8, sRGB-encoded (alpha dropped: the
+    reader says so, see ``VideoReader.alpha_dropped``)."""
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 4:
@@ -65,6 +110,9 @@ class VideoReader:
         self._pos = 0  # index of the frame the next sequential read returns
         self._first: np.ndarray | None = None
         self.rotation = 0
+        #: True when the source had an alpha channel that the frames do not carry (a PNG with transparency):
+        #: the relit output is opaque RGB, and ClipSession says so.
+        self.alpha_dropped = False
         if self.path.suffix.lower() in IMAGE_SUFFIXES:
             self._open_still()
         else:
@@ -77,6 +125,10 @@ class VideoReader:
         if image is None:
             raise RelightError(f"{self.path}: cannot decode this image (corrupt or unsupported format); "
                                "re-save it as PNG or JPEG")
+        if image.ndim == 3 and image.shape[2] == 4:
+            alpha = image[..., 3]
+            opaque = alpha.min() >= (np.iinfo(alpha.dtype).max if alpha.dtype.kind in "ui" else 1.0)
+            self.alpha_dropped = not bool(opaque)
         if image.ndim == 3 and image.shape[2] in (3, 4) and image.dtype == np.uint8:
             # IMREAD_UNCHANGED ignores EXIF orientation; re-decode with it applied for 8-bit photos.
             oriented = cv2.imdecode(data, cv2.IMREAD_COLOR)
@@ -87,24 +139,36 @@ class VideoReader:
         self.height, self.width = self._still.shape[:2]
         self.frame_count = 1
 
+    def _unsupported(self) -> RelightError | None:
+        codec = sniff_codec(self.path)
+        if codec is None:
+            return None
+        return RelightError(f"{self.path}: the video is {codec}, which this installation cannot decode "
+                            f"(supported: {SUPPORTED_CODECS}); re-encode it, e.g. "
+                            "`ffmpeg -i IN -c:v libx264 -crf 16 OUT.mp4`")
+
     def _open_video(self) -> None:
-        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
-        if not cap.isOpened():
+        with _quiet_opencv():
+            cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+            opened = cap.isOpened()
+            if opened:
+                cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+                ok, frame = cap.read()
+        if not opened:
             cap.release()
-            raise RelightError(f"{self.path}: cannot open as a video (corrupt, truncated or unsupported codec); "
-                               "re-encode it to H.264 MP4")
-        cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+            raise self._unsupported() or RelightError(
+                f"{self.path}: cannot open as a video (corrupt, truncated or unsupported codec; supported: "
+                f"{SUPPORTED_CODECS}); re-encode it to H.264 MP4")
         auto = bool(cap.get(cv2.CAP_PROP_ORIENTATION_AUTO))
         meta = int(round(cap.get(cv2.CAP_PROP_ORIENTATION_META))) % 360
         self.rotation = meta if meta in _ROTATE else 0
         self._rotate_here = not auto  # if this backend insists on rotating itself, do not rotate twice
         self._cap = cap
-        ok, frame = cap.read()
         if not ok or frame is None:
             cap.release()
             self._cap = None
-            raise RelightError(f"{self.path}: the video has no decodable frame (empty or corrupt); "
-                               "re-export the clip")
+            raise self._unsupported() or RelightError(f"{self.path}: the video has no decodable frame (empty or "
+                                                      "corrupt); re-export the clip")
         self._first = self._upright(frame)
         self._pos = 1
         self.height, self.width = self._first.shape[:2]
@@ -122,6 +186,37 @@ class VideoReader:
         if self.rotation and self._rotate_here:
             frame_bgr = cv2.rotate(frame_bgr, _ROTATE[self.rotation])
         return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+
+    def count_decodable(self) -> int:
+        """How many of the header's ``frame_count`` frames really decode (a truncated file's header promises more).
+
+        One seek to the last frame when the clip is whole (about 0.2-0.7 s on the dev clips); otherwise a binary
+        search by seeking. ClipSession runs it once per file and keeps the answer in the clip's cache."""
+        if self._still is not None or self.frame_count <= 1:
+            return self.frame_count
+
+        def decodes(index: int) -> bool:
+            with _quiet_opencv():
+                self._first_pending = False
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+                ok, frame = self._cap.read()
+            self._pos = index + 1 if ok and frame is not None else -1
+            return bool(ok and frame is not None)
+
+        try:
+            if decodes(self.frame_count - 1):
+                return self.frame_count
+            lo, hi = 0, self.frame_count - 1  # frame lo decodes (frame 0 did at opening), frame hi does not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if decodes(mid) else (lo, mid)
+            return lo + 1
+        finally:
+            self._pos = -1  # the next read seeks
+
+    def limit(self, frame_count: int) -> None:
+        """Treat frames from ``frame_count`` on as absent (a truncated clip)."""
+        self.frame_count = max(1, min(self.frame_count, int(frame_count)))
 
     # -- context manager -------------------------------------------------------------------------------------------
     def __enter__(self) -> "VideoReader":

@@ -80,12 +80,6 @@ class CropTransform:
         c, x = ffhq_frame(points, scale)
         return CropTransform(similarity_from_frame(c, x, size), size)
 
-    @staticmethod
-    def from_params(params: np.ndarray, size: int = CROP_SIZE) -> "CropTransform":
-        """From (cx, cy, hx, hy) = centre and half-side vector, the form smoothed over time by the tracker."""
-        p = np.asarray(params, dtype=np.float64)
-        return CropTransform(similarity_from_frame(p[:2], p[2:4], size), size)
-
     @property
     def inverse(self) -> np.ndarray:
         """2x3 crop -> frame matrix."""

@@ -378,8 +378,18 @@ def available_backends() -> dict[str, tuple[bool, str]]:
     return out
 
 
+def check_backend(name: str) -> None:
+    """Raise a RelightError that says what to install or download when backend ``name`` cannot run here."""
+    known = available_backends()
+    if name not in known:
+        raise RelightError(f"unknown landmark backend {name!r}; choose one of {', '.join(known)}")
+    ok, reason = known[name]
+    if not ok:
+        raise ModelFileError(f"landmark backend {name} unavailable: {reason}; or use the bundled mediapipe backend")
+
+
 def make_backend(name: str = "mediapipe", **kwargs: object) -> LandmarkBackend:
-    """A landmark backend by name (``mediapipe`` or ``face_alignment``)."""
+    """A landmark backend by name (``mediapipe`` or ``face_alignment``; ``--landmarks`` on the command line)."""
     if name == "mediapipe":
         return MediapipeBackend(**kwargs)  # type: ignore[arg-type]
     if name == "face_alignment":

@@ -1,12 +1,21 @@
 """Stream a clip into per-frame ``FrameTrack`` records: landmarks, EG3D crop, camera label, source lighting, status.
 
-Why one streaming pass: decoding dominates on long clips, and the landmark backend and the smoothing filters both
-want frames in order. Frames already in the cache are skipped (a rerun resumes where a cancel stopped); each run of
-missing frames starts with fresh filter state.
+Why one streaming pass: decoding dominates on long clips, and the landmark backend (mediapipe in video mode), the
+One-Euro filters and the source-lighting prior all want frames in order. Frames already in the cache are skipped (a
+rerun resumes where a cancel stopped).
+
+Why segments: a track depends on the frames before it (filters, video-mode landmarks, the lighting prior). So that a
+frame's track never depends on where a run started (a resume after Ctrl-C or kill -9, ``relight`` on a range of a
+never-analysed clip, a scrub in Blender), the tracker restarts at every multiple of :data:`SEGMENT` frames, after a
+warm-up over the :data:`WARMUP` frames before it (tracked, not stored). A clean run, a resumed one and one that starts
+mid-clip give bit-identical tracks; the restart costs WARMUP/SEGMENT more landmark runs and no decode (the warm-up
+frames of the next segment are kept from the stream).
 
 Status per frame: ``tracked``; ``several_faces`` (the same person is followed: the one nearest the previous track,
 the largest face on the first frame); ``low_confidence`` (tiny face, weak detection or landmarks a rigid face does
-not explain); ``no_face`` (nothing to relight: the frame is passed through untouched later). A frame never raises.
+not explain); ``no_face`` (nothing to relight: the frame is passed through untouched later); ``other_face`` (the
+followed person is hidden and another face is visible: that face is not relit in their place, the frame passes
+through). A frame never raises.
 """
 from __future__ import annotations
 
@@ -27,7 +36,9 @@ from blender_relight.tracking import smoothing as sm
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("tracked", "no_face", "several_faces", "low_confidence")
+STATUSES = ("tracked", "no_face", "several_faces", "low_confidence", "other_face")
+#: Statuses with no face of the followed person to relight.
+UNTRACKED = ("no_face", "other_face")
 _STATUS_INDEX = {s: i for i, s in enumerate(STATUSES)}
 
 #: A face whose rigid points reproject worse than this (crop px, RMS) is not explained by a rigid head.
@@ -35,7 +46,20 @@ MAX_REPROJ_PX = 9.0
 #: Faces smaller than this (landmark box, frame px) give crops upsampled beyond what the model can use.
 MIN_FACE_PX = 48.0
 MIN_SCORE = 0.5
-
+#: The tracker restarts (after a warm-up) at every multiple of SEGMENT frames, so tracks do not depend on where a run
+#: started; WARMUP frames before a restart are tracked and not stored (the One-Euro filter keeps ~12 % of its state
+#: after 16 frames at rest, so the restart shows no step above the landmark jitter).
+SEGMENT = 64
+WARMUP = 16
+#: The source-lighting prior is warmed up on the last frames of the warm-up only (it converges in a few frames).
+WARMUP_SH = 6
+#: New tracks reach the disk every FLUSH_EVERY frames (kill -9 loses at most that many).
+FLUSH_EVERY = 8
+#: After a gap, a face counts as the followed person when its centre is within this many face sizes of where the
+#: person was last seen (plus GAP_GROWTH per missing frame) and its size within SIZE_RATIO of theirs.
+REIDENTIFY_SIZES = 0.6
+GAP_GROWTH = 0.02
+SIZE_RATIO = 1.5
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 
@@ -57,8 +81,8 @@ class FrameTrack:
 
     @property
     def tracked(self) -> bool:
-        """True when the frame has a face to relight (any status but no_face)."""
-        return self.status != "no_face" and self.points is not None
+        """True when the frame has a face to relight (any status but no_face and other_face)."""
+        return self.status not in UNTRACKED and self.points is not None
 
     @property
     def transform(self) -> align.CropTransform:
@@ -139,12 +163,15 @@ class FaceTracker:
         self._template = pose.load_template()
         self._estimate_sh = estimate_sh
         self._sh_warned = False
+        self.last_crop_linear: tuple[int, np.ndarray] | None = None  # the crop the source-light estimate used
         self.reset()
 
     def reset(self) -> None:
-        """Forget the previous frames (a seek, a cut, a lost face)."""
+        """Forget the previous frames (a seek, a cut, a segment restart), the followed person included."""
         self.backend.reset()
         self._forget()
+        self._anchor: lmk.FaceLandmarks | None = None  # the followed person where last seen (survives gaps)
+        self._gap = 0
 
     def _forget(self) -> None:
         self._points_filter.reset()
@@ -157,20 +184,40 @@ class FaceTracker:
         if self._own_backend:
             self.backend.close()
 
-    def _choose(self, faces: list[lmk.FaceLandmarks]) -> lmk.FaceLandmarks:
-        prev = self._prev_face
-        if prev is None:
+    @staticmethod
+    def _distance(face: lmk.FaceLandmarks, ref: lmk.FaceLandmarks) -> float:
+        return float(np.linalg.norm(face.centre - ref.centre)) / max(ref.size, 1.0) \
+            + abs(np.log(max(face.size, 1.0) / max(ref.size, 1.0)))
+
+    def _choose(self, faces: list[lmk.FaceLandmarks]) -> lmk.FaceLandmarks | None:
+        """The followed person's face, or None when every face is someone else (the person is hidden).
+
+        Without a person yet: the largest face. Right after a tracked frame: the nearest face (the person moves
+        little in a frame). After a gap (the person was hidden or not found): only a face near where the person was
+        last seen, of a similar size; the other person standing beside them is not taken in their place."""
+        ref = self._prev_face or self._anchor
+        if ref is None:
             return max(faces, key=lambda f: f.size)
-        return min(faces, key=lambda f: float(np.linalg.norm(f.centre - prev.centre)) / max(prev.size, 1.0)
-                   + abs(np.log(max(f.size, 1.0) / max(prev.size, 1.0))))
+        best = min(faces, key=lambda f: self._distance(f, ref))
+        jump = float(np.linalg.norm(best.centre - ref.centre))
+        if self._prev_face is not None and jump <= 0.5 * max(ref.size, 1.0):
+            return best
+        radius = (REIDENTIFY_SIZES + GAP_GROWTH * self._gap) * max(ref.size, 1.0)
+        ratio = max(best.size, 1.0) / max(ref.size, 1.0)
+        if jump <= radius and 1 / SIZE_RATIO <= ratio <= SIZE_RATIO:
+            return best
+        return None
 
     def track(self, index: int, frame_rgb: np.ndarray) -> FrameTrack:
         """Track one RGB uint8 frame; never raises for a frame without (usable) face."""
         faces = self.backend.detect(frame_rgb)
-        if not faces:
+        face = self._choose(faces) if faces else None
+        if face is None:
             self._forget()
-            return FrameTrack(index, "no_face")
-        face = self._choose(faces)
+            self._gap += 1
+            return FrameTrack(index, "other_face" if faces else "no_face")
+        self._gap = 0
+        self._anchor = face
         prev = self._prev_face
         if prev is not None and (np.linalg.norm(face.centre - prev.centre) > 0.5 * prev.size
                                  or len(face.points) != len(prev.points)):
@@ -202,6 +249,7 @@ class FaceTracker:
     def _source_sh(self, track: FrameTrack, frame_rgb: np.ndarray, points_crop: np.ndarray,
                    c2w: np.ndarray) -> np.ndarray | None:
         crop_linear = colour.uint8_srgb_to_linear(track.transform.warp(frame_rgb))
+        self.last_crop_linear = (track.index, crop_linear)  # analysis hands it to the engine: no second warp
         try:
             # The previous frame's SH as prior removes most frame-to-frame lighting jitter (docs/lighting.md). The
             # prior and the fit live in the plain per-channel space; what is stored is white-balanced
@@ -233,70 +281,146 @@ def _runs(indices: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def tracking_settings(smoothing: float | None, backend_name: str = "mediapipe") -> dict:
-    """What the cached tracks depend on (a change invalidates them)."""
-    return {"backend": backend_name, "smoothing": sm.DEFAULT_STRENGTH if smoothing is None else float(smoothing),
-            "crop_size": align.CROP_SIZE, "template": pose.load_template().provenance.get("built", ""),
-            "source_light": SOURCE_LIGHT_CONVENTION}  # the colour assumption of the cached source SH
+def segment_plan(todo: list[int]) -> list[tuple[int, int]]:
+    """For sorted frames still to track: (segment start, stop) pairs, one per segment with work, in order.
+
+    Each is tracked from ``max(0, start - WARMUP)`` (the warm-up) to ``stop``; frames of [start, stop) already cached
+    are tracked again (the state needs them) but not stored."""
+    plan: dict[int, int] = {}
+    for i in todo:
+        start = (i // SEGMENT) * SEGMENT
+        plan[start] = max(plan.get(start, 0), i + 1)
+    return sorted(plan.items())
+
+
+FrameFn = Callable[[FrameTrack, np.ndarray, "FaceTracker | None"], None]
 
 
 def track_video(path: str | os.PathLike, cache=None, progress: ProgressFn | None = None,
                 cancel: CancelFn | None = None, smoothing: float | None = None,
                 frames: Iterable[int] | None = None, backend: lmk.LandmarkBackend | None = None,
-                estimate_sh: bool = True) -> list[FrameTrack]:
+                estimate_sh: bool = True, on_frame: FrameFn | None = None,
+                visit: Iterable[int] = (), reader=None) -> list[FrameTrack]:
     """Track ``frames`` (default: all) of the clip at ``path``, streaming; returns their FrameTracks in order.
 
     With a ``cache`` (``blender_relight.cache.ClipCache``), frames already there are read back, new ones are stored
-    every chunk, and ``cancel()`` returning True raises ``Cancelled`` after what is finished has been saved.
-    ``progress(done, total)`` is called after each frame.
+    every :data:`FLUSH_EVERY` frames, and ``cancel()`` returning True raises ``Cancelled`` after what is finished has
+    been saved. ``progress(done, total)`` is called after each frame of work.
+
+    ``on_frame(track, frame_rgb, tracker)`` is called, in the same pass, for each newly tracked frame and for each
+    frame of ``visit`` (already tracked frames that need their decoded pixels, e.g. for the engine's per-frame
+    encode): analysis is one decode. ``tracker.last_crop_linear`` holds the frame's linear crop when it was made.
     """
     from blender_relight.video import VideoReader  # noqa: PLC0415
 
-    with VideoReader(path) as reader:
-        wanted = sorted(set(range(reader.frame_count) if frames is None else (int(i) for i in frames)))
-        wanted = [i for i in wanted if 0 <= i < reader.frame_count]
+    own_reader = reader is None
+    reader = VideoReader(path) if own_reader else reader
+    try:
+        count = reader.frame_count if cache is None else min(reader.frame_count, cache.frame_count)
+        wanted = sorted(set(range(count) if frames is None else (int(i) for i in frames)))
+        wanted = [i for i in wanted if 0 <= i < count]
         if cache is not None:
             cache.set_settings(tracking_settings(smoothing, getattr(backend, "name", "mediapipe")))
+            cache.verify_tracks(wanted)  # a truncated or corrupt chunk is found now, and its frames redone below
             todo = cache.missing(wanted)
         else:
             todo = wanted
-        total, done = len(wanted), len(wanted) - len(todo)
+        wanted_set = set(wanted)
+        visit_set = {int(i) for i in visit if 0 <= int(i) < count} - set(todo)
+        total = len(todo) + len(visit_set)
+        state = {"done": 0, "new": 0}
         results: dict[int, FrameTrack] = {}
+        todo_set = set(todo)
+
+        def check_cancel(index: int) -> None:
+            if cancel is not None and cancel():
+                if cache is not None:
+                    cache.flush()
+                raise Cancelled(f"{Path(path).name}: stopped at frame {index}; {state['done']} of {total} frames "
+                                "were done" + (" and are cached; run again to resume" if cache is not None else ""))
+
+        def store(track: FrameTrack) -> None:
+            if cache is not None:
+                cache.put_track(track)
+                state["new"] += 1
+                if state["new"] % FLUSH_EVERY == 0:
+                    cache.flush()
+            else:
+                results[track.index] = track
+
+        def tick() -> None:
+            state["done"] += 1
+            if progress is not None:
+                progress(state["done"], total)
+
         tracker = FaceTracker(backend, reader.fps, smoothing, estimate_sh) if todo else None
         try:
-            for start, stop in _runs(todo):
+            ring: list[tuple[int, np.ndarray]] = []  # the last WARMUP decoded frames: the next segment's warm-up
+            for seg_start, stop in segment_plan(todo):
+                warm = max(0, seg_start - WARMUP)
                 tracker.reset()
-                last = start - 1
-                for index, frame in reader.frames(start, stop):
-                    if cancel is not None and cancel():
-                        if cache is not None:
-                            cache.flush()
-                        raise Cancelled(f"{Path(path).name}: tracking cancelled at frame {index}; "
-                                        f"{done} of {total} frames are done" +
-                                        (" and cached; run again to resume" if cache is not None else ""))
+                replay = [(i, f) for i, f in ring if warm <= i < seg_start]
+                if replay and replay[0][0] == warm and ring[-1][0] == seg_start - 1:
+                    source_start = seg_start  # the reader is there already: no seek, no decode twice
+                else:
+                    replay, source_start = [], warm
+                last = source_start - 1
+
+                def frames_in_order():
+                    yield from replay
+                    yield from reader.frames(source_start, stop)
+
+                for index, frame in frames_in_order():
+                    if index >= seg_start:
+                        check_cancel(index)
+                    tracker._estimate_sh = estimate_sh and (index >= seg_start - WARMUP_SH)
                     track = tracker.track(index, frame)
-                    last = index
-                    if cache is not None:
-                        cache.put_track(track)
-                        if (index + 1) % 64 == 0:
-                            cache.flush()
-                    else:
-                        results[index] = track
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-                for index in range(last + 1, stop):  # the container promised frames that do not decode
-                    track = FrameTrack(index, "no_face")
-                    if cache is not None:
-                        cache.put_track(track)
-                    else:
-                        results[index] = track
-                    done += 1
+                    if index > last:
+                        last = index
+                        ring.append((index, frame))
+                        del ring[:-WARMUP]
+                    if index < seg_start:
+                        continue  # warm-up
+                    if index in todo_set:
+                        store(track)
+                        tick()
+                        if on_frame is not None:
+                            on_frame(track, frame, tracker)
+                    elif index in visit_set:
+                        visit_set.discard(index)
+                        if on_frame is not None:
+                            on_frame(cache.get_track(index), frame, None)
+                        tick()
+                    if cache is None and index in wanted_set:
+                        results.setdefault(index, track)
+                for index in range(max(last + 1, seg_start), stop):  # the container promised frames that do not decode
+                    if index in todo_set:
+                        store(FrameTrack(index, "no_face"))
+                        tick()
+            ring.clear()
+            for start, stop in _runs(sorted(visit_set)):  # tracked frames that still need their pixels
+                for index, frame in reader.frames(start, stop):
+                    check_cancel(index)
+                    if on_frame is not None:
+                        on_frame(cache.get_track(index), frame, None)
+                    tick()
         finally:
             if tracker is not None:
                 tracker.close()
             if cache is not None:
                 cache.flush()
+    finally:
+        if own_reader:
+            reader.close()
     if cache is None:
-        return [results[i] for i in wanted]
+        return [results.get(i, FrameTrack(i, "no_face")) for i in wanted]
     return [t if t is not None else FrameTrack(i, "no_face") for i, t in ((i, cache.get_track(i)) for i in wanted)]
+
+
+def tracking_settings(smoothing: float | None, backend_name: str = "mediapipe") -> dict:
+    """What the cached tracks depend on (a change invalidates them)."""
+    return {"backend": backend_name, "smoothing": sm.DEFAULT_STRENGTH if smoothing is None else float(smoothing),
+            "crop_size": align.CROP_SIZE, "template": pose.load_template().provenance.get("built", ""),
+            "source_light": SOURCE_LIGHT_CONVENTION,  # the colour assumption of the cached source SH
+            # tracks made another way (the old per-frame path, other segments) are not these: redone
+            "stream": f"segments {SEGMENT}, warm-up {WARMUP}, sh warm-up {WARMUP_SH}"}
