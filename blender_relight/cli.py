@@ -178,8 +178,11 @@ def parse_frames(text: str | None, count: int) -> list[int]:
 def _session(args: argparse.Namespace):
     from blender_relight.pipeline import ClipSession
 
-    return ClipSession(args.video, cache_dir=args.cache, engine=args.engine, provider=args.provider,
-                       weights_dir=args.weights, landmarks=args.landmarks.replace("-", "_"))
+    session = ClipSession(args.video, cache_dir=args.cache, engine=args.engine, provider=args.provider,
+                          weights_dir=args.weights, landmarks=args.landmarks.replace("-", "_"))
+    for note in session.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return session
 
 
 def cmd_info(args: argparse.Namespace) -> int:

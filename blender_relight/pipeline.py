@@ -89,16 +89,18 @@ class ClipSession:
             self.cache = ClipCache.for_video(path, Path(cache_dir) if cache_dir else default_cache_root(),
                                              frame_count=reader.frame_count, count_decodable=reader.count_decodable)
             self.info = ClipInfo(path, self.cache.frame_count, reader.fps, reader.width, reader.height)
+            #: Facts about the input a person must hear (a truncated file, a dropped alpha): in every summary; the CLI
+            #: prints them when the clip opens, the Blender UI should show them.
             self.notes: list[str] = []
             if self.cache.frame_count < reader.frame_count:
                 note = (f"{path.name}: its header promises {reader.frame_count} frames but only "
                         f"{self.cache.frame_count} could be decoded (a truncated file?); frames "
                         f"{self.cache.frame_count}-{reader.frame_count - 1} are treated as absent")
-                log.warning("%s", note)
+                log.info("%s", note)
                 self.notes.append(note)
             if reader.alpha_dropped:
                 note = f"{path.name}: its alpha channel is not relit; the output frames are opaque RGB"
-                log.warning("%s", note)
+                log.info("%s", note)
                 self.notes.append(note)
         self.engine: RelightEngine = make_engine(engine, provider, weights_dir) if isinstance(engine, str) else engine
         self.smoothing = smoothing

@@ -386,6 +386,8 @@ def track_video(path: str | os.PathLike, cache=None, progress: ProgressFn | None
                         tick()
                         if on_frame is not None:
                             on_frame(track, frame, tracker)
+                    elif cache is not None and not cache.is_done(index):
+                        store(track)  # tracked for the state anyway: kept, so a later ask finds it
                     elif index in visit_set:
                         visit_set.discard(index)
                         if on_frame is not None:
