@@ -1,10 +1,15 @@
 """End-to-end pipeline figures on this machine: `info` latency, tracking, analytic relight, and the neural engine's
-camera-change and light-only-change rates through ClipSession (crop, model, uncrop included). Prints a table.
+camera-change and light-only-change rates through ClipSession (crop, model, uncrop included); then the streaming
+analysis of a 720p dev clip (frames/s, an instant re-analysis, plane cache bytes a frame, what the 8-bit plane cache
+changes in the relit frames, the landmark step a segment restart leaves) and, with --verify, that `relight` on a
+never-analysed clip writes the same frames as `analyse` then `relight`. Prints tables.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--clip PATH] [--frames N] [--weights DIR]
+        [--analysis-clip PATH] [--analysis-frames N] [--verify] [--skip-basic]
 
-Without --clip it uses the demo clip built from the shipped sample. The neural rows need weights: the shipped ones,
-or any folder from `python -m inference.export` (an untrained export times the same graphs).
+Without --clip it uses the demo clip built from the shipped sample; --analysis-clip defaults to
+../shared/data/videos/lp_d13.mp4 (720x1280) when present. The neural rows need weights: the shipped ones, or any
+folder from `python -m inference.export` (an untrained export times the same graphs).
 """
 from __future__ import annotations
 
@@ -30,16 +35,30 @@ def rate(fn, n: int) -> float:
 
 
 def main() -> None:
-    from blender_relight.demo import demo_camera, demo_light, make_demo_clip
-    from blender_relight.pipeline import ClipSession
-    from inference.runtime import find_weights
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clip", default=None)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--weights", default=None)
+    parser.add_argument("--analysis-clip", default=str(REPO.parent / "shared" / "data" / "videos" / "lp_d13.mp4"))
+    parser.add_argument("--analysis-frames", type=int, default=32)
+    parser.add_argument("--verify", action="store_true",
+                        help="check relight on a never-analysed clip == analyse then relight (6 frames)")
+    parser.add_argument("--skip-basic", action="store_true", help="only the streaming-analysis figures")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    if not args.skip_basic:
+        basic(args, tmp)
+    if Path(args.analysis_clip).is_file():
+        streaming(args, tmp)
+    else:
+        print(f"streaming analysis skipped: {args.analysis_clip} absent")
+
+
+def basic(args, tmp: Path) -> None:
+    from blender_relight.demo import demo_camera, demo_light, make_demo_clip
+    from blender_relight.pipeline import ClipSession
+    from inference.runtime import find_weights
+
     clip = Path(args.clip) if args.clip else make_demo_clip(tmp / "demo.mp4", frames=args.frames)
     rows = []
     start = time.perf_counter()
@@ -71,11 +90,133 @@ def main() -> None:
                      f"{rate(lambda i: neural.relight_frame(n - 1, demo_light(i / n)), n):.1f} frames/s"))
     else:
         rows.append(("neural engine", "skipped: no weights (pass --weights DIR)"))
-    print(f"machine: {platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, "
-          f"Python {platform.python_version()}; clip {clip.name}, {n} frames")
+    print(f"machine: {machine()}; clip {clip.name}, {n} frames")
+    table(rows)
+
+
+def machine() -> str:
+    import os
+
+    return (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
+            f"load {os.getloadavg()[0]:.1f}, Python {platform.python_version()}")
+
+
+def table(rows) -> None:
     print("| stage | figure |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
+
+
+class _ExactPlanes:
+    """A cache stand-in that keeps planes exactly as encoded (float32, in memory): the reference for the 8-bit
+    plane cache."""
+
+    def __init__(self) -> None:
+        self.planes: dict[int, dict] = {}
+
+    def get_planes(self, index, model_id="", expected=None):
+        return self.planes.get(index)
+
+    def put_planes(self, index, planes, model_id=""):
+        self.planes[index] = {k: np.array(v, dtype=np.float32) for k, v in planes.items()}
+
+    def has_planes(self, index, model_id=""):
+        return index in self.planes
+
+
+def streaming(args, tmp: Path) -> None:
+    """Analysis of a real 720p clip in one streaming pass, its resume, and the plane cache's size and loss."""
+    from blender_relight import colour
+    from blender_relight.engines import NeuralEngine
+    from blender_relight.lighting import sh as shmath
+    from blender_relight.pipeline import ClipSession
+    from blender_relight.tracking import tracker as tracker_mod
+    from blender_relight.tracking.tracker import track_video
+    from inference.runtime import find_weights
+
+    clip = Path(args.analysis_clip)
+    n = args.analysis_frames
+    rows = []
+    weights = Path(args.weights) if args.weights else find_weights()
+    engines = (["neural"] if weights is not None else []) + ["analytic"]
+    for engine in engines:
+        session = ClipSession(clip, cache_dir=tmp / f"stream-{engine}", engine=engine, weights_dir=weights
+                              if engine == "neural" else None)
+        session.analyse(range(1))  # graphs and mediapipe loaded, outside the timing
+        start = time.perf_counter()
+        session.analyse(range(1, n + 1))
+        fps = n / (time.perf_counter() - start)
+        rows.append((f"analyse ({engine} engine), {session.info.width}x{session.info.height}, one pass: decode, track, "
+                     "crop, source light" + (", encode, plane cache" if engine == "neural" else ""),
+                     f"{fps:.2f} frames/s"))
+        start = time.perf_counter()
+        again = ClipSession(clip, cache_dir=tmp / f"stream-{engine}", engine=session.engine)
+        text = again.analyse(range(n + 1)).text().splitlines()[1]
+        rows.append((f"re-analyse the same {n + 1} frames ({engine}; new session, engine reused)",
+                     f"{time.perf_counter() - start:.2f} s: \"{text}\""))
+        if engine == "neural":
+            sizes = [p.stat().st_size for p in (session.cache.root / "planes").rglob("frame_*.npz")]
+            rows.append(("plane cache a frame (8-bit per channel, delta rows, deflate 1)",
+                         f"mean {np.mean(sizes) / 1e6:.2f} MB, max {max(sizes) / 1e6:.2f} MB "
+                         "(float16 before: 4.72 MB)"))
+            # What the 8-bit planes change in the relit crop: the same frames with exact float32 planes.
+            light = shmath.directional_light_sh(np.array([1.0, -1.0, 0.4]), np.full(3, 2.5)) + \
+                shmath.ambient_sh(np.full(3, 0.05))
+            from blender_relight import camera as cam
+
+            view = cam.make_label(cam.orbit_camera(np.radians(15.0), np.radians(5.0)))
+            for label, camera_label in (("filmed view", None), ("15° yaw view", view)):
+                exact_engine = NeuralEngine(weights)
+                cached_engine = NeuralEngine(weights)
+                exact = _ExactPlanes()
+                diffs = []
+                for i in range(1, min(n, 12) + 1):
+                    track = session.cache.get_track(i)
+                    if not track.tracked:
+                        continue
+                    crop = session.crop_linear(i, track)
+                    a = exact_engine.relight(i, crop, track, light, camera_label, exact).image
+                    b = cached_engine.relight(i, crop, track, light, camera_label, session.cache).image
+                    diffs.append(np.abs(colour.linear_to_uint8_srgb(a).astype(int)
+                                        - colour.linear_to_uint8_srgb(b).astype(int)))
+                d = np.stack(diffs)
+                rows.append((f"relit crop, 8-bit plane cache vs exact float32 planes, {label} ({len(diffs)} frames, "
+                             "8-bit sRGB)", f"max {d.max()} levels, mean {d.mean():.4f}, "
+                             f"{(d > 1).mean() * 100:.3f} % of values off by more than 1"))
+    # The step a segment restart leaves: segmented tracks vs one continuous tracker, at the restart frame.
+    saved = tracker_mod.SEGMENT
+    span = range(saved - 8, saved + 8)
+    seg = track_video(clip, frames=span, estimate_sh=False)
+    try:
+        tracker_mod.SEGMENT = 10 ** 9
+        cont = track_video(clip, frames=range(0, saved + 8), estimate_sh=False)[saved - 8:]
+    finally:
+        tracker_mod.SEGMENT = saved
+    gap = [float(np.abs(a.points[:, :2] - b.points[:, :2]).mean()) for a, b in zip(seg, cont)]
+    rows.append((f"segment restart (every {saved} frames, {tracker_mod.WARMUP}-frame warm-up) vs one continuous "
+                 "tracker: mean landmark difference at the restart frame, and at most over the next 7",
+                 f"{gap[8]:.3f} px, {max(gap[8:]):.3f} px (frames before the restart: {max(gap[:8]):.3f} px)"))
+    if args.verify:
+        import cv2
+
+        from blender_relight.cli import main as cli
+
+        frames, common = "100:106", ["--engine", engines[0], "--light-dir", "1,-1,0.3"]
+        start = time.perf_counter()
+        assert cli(["relight", str(clip), "--out", str(tmp / "direct"), "--cache", str(tmp / "v1"), "--frames",
+                    frames, *common]) == 0
+        direct_s = time.perf_counter() - start
+        assert cli(["analyse", str(clip), "--cache", str(tmp / "v2"), "--engine", engines[0], "--frames",
+                    frames]) == 0
+        assert cli(["relight", str(clip), "--out", str(tmp / "after"), "--cache", str(tmp / "v2"), "--frames",
+                    frames, *common]) == 0
+        same = all(np.array_equal(cv2.imread(str(tmp / "direct" / f"frame_{i:06d}.png"), cv2.IMREAD_UNCHANGED),
+                                  cv2.imread(str(tmp / "after" / f"frame_{i:06d}.png"), cv2.IMREAD_UNCHANGED))
+                   for i in range(100, 106))
+        rows.append((f"`relight --frames {frames}` on the never-analysed clip vs `analyse` then `relight` "
+                     f"({engines[0]})", f"{'identical' if same else 'DIFFERENT'} frames ({direct_s:.1f} s)"))
+    print(f"machine: {machine()}; clip {clip.name}, {n} frames")
+    table(rows)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,22 @@ class JobSummary:
         return "\n".join([f"{self.title}: {counts}" if counts else self.title, *self.lines])
 
 
+def face_switches(tracks) -> list[int]:
+    """Frames where the tracked face is far from the previous tracked frame's (more than 0.6 of its size, over at
+    most a short gap): where the tracker may have taken another person, e.g. when a segment restarted while the
+    followed one was hidden. Said in the summaries, so a switch is never silent."""
+    out, prev = [], None
+    for t in tracks:
+        if t is None or not t.tracked:
+            continue
+        pts = np.asarray(t.points, dtype=np.float64)[:, :2]
+        centre, size = pts.mean(axis=0), float(np.ptp(pts, axis=0).max())
+        if prev is not None and t.index - prev[0] <= 64 and np.linalg.norm(centre - prev[1]) > 0.6 * max(prev[2], 1):
+            out.append(t.index)
+        prev = (t.index, centre, size)
+    return out
+
+
 class ClipSession:
     """One portrait clip with its cache and a relight engine."""
 
@@ -235,6 +251,10 @@ class ClipSession:
         if others:
             summary.lines.append(f"frames where the followed person is hidden and another face shows (passed "
                                  f"through, the other face is not relit in their place): {shown(others)}")
+        switches = face_switches(tracks)
+        if switches:
+            summary.lines.append(f"the followed face jumps to another place at frames {shown(switches)} (another "
+                                 "person, or a cut): check those frames")
         summary.lines.extend(self.notes)
         repaired = self.cache.repair_text()
         if repaired:

@@ -114,9 +114,9 @@ def test_frames_without_a_face_pass_through_a_relight(tmp_path):
     assert np.abs(blank.astype(np.int64) // 257 - 90).max() <= 1  # passed through untouched
 
 
-def test_the_followed_person_is_not_swapped_for_the_other_one(tmp_path):
-    """Two people side by side; the followed (larger) one is hidden for 10 frames: those frames are 'other_face'
-    (passed through, said in the summary), and the tracker comes back to the first person, never the second."""
+@pytest.fixture(scope="module")
+def two_people(tmp_path_factory) -> Path:
+    """Two people side by side (the left one larger); the left one is hidden on frames 6-15."""
     a = read_frames(_need("lp_d0.mp4"), 0, 26)
     b = read_frames(_need("lp_d3.mp4"), 0, 26)
     frames = []
@@ -126,7 +126,13 @@ def test_the_followed_person_is_not_swapped_for_the_other_one(tmp_path):
             canvas[:, :512] = a[i]
         canvas[56:456, 568:968] = cv2.resize(b[i], (400, 400), interpolation=cv2.INTER_AREA)
         frames.append(canvas)
-    clip = write_clip(tmp_path / "two.avi", frames)
+    return write_clip(tmp_path_factory.mktemp("two") / "two.avi", frames)
+
+
+def test_the_followed_person_is_not_swapped_for_the_other_one(tmp_path, two_people):
+    """The followed (larger) person is hidden for 10 frames: those frames are 'other_face' (passed through, said
+    in the summary), and the tracker comes back to the first person, never the second."""
+    clip = two_people
     tracks = track_video(clip, estimate_sh=False)
     followed = [t for t in tracks if t.tracked]
     assert all(t.points[:, 0].mean() < 512 for t in followed), [(t.index, t.status) for t in tracks]
@@ -136,6 +142,15 @@ def test_the_followed_person_is_not_swapped_for_the_other_one(tmp_path):
 
     summary = ClipSession(clip, cache_dir=tmp_path / "c", engine="analytic").track().text()
     assert "another face" in summary and "other face" in summary
+
+
+def test_a_switch_at_a_segment_restart_is_said(tmp_path, two_people, short_segments):
+    """A restart whose warm-up falls while the followed person is hidden can only see the other one: the summary
+    names the frame where the tracked face jumps, so the switch is never silent."""
+    from blender_relight.pipeline import ClipSession
+
+    summary = ClipSession(two_people, cache_dir=tmp_path / "c", engine="analytic").track().text()
+    assert "jumps to another place at frames 16" in summary, summary
 
 
 # -- interrupts -----------------------------------------------------------------------------------------------
