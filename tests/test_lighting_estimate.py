@@ -42,6 +42,12 @@ def _err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+def _shading_err(a: np.ndarray, b: np.ndarray, normals: np.ndarray) -> float:
+    """Relative error of the irradiance two lights give the visible normals (what relighting divides by)."""
+    ea, eb = sh.irradiance(normals, a), np.maximum(sh.irradiance(normals, b), 0.0)
+    return float(np.abs(ea - eb).mean() / np.abs(eb).mean())
+
+
 @pytest.fixture(scope="module")
 def sphere_maps() -> tuple[np.ndarray, np.ndarray]:
     """Front half of a sphere (what a camera sees of any head): analytic normals in OpenCV axes -> SH frame."""
@@ -67,9 +73,14 @@ def face_crop_points() -> np.ndarray:
 def test_recovers_known_sh_on_sphere(sphere_maps, name: str) -> None:
     n_sh, mask = sphere_maps
     light = LIGHTS[name]
-    assert _err(est.estimate_sh(_render(n_sh, mask, light), n_sh, mask), light) < 0.05
+    clean = _render(n_sh, mask, light)
+    # without the shape prior the non-negative fit recovers every coefficient
+    assert _err(est.estimate_sh(clean, n_sh, mask, shape_weight=0.0), light) < 0.05
+    # with it, the shading on the visible normals stays exact; only directions no pixel decides move toward the prior
+    got = est.estimate_sh(clean, n_sh, mask)
+    assert _shading_err(got, light, n_sh[mask]) < 0.01 and _err(got, light) < 0.2
     noisy = _render(n_sh, mask, light, seed=1, outliers=0.10)
-    assert _err(est.estimate_sh(noisy, n_sh, mask), light) < 0.05
+    assert _shading_err(est.estimate_sh(noisy, n_sh, mask), light, n_sh[mask]) < 0.02
 
 
 def test_plain_least_squares_would_fail_with_outliers(sphere_maps) -> None:
@@ -77,8 +88,9 @@ def test_plain_least_squares_would_fail_with_outliers(sphere_maps) -> None:
     n_sh, mask = sphere_maps
     light = LIGHTS["side_cool"]
     noisy = _render(n_sh, mask, light, seed=2, outliers=0.10)
-    assert _err(est.estimate_sh(noisy, n_sh, mask, iterations=1), light) > 2 * _err(est.estimate_sh(noisy, n_sh, mask),
-                                                                                   light)
+    n = n_sh[mask]
+    assert _shading_err(est.estimate_sh(noisy, n_sh, mask, iterations=1), light, n) > \
+        2 * _shading_err(est.estimate_sh(noisy, n_sh, mask), light, n)
 
 
 @pytest.mark.parametrize("yaw_deg", [0.0, 25.0])
@@ -91,7 +103,9 @@ def test_estimate_frame_sh_on_rendered_real_face(face_crop_points: np.ndarray, y
         image = _render(n_sh, maps.mask, light, seed=k, outliers=0.10)
         got = est.estimate_frame_sh(image, face_crop_points, c2w, white_balanced=False)
         assert got.shape == (9, 3)
-        assert _err(got, light) < 0.05, f"light {k}: error {_err(got, light):.3f}"
+        e = _shading_err(got, light, n_sh[maps.mask])
+        assert e < 0.03, f"light {k}: shading error {e:.3f}"
+        assert np.degrees(np.arccos(est.dominant_direction(got) @ est.dominant_direction(light))) < 20  # y: front/back
     from blender_relight import camera as cam
     from blender_relight.tracking import align
     from blender_relight.tracking.tracker import FrameTrack
@@ -109,7 +123,9 @@ def test_albedo_scale_convention_is_the_reference_skin(sphere_maps) -> None:
     light = LIGHTS["front_warm"]
     white = (np.maximum(sh.irradiance(n_sh, light), 0) / np.pi * mask[..., None]).astype(np.float32) * 0.8
     got = est.estimate_sh(white, n_sh, mask)
-    assert np.allclose(got[0], light[0] * 0.8 / est.REFERENCE_SKIN_ALBEDO, rtol=0.03)
+    n = n_sh[mask]
+    assert np.allclose(sh.irradiance(n, got).mean(0), sh.irradiance(n, light).mean(0) * 0.8 / est.REFERENCE_SKIN_ALBEDO,
+                       rtol=0.03)
 
 
 def test_too_few_usable_pixels_is_a_clear_error() -> None:
@@ -171,7 +187,7 @@ def test_irradiance_is_never_negative_and_prior_steadies_a_sequence(face_crop_po
         return float(np.mean([np.linalg.norm(a - b) for a, b in zip(seq[1:], seq[:-1])]))
 
     assert steps(chained) < 0.7 * steps(free)
-    assert _err(np.mean(chained, 0), light) < 0.15
+    assert _shading_err(np.mean(chained, 0), light, n_sh[maps.mask]) < 0.05
 
 
 def test_white_balanced_estimate_keeps_the_face_colour_under_a_white_target(face_crop_points: np.ndarray) -> None:
@@ -213,3 +229,50 @@ def test_white_balance_is_one_gain_per_channel_and_keeps_directional_colour() ->
     assert key[0] / key[2] > 1.2 and fill[0] / fill[2] < 0.9             # the sides keep their colours
     front = sh.irradiance(np.array([0.0, -1.0, 0.0]), balanced)
     assert np.ptp(front) / front.mean() < 0.25                            # overall near grey
+
+
+def test_estimate_is_a_non_negative_light_over_the_whole_sphere(face_crop_points: np.ndarray) -> None:
+    """The estimate is the SH of non-negative point lights plus ambient: even with albedo that mimics a light from
+    behind (the ill-posed direction), no weight is negative and the irradiance is ≥ 0 up to the second-order ringing
+    of a point light (−3.7 % of its peak, opposite it)."""
+    c2w = camera.orbit_camera(0.0, np.radians(5.0))
+    maps = fg.render_face_maps(face_crop_points, 512)
+    n_sh = sh.rotate_eg3d_to_sh(maps.normals.reshape(-1, 3) @ c2w[:3, :3].T).reshape(maps.normals.shape)
+    img = _render(n_sh, maps.mask, LIGHTS["top"], seed=3, outliers=0.1)
+    img *= 1.0 + 0.4 * (-n_sh[..., 1:2] - 0.7)  # brighter where the skin faces the camera
+    got, weights = est.estimate_sh(np.clip(img, 0, None), n_sh, maps.mask, return_weights=True)
+    assert weights.shape == (len(est.LOBE_DIRECTIONS) + 1, 3) and weights.min() >= 0.0
+    assert np.allclose(est.LOBE_SH @ weights, got)
+    dirs = np.random.default_rng(1).normal(size=(4000, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    e = sh.irradiance(dirs, got)
+    assert e.min() >= -0.04 * e.max(axis=0).max()
+
+
+@pytest.mark.parametrize("photo", ["A+000E+00", "A+000E+20", "A-035E+15", "A+050E+00", "A-070E+00"])
+def test_dominant_direction_of_a_real_yale_photo(photo: str) -> None:
+    """Real faces under a known point light (Extended Yale B): the estimate's dominant direction is within 35° of the
+    light (measured over 370 photos of six subjects: median 15° frontal, 21° mid, 17° side; docs/lighting.md). The
+    previous unconstrained fit put frontal lights behind the head (≈ 150° off)."""
+    from evaluation import yale_data as yd
+
+    folder = DATA / "yale_dev" / "yaleB16"
+    if not folder.exists():
+        pytest.skip(f"{folder} not found: the Yale checks need ../shared/data")
+    subject = _yale_subject(folder)
+    p = next(p for p in subject.photos if p.name == photo)
+    got = est.estimate_frame_sh(subject.crop_linear(p), subject.track.points_crop(), subject.track.camera_c2w(),
+                                white_balanced=False)
+    angle = np.degrees(np.arccos(np.clip(est.dominant_direction(got) @ p.direction, -1, 1)))
+    assert angle < 35.0, angle
+
+
+_YALE_CACHE: dict = {}
+
+
+def _yale_subject(folder):
+    from evaluation import yale_data as yd
+
+    if folder not in _YALE_CACHE:
+        _YALE_CACHE[folder] = yd.load_subject(folder, names=("A+000E+20", "A-035E+15", "A+050E+00", "A-070E+00"))
+    return _YALE_CACHE[folder]

@@ -21,18 +21,23 @@ so the face keeps its own colour and a target light's colour is applied on top o
 a strongly coloured light keeps that cast as if it were the skin's. ``white_balanced=False`` gives the plain
 per-channel fit (the lighting tests, the tracker's prior and the evaluation's estimator use it).
 
-Robustness: pixels near saturation or near black are excluded; the fit is iteratively reweighted least squares on the
-per-pixel relative residual shared by the three channels (Huber first, then Tukey's biweight, so speculars and hair
-lose all weight), with a mild ridge prior that pulls band 2 (and less, band 1) toward zero.
+Robustness: pixels near saturation or near black are excluded; the fit is iteratively reweighted on the per-pixel
+relative residual shared by the three channels (Huber first, then Tukey's biweight, so speculars, hair, brows, beard
+and glasses lose all weight).
 
-Ill-posedness, and what is done about it: the visible normals cover only the front hemisphere, so the constant and
-the front-back (y) terms are nearly collinear (condition number ≈ 50 on a frontal face). Three measures, measured in
-docs/lighting.md: (1) the ridge toward zero is kept tiny, because a stronger one biases real front lights by 10-30 %;
-(2) irradiance may not be negative at any normal of the sphere (a soft constraint at 64 directions): without it, real
-faces' albedo (lips, brows, makeup) drives the unseen back of the light to large negative values; (3) an optional
-``prior`` (the previous frame's estimate in a video) pulls the undecided directions toward it, which cuts the
-frame-to-frame change 2-5x. Albedo gradients that follow the normals stay indistinguishable from light (a 5 %
-left-right albedo gradient costs ≈ 10 % of the SH norm while the shading it predicts is off by only 2 %).
+A well-posed light (the fit a physicist would accept; measured in docs/lighting.md):
+(1) *non-negative radiance*: per channel the light is a non-negative combination of 160 distant point lights
+    (:data:`LOBE_DIRECTIONS`) and a uniform ambient, solved by NNLS; the SH returned is that light's second-order
+    projection, so it is the SH of a real, non-negative radiance. (A band-limited SH cannot itself be non-negative
+    and sharp: its irradiance rings to −3.7 % of a point light's peak opposite it; relighting clamps at 0.)
+(2) *a shape prior where the pixels cannot decide*: the visible normals cover only the front hemisphere, so the
+    constant and front-back (y) terms and parts of band 2 are nearly collinear. On the eigen-directions of the data's
+    normal matrix weaker than :data:`UNDECIDED_FRACTION` of its strongest, the SH is pulled toward
+    :data:`PRIOR_SHAPE` (real portrait lighting: DPR's example lights and a frontal key with ambient) scaled to the
+    estimate's own DC term; the shading on the visible normals is unchanged by it (< 0.5 % on a rendered sphere).
+    Without (1) and (2) the unconstrained fit put frontal Yale lights behind the head (≈ 150° off).
+(3) an optional ``prior`` (the previous frame's estimate in a video, ``tracking.tracker``) pulls every direction
+    toward it with :data:`PRIOR_WEIGHT`: steadier over frames.
 
 DPR's gray convention: DPR relights the L channel of an sRGB image, image = albedo × shading with shading =
 ``irradiance_basis(n) @ sh_gray`` (no 1/π). We map by luminance and that factor only:
@@ -49,7 +54,7 @@ from blender_relight.errors import RelightError
 from blender_relight.lighting import sh as shlib
 
 #: Name of the colour convention of ``estimate_frame_sh``'s default output; caches of source SH record it.
-SOURCE_LIGHT_CONVENTION = "white-balanced (per-channel gain)"
+SOURCE_LIGHT_CONVENTION = "white-balanced (per-channel gain); non-negative lobes + shape prior (v2)"
 
 #: Mean linear-RGB albedo assumed for the visible face (typical skin; see the module docstring for why it exists).
 REFERENCE_SKIN_ALBEDO = np.array([0.56, 0.40, 0.33])
@@ -58,11 +63,9 @@ REFERENCE_SKIN_ALBEDO = np.array([0.56, 0.40, 0.33])
 SATURATION = 0.92
 #: Pixels whose luminance is below this fraction of the face's median are treated as hair, shadow or noise.
 DARK_FRACTION = 0.08
-#: Ridge weights per SH band (relative to the data term's scale): band 0 free, band 1 mild, band 2 stronger.
-RIDGE_BANDS = (0.0, 1e-6, 4e-6)
-#: Weight of the optional prior SH (a neighbouring frame's estimate), same units as :data:`RIDGE_BANDS`. Measured on
+#: Weight of the optional prior SH (a neighbouring frame's estimate), same units as :data:`SHAPE_BAND_WEIGHTS`. Measured on
 #: real clips: it cuts the frame-to-frame spread of the coefficients 2-5x, see docs/lighting.md.
-PRIOR_WEIGHT = 1e-2
+PRIOR_WEIGHT = 0.03
 #: At most this many pixels enter the fit (uniform subsampling; more adds time, not accuracy).
 MAX_SAMPLES = 20000
 #: ``estimate_frame_sh`` fits on the crop reduced to this side (area averaging); 0 keeps the crop's size.
@@ -87,28 +90,88 @@ def _fibonacci_sphere(count: int) -> np.ndarray:
     return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
 
 
-#: Irradiance is checked for negativity at these normals over the whole sphere (see :data:`NONNEGATIVE_WEIGHT`).
-_CHECK_BASIS = shlib.irradiance_basis(_fibonacci_sphere(64))
 #: Directions a camera sees of a face (the front hemisphere, y < 0 in the SH frame), for :func:`white_balance`.
 _SPHERE_128 = _fibonacci_sphere(128)
 _FRONT_BASIS = shlib.irradiance_basis(_SPHERE_128[_SPHERE_128[:, 1] < 0])
-#: Weight pulling negative irradiance (impossible light, typically behind the head where no pixel looks) up to 0.
-NONNEGATIVE_WEIGHT = 0.1
+
+#: Directions of the distant point lights the estimate is made of (Fibonacci sphere; 12-16° apart, finer than a
+#: second-order SH can tell apart).
+LOBE_DIRECTIONS = _fibonacci_sphere(160)
+#: Radiance SH ``(9, K + 1)`` of each lobe at unit strength: a point light per direction (``sh.directional_light_sh``)
+#: and, last, a uniform ambient of the same irradiance (``sh.ambient_sh``).
+LOBE_SH = np.concatenate([shlib.sh_basis(LOBE_DIRECTIONS).T, shlib.ambient_sh(np.full(3, 1.0 / np.pi))[:, :1]],
+                         axis=1)
+
+#: Shape prior: the second-order terms of real portrait lighting relative to its constant term, the mean of DPR's seven
+#: example lights (DPR's repository, ``data/example_light``; rotations of one real light about the view axis, gray
+#: DC 1.084, y −0.464, 3z²−1 +0.068, x²−y² +0.117, the other terms 0 in the mean) and a frontal key with ambient
+#: (:func:`_frontal_ambient_light`), half each. Only ratios to the DC term are used, so the units do not matter.
+def _frontal_ambient_light() -> np.ndarray:
+    """A frontal key slightly from above with a quarter as much ambient: the plainest portrait light."""
+    return shlib.to_gray(shlib.directional_light_sh([0.0, -1.0, 0.35], np.ones(3)) + shlib.ambient_sh(np.full(3, 0.25)))
+
+
+_DPR_MEAN_LIGHT = np.array([1.084, -0.464, 0.0, 0.0, 0.0, 0.0, 0.068, 0.0, 0.117])
+PRIOR_SHAPE = 0.5 * (_DPR_MEAN_LIGHT / _DPR_MEAN_LIGHT[0]) + 0.5 * (_frontal_ambient_light() / _frontal_ambient_light()[0])
+#: Overall weight of the shape prior on the undecided directions (``shape_weight`` of :func:`estimate_sh`).
+SHAPE_WEIGHT = 0.05
+#: Eigen-directions of the data's normal matrix weaker than this fraction of its strongest are "undecided".
+UNDECIDED_FRACTION = 0.005
+#: ``_SHAPE_DEVIATION @ sh``: the SH minus the prior shape scaled to its DC term (zero for a light of the prior's
+#: shape; linear in the SH, so the prior is a quadratic penalty).
+_SHAPE_DEVIATION = np.eye(9) - np.outer(PRIOR_SHAPE / PRIOR_SHAPE[0], np.eye(9)[0])
 
 
 def _robust_scale(r: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(r - np.median(r)))) + 1e-6
 
 
+def dominant_direction(sh: np.ndarray) -> np.ndarray:
+    """Unit SH-frame direction of a light's first-order (luminance) term: where its light mostly comes from."""
+    g = shlib.to_gray(sh) if np.ndim(sh) == 2 or np.size(sh) == 27 else np.asarray(sh, dtype=np.float64)
+    v = np.array([g[3], g[1], g[2]])
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else np.array([0.0, -1.0, 0.0])
+
+
+def _fit_lobes(G: np.ndarray, h: np.ndarray, scale: float, prior: np.ndarray | None, prior_weight: float,
+               shape_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """The non-negative light that best explains the data: ``min (Sw − c)ᵀG(Sw − c)`` over lobe weights ``w ≥ 0``
+    (``G``, ``h``: the weighted normal equations, so ``c = G⁻¹h`` is the plain least-squares SH), plus the shape
+    prior on bands 1-2 and the optional temporal ``prior``. Returns the SH ``(9,)`` and the weights."""
+    from scipy.optimize import nnls
+
+    R = np.linalg.cholesky(G + 1e-9 * scale * np.eye(9)).T  # G = RᵀR
+    b = np.linalg.solve(R.T, h)
+    rows, rhs = [R @ LOBE_SH], [b]
+    # The shape prior acts only where the pixels cannot decide: on the eigen-directions of G weaker than
+    # UNDECIDED_FRACTION of its largest (a front hemisphere of normals leaves DC/y and parts of band 2 collinear).
+    g, V = np.linalg.eigh(G)
+    undecided = V[:, g < UNDECIDED_FRACTION * g.max()]
+    if shape_weight > 0 and undecided.shape[1]:
+        rows.append(np.sqrt(shape_weight * scale) * (undecided.T @ _SHAPE_DEVIATION @ LOBE_SH))
+        rhs.append(np.zeros(undecided.shape[1]))
+    if prior is not None:
+        rows.append(np.sqrt(prior_weight * scale) * LOBE_SH)
+        rhs.append(np.sqrt(prior_weight * scale) * prior)
+    rows.append(np.sqrt(1e-6 * scale) * np.eye(LOBE_SH.shape[1]))  # makes the answer unique; changes nothing else
+    rhs.append(np.zeros(LOBE_SH.shape[1]))
+    weights, _ = nnls(np.vstack(rows), np.concatenate(rhs), maxiter=50 * LOBE_SH.shape[1])
+    return LOBE_SH @ weights, weights
+
+
 def estimate_sh(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarray,
                 albedo: np.ndarray = REFERENCE_SKIN_ALBEDO, iterations: int = 8, prior: np.ndarray | None = None,
-                prior_weight: float | None = None) -> np.ndarray:
+                prior_weight: float | None = None, return_weights: bool = False, shape_weight: float | None = None):
     """RGB radiance SH ``(9, 3)`` of the light on a face, from linear pixels, unit normals in the SH frame and a
     mask of usable face pixels (bool or weights in [0, 1]).
 
-    ``prior``: an RGB SH the answer is pulled toward (with ``prior_weight``) in the directions the pixels cannot
-    decide (``prior_weight``, default :data:`PRIOR_WEIGHT`), typically the previous frame's estimate in a video: real faces' albedo (lips, brows, makeup) otherwise
-    drives the front/back balance of the light from frame to frame while the shading it predicts barely changes.
+    The answer is the projection of a non-negative radiance: per channel, non-negative weights on
+    :data:`LOBE_DIRECTIONS` (distant point lights) plus a uniform ambient (module docstring). ``return_weights``:
+    also return those weights ``(K + 1, 3)`` (the last row is the ambient).
+
+    ``prior``: an RGB SH the answer is pulled toward (with ``prior_weight``, default :data:`PRIOR_WEIGHT`), typically
+    the previous frame's estimate in a video: what the pixels leave undecided then stays as it was.
 
     Raises :class:`TooFewPixelsError` when fewer than :data:`MIN_PIXELS` pixels are usable (the caller marks the
     frame and keeps a neighbour's estimate).
@@ -137,31 +200,22 @@ def estimate_sh(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarr
     B = shlib.irradiance_basis(n[idx] / norm[idx, None])
     y = pix[idx] * (np.pi / np.asarray(albedo, dtype=np.float64).reshape(1, 3))
     prior_w = weight0[idx]
-    scale = float(np.mean(B[:, 0] ** 2))  # makes the ridge weights independent of the pixel count and basis scale
-    ridge = np.diag([RIDGE_BANDS[b] for b in _BAND_OF]) * scale
-
-    pull = np.zeros((9, 3))
-    if prior is not None:
-        pw = PRIOR_WEIGHT if prior_weight is None else float(prior_weight)
-        ridge = ridge + np.eye(9) * pw * scale
-        pull = shlib.as_rgb(prior) * pw * scale
+    scale = float(np.mean(B[:, 0] ** 2))  # makes the prior weights independent of the pixel count and basis scale
+    pw = PRIOR_WEIGHT if prior_weight is None else float(prior_weight)
+    sw = SHAPE_WEIGHT if shape_weight is None else float(shape_weight)
+    prior_rgb = None if prior is None else shlib.as_rgb(prior)
 
     w = prior_w.copy()
     coeffs = np.zeros((9, 3))
+    lobes = np.zeros((LOBE_SH.shape[1], 3))
     for it in range(iterations):
         Bw = B * w[:, None]
-        A = Bw.T @ B / max(w.sum(), 1e-12) + ridge
-        rhs = Bw.T @ y / max(w.sum(), 1e-12) + pull
-        coeffs = np.linalg.solve(A, rhs)
-        for ch in range(3):  # irradiance must not be negative anywhere: pull the offending normals to 0
-            A_c = A
-            for _ in range(4):
-                neg = (_CHECK_BASIS @ coeffs[:, ch]) < 0.0
-                if not neg.any():
-                    break
-                Bn = _CHECK_BASIS[neg]
-                A_c = A_c + NONNEGATIVE_WEIGHT * scale * (Bn.T @ Bn) / len(_CHECK_BASIS)
-                coeffs[:, ch] = np.linalg.solve(A_c, rhs[:, ch])
+        total = max(w.sum(), 1e-12)
+        G = Bw.T @ B / total
+        H = Bw.T @ y / total
+        for ch in range(3):
+            coeffs[:, ch], lobes[:, ch] = _fit_lobes(G, H[:, ch], scale,
+                                                     None if prior_rgb is None else prior_rgb[:, ch], pw, sw)
         pred = B @ coeffs
         # Relative residual (albedo changes are multiplicative), combined over channels by luminance weight.
         level = np.maximum(pred @ _LUMA, 1e-3 * max(float(np.median(y @ _LUMA)), 1e-9))
@@ -171,11 +225,11 @@ def estimate_sh(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarr
         if it < 2:  # Huber: a safe start from least squares
             c = 1.345
             rw = np.where(np.abs(u) <= c, 1.0, c / np.maximum(np.abs(u), 1e-12))
-        else:  # Tukey's biweight: gross outliers (speculars, hair) get zero weight
+        else:  # Tukey's biweight: gross outliers (speculars, hair, brows, glasses) get zero weight
             c = 4.685
             rw = np.where(np.abs(u) < c, (1.0 - (u / c) ** 2) ** 2, 0.0)
         w = prior_w * rw
-    return coeffs
+    return (coeffs, lobes) if return_weights else coeffs
 
 
 def white_balance(sh_rgb: np.ndarray) -> np.ndarray:
