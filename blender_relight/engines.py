@@ -36,6 +36,7 @@ class RelitCrop:
     image: np.ndarray
     alpha: np.ndarray
     passes: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the engine changed from the request (a clamped view)
 
 
 class RelightEngine(Protocol):
@@ -152,8 +153,14 @@ class NeuralEngine:
     name = "neural"
     supports_novel_view = True
 
-    def __init__(self, weights_dir: str | Path | None = None, provider: str = "auto", temporal: bool = True) -> None:
+    def __init__(self, weights_dir: str | Path | None = None, provider: str = "auto", temporal: bool = True,
+                 novel_views: bool = True) -> None:
         from inference.runtime import RelightRuntime, find_weights
+
+        #: New views from the plate reprojected on the head geometry (True) or from the model's own render (False,
+        #: what the evaluation compares against).
+        self.novel_views = novel_views
+        self._novel_path = None
 
         weights = Path(weights_dir) if weights_dir else find_weights()
         if weights is None:
@@ -213,6 +220,14 @@ class NeuralEngine:
 
     def relight(self, index: int, crop_linear: np.ndarray, track, lighting: "SceneLighting | np.ndarray",
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
+        if camera_label is not None and self.novel_views:
+            # New views re-pose the filmed plate on the tracked head geometry (blender_relight.novel_view): the
+            # model's render is a blurry stranger at new views (identity 0.83 vs 0.95+, docs/novel_views.md).
+            if self._novel_path is None:
+                from blender_relight.novel_view.path import NovelViewPath
+
+                self._novel_path = NovelViewPath()
+            return self._novel_path.relight(index, crop_linear, track, lighting, camera_label, cache)
         sh_rgb = SceneLighting.coerce(lighting).total_sh()
         camera = np.asarray(track.camera if camera_label is None else camera_label, dtype=np.float32)
         key = (index, camera.tobytes())

@@ -200,35 +200,16 @@ def rasterize(vertices: np.ndarray, triangles: np.ndarray, size: tuple[int, int]
               vertex_attributes: np.ndarray | None = None, cull_backfaces: bool = True) -> FaceMaps:
     """Z-buffer rasterisation of a triangle mesh given in image coordinates (x right, y down, z away).
 
-    All triangles are processed at once: every pixel centre in every triangle's bounding box becomes one candidate,
-    barycentric coordinates come from per-triangle plane equations, and the nearest candidate per pixel wins
-    (a packed depth/candidate key reduced with ``np.minimum.at``). Normals are the barycentric interpolation of the
-    area-weighted vertex normals, renormalised (smooth shading).
+    The raster itself is the project's one rasteriser (``geometry.raster.raster_screen``: every bounding-box pixel
+    of every triangle a candidate, nearest wins); here the orthographic crop-space front end: normals are the
+    barycentric interpolation of the area-weighted vertex normals, renormalised (smooth shading).
     """
+    from blender_relight.geometry.raster import raster_screen
+
     h, w = (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
     v = np.asarray(vertices, dtype=np.float64)[:, :3]
     tris = np.asarray(triangles, dtype=np.int64)
-    fn = triangle_normals(v, tris)
-    keep = np.abs(fn[:, 2]) > 1e-9  # drop triangles seen edge-on (zero screen area)
-    if cull_backfaces:
-        keep &= fn[:, 2] < 0.0
-    vn = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(vn, tris[:, k], fn)
-    vn /= np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
-
-    t = tris[keep]
-    p0, p1, p2 = v[t[:, 0]], v[t[:, 1]], v[t[:, 2]]
-    xs = np.stack([p0[:, 0], p1[:, 0], p2[:, 0]], 1)
-    ys = np.stack([p0[:, 1], p1[:, 1], p2[:, 1]], 1)
-    x0 = np.clip(np.ceil(xs.min(1)), 0, w).astype(np.int64)
-    x1 = np.clip(np.floor(xs.max(1)), -1, w - 1).astype(np.int64)
-    y0 = np.clip(np.ceil(ys.min(1)), 0, h).astype(np.int64)
-    y1 = np.clip(np.floor(ys.max(1)), -1, h - 1).astype(np.int64)
-    bw = np.maximum(x1 - x0 + 1, 0)
-    bh = np.maximum(y1 - y0 + 1, 0)
-    counts = bw * bh
-
+    vn = vertex_normals(v, tris)
     normals = np.zeros((h, w, 3), np.float32)
     depth = np.zeros((h, w), np.float32)
     tri_map = np.full((h, w), -1, np.int32)
@@ -236,69 +217,20 @@ def rasterize(vertices: np.ndarray, triangles: np.ndarray, size: tuple[int, int]
     if vertex_attributes is not None:
         attrs = np.asarray(vertex_attributes, dtype=np.float64).reshape(len(v), -1)
         extra = np.zeros((h, w, attrs.shape[1]), np.float32)
-    total = int(counts.sum())
-    if total == 0:
+    hits = raster_screen(v[:, :2], v[:, 2], tris, (h, w), cull="back" if cull_backfaces else "none")
+    if hits.pixel.size == 0:
         return FaceMaps(normals, depth, np.zeros((h, w), bool), tri_map, extra)
-
-    # Plane equations: barycentric l1, l2 and depth as affine functions of the pixel centre.
-    d = (p1[:, 0] - p0[:, 0]) * (p2[:, 1] - p0[:, 1]) - (p2[:, 0] - p0[:, 0]) * (p1[:, 1] - p0[:, 1])
-    inv = 1.0 / d
-    a1, b1 = (p2[:, 1] - p0[:, 1]) * inv, -(p2[:, 0] - p0[:, 0]) * inv
-    a2, b2 = -(p1[:, 1] - p0[:, 1]) * inv, (p1[:, 0] - p0[:, 0]) * inv
-    c1 = -(a1 * p0[:, 0] + b1 * p0[:, 1])
-    c2 = -(a2 * p0[:, 0] + b2 * p0[:, 1])
-    dz1, dz2 = p1[:, 2] - p0[:, 2], p2[:, 2] - p0[:, 2]
-    az, bz = a1 * dz1 + a2 * dz2, b1 * dz1 + b2 * dz2
-    cz = p0[:, 2] + c1 * dz1 + c2 * dz2
-
-    # One candidate per bounding-box pixel of every triangle (ragged arange without a Python loop). Per-triangle
-    # constants travel in one float32 row per triangle so each candidate costs a single gather.
-    nz = np.flatnonzero(counts)
-    cnt = counts[nz]
-    cand_tri = np.repeat(nz.astype(np.int32), cnt)
-    starts = (np.cumsum(cnt) - cnt).astype(np.int32)
-    local = np.arange(total, dtype=np.int32) - np.repeat(starts, cnt)
-    table = np.stack([bw, x0, y0, a1, b1, c1, a2, b2, c2], 1).astype(np.float32)
-    g = table[cand_tri]
-    row, col = np.divmod(local, g[:, 0].astype(np.int32))
-    pxf = g[:, 1] + col
-    pyf = g[:, 2] + row
-    l1 = g[:, 3] * pxf + g[:, 4] * pyf + g[:, 5]
-    l2 = g[:, 6] * pxf + g[:, 7] * pyf + g[:, 8]
-    eps = np.float32(-1e-5)
-    inside = (l1 >= eps) & (l2 >= eps) & (l1 + l2 <= 1.0 - eps)
-    idx = np.flatnonzero(inside)
-    if idx.size == 0:
-        return FaceMaps(normals, depth, np.zeros((h, w), bool), tri_map, extra)
-    ct = cand_tri[idx]
-    l1, l2, pxf, pyf = l1[idx], l2[idx], pxf[idx], pyf[idx]
-    z = az[ct] * pxf + bz[ct] * pyf + cz[ct]
-    pix = pyf.astype(np.int64) * w + pxf.astype(np.int64)
-
-    # Z-buffer without sorting: pack (quantised depth, candidate) into one int64 key; the smallest key per pixel is
-    # the nearest candidate, found with one unbuffered minimum.
-    zmin, zmax = float(z.min()), float(z.max())
-    zq = ((z - zmin) * ((2**30) / max(zmax - zmin, 1e-12))).astype(np.int64)
-    key = (zq << 32) | np.arange(idx.size, dtype=np.int64)
-    empty = np.iinfo(np.int64).max
-    best = np.full(h * w, empty, np.int64)
-    np.minimum.at(best, pix, key)
-    hit = np.flatnonzero(best != empty)
-    win = best[hit] & 0xFFFFFFFF  # candidate (within idx) visible at each covered pixel
-
-    wt = ct[win]
-    wl1, wl2 = l1[win], l2[win]
-    wl0 = 1.0 - wl1 - wl2
-    tri_vn = vn[t].reshape(-1, 9).astype(np.float32)[wt]  # the three vertex normals of each visible triangle
-    n = wl0[:, None] * tri_vn[:, 0:3] + wl1[:, None] * tri_vn[:, 3:6] + wl2[:, None] * tri_vn[:, 6:9]
+    t = tris[hits.triangle]
+    b = hits.bary
+    tri_vn = vn.astype(np.float32)
+    n = b[:, 0:1] * tri_vn[t[:, 0]] + b[:, 1:2] * tri_vn[t[:, 1]] + b[:, 2:3] * tri_vn[t[:, 2]]
     n *= 1.0 / np.sqrt(np.maximum(np.einsum("ij,ij->i", n, n), 1e-20))[:, None]
-    normals.reshape(-1, 3)[hit] = n
-    depth.reshape(-1)[hit] = z[win]
-    tri_map.reshape(-1)[hit] = np.flatnonzero(keep)[wt]
+    normals.reshape(-1, 3)[hits.pixel] = n
+    depth.reshape(-1)[hits.pixel] = hits.z
+    tri_map.reshape(-1)[hits.pixel] = hits.triangle
     if extra is not None:
-        tv = t[wt]
-        extra.reshape(-1, extra.shape[2])[hit] = (wl0[:, None] * attrs[tv[:, 0]] + wl1[:, None] * attrs[tv[:, 1]]
-                                                 + wl2[:, None] * attrs[tv[:, 2]])
+        extra.reshape(-1, extra.shape[2])[hits.pixel] = (b[:, 0:1] * attrs[t[:, 0]] + b[:, 1:2] * attrs[t[:, 1]]
+                                                        + b[:, 2:3] * attrs[t[:, 2]])
     mask = tri_map >= 0
     return FaceMaps(normals, depth, mask, tri_map, extra)
 

@@ -213,6 +213,91 @@ def build_template(videos: list[Path], max_frames: int = 300, threshold: float =
     return Template(points, provenance)
 
 
+# -- bias: symmetry and an upright reference ---------------------------------------------------------------------
+def mirror_permutation(points: np.ndarray) -> np.ndarray:
+    """Index map i -> j of the mirror twin of each template point (x -> -x, nearest neighbour; 28 points on the
+    midline map to themselves). Mediapipe's own canonical model gives the same map (checked in tests)."""
+    from scipy.spatial import cKDTree  # noqa: PLC0415 - only bias tools need it
+
+    p = np.asarray(points, dtype=np.float64)
+    return cKDTree(p).query(p * np.array([-1.0, 1.0, 1.0]))[1]
+
+
+def symmetrised(points: np.ndarray) -> np.ndarray:
+    """The template averaged with its mirror image: no left/right bias in yaw or roll by construction."""
+    p = np.asarray(points, dtype=np.float64)
+    twin = mirror_permutation(p)
+    mirrored = p[twin] * np.array([-1.0, 1.0, 1.0])
+    return (p + mirrored) / 2.0
+
+
+def _project_frontal(points: np.ndarray) -> np.ndarray:
+    """World points seen by EG3D's frontal camera (crop px, zero depth column), as PnP receives landmarks."""
+    w2c = np.linalg.inv(camera.orbit_camera(0.0, 0.0))
+    cam = points @ w2c[:3, :3].T + w2c[:3, 3]
+    K = crop_intrinsics()
+    uv = cam[:, :2] / cam[:, 2:] @ K[:2, :2].T + K[:2, 2]
+    return np.concatenate([uv, np.zeros((len(uv), 1))], axis=1)
+
+
+def reference_pose_deg(template_points: np.ndarray, reference_points: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) in degrees that PnP with ``template_points`` reports for an upright ``reference`` face
+    (468 mediapipe-ordered points, any unit, y up, facing +z) placed at the template's rigid points and seen by the
+    frontal camera: the pose bias of the tracker against that reference (0 = unbiased)."""
+    t = np.asarray(template_points, dtype=np.float64)
+    ref = np.asarray(reference_points, dtype=np.float64)[:lmk.MP_NUM_POINTS]
+    idx = RIGID_POINTS[RIGID_POINTS < len(ref)]
+    a, b = ref[idx], t[idx]
+    scale = np.sqrt(((b - b.mean(0)) ** 2).sum() / ((a - a.mean(0)) ** 2).sum())
+    placed = (ref - a.mean(0)) * scale + b.mean(0)
+    if len(placed) < len(t):  # the reference has no iris points: borrow the template's (PnP does not use them)
+        placed = np.vstack([placed, t[len(placed):]])
+    hp = head_pose(_project_frontal(placed), Template(t, {}))
+    return np.degrees(view_params(hp.rvec, hp.tvec))
+
+
+def _rotate_about_pivot(points: np.ndarray, pitch_rad: float) -> np.ndarray:
+    c, s = np.cos(pitch_rad), np.sin(pitch_rad)
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    pivot = camera.LOOK_AT
+    return (np.asarray(points, dtype=np.float64) - pivot) @ rx.T + pivot
+
+
+def upright_template(template: Template, reference_points: np.ndarray) -> tuple[Template, dict]:
+    """Symmetrise the template and turn it about the pivot's x axis until an upright ``reference`` face seen
+    frontally gives pitch 0 (Newton steps on the measured pitch). Returns the new template and the figures."""
+    before = reference_pose_deg(template.points, reference_points)
+    pts = symmetrised(template.points)
+    turned = 0.0
+    for _ in range(6):
+        pitch = reference_pose_deg(pts, reference_points)[1]
+        if abs(pitch) < 1e-3:
+            break
+        step = 0.5
+        probe = reference_pose_deg(_rotate_about_pivot(pts, np.radians(step)), reference_points)[1]
+        slope = (probe - pitch) / step
+        delta = -pitch / slope if abs(slope) > 1e-6 else -pitch
+        pts = _rotate_about_pivot(pts, np.radians(delta))
+        turned += delta
+    after = reference_pose_deg(pts, reference_points)
+    figures = {"reference_pose_before_deg": [round(float(v), 3) for v in before],
+               "reference_pose_after_deg": [round(float(v), 3) for v in after], "turned_pitch_deg": round(turned, 3)}
+    provenance = dict(template.provenance)
+    provenance["upright"] = dict(figures, how="symmetrised (mean with its mirror image), then turned about the "
+                                 "pivot's x axis so that mediapipe's canonical face model, upright and seen by the "
+                                 "frontal camera, gives pitch 0")
+    provenance["built"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    return Template(pts, provenance), figures
+
+
+def read_obj_vertices(path: Path) -> np.ndarray:
+    """Vertices of a Wavefront OBJ file (mediapipe's canonical_face_model.obj)."""
+    rows = [line.split()[1:4] for line in Path(path).read_text().splitlines() if line.startswith("v ")]
+    if not rows:
+        raise RelightError(f"{path}: no vertices; pass mediapipe's canonical_face_model.obj")
+    return np.asarray(rows, dtype=np.float64)
+
+
 def save_template(template: Template, path: Path = TEMPLATE_PATH) -> None:
     from blender_relight.io_utils import write_bytes_atomic  # noqa: PLC0415
 
@@ -224,12 +309,21 @@ def save_template(template: Template, path: Path = TEMPLATE_PATH) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--build-template", nargs="+", metavar="VIDEO", required=True,
+    parser.add_argument("--build-template", nargs="+", metavar="VIDEO",
                         help="portrait clips to derive the face template from")
+    parser.add_argument("--upright", type=Path, metavar="OBJ",
+                        help="symmetrise the template and level its pitch against this upright face model "
+                             "(mediapipe's canonical_face_model.obj); applied after --build-template if both")
     parser.add_argument("--max-frames", type=int, default=300)
     parser.add_argument("--out", type=Path, default=TEMPLATE_PATH)
     args = parser.parse_args(argv)
-    template = build_template([Path(v) for v in args.build_template], args.max_frames)
+    if not args.build_template and not args.upright:
+        parser.error("give --build-template VIDEO... and/or --upright OBJ")
+    template = (build_template([Path(v) for v in args.build_template], args.max_frames) if args.build_template
+                else load_template())
+    if args.upright:
+        template, figures = upright_template(template, read_obj_vertices(args.upright))
+        print(f"upright: {figures}")
     save_template(template, args.out)
     print(f"wrote {args.out} ({len(template.points)} points)")
     return 0

@@ -1,0 +1,234 @@
+"""``NovelViewRenderer``: one frame seen from a new camera, at the frame's own (source) light, with its G-buffer.
+
+Per pixel of the new view the head's colour is a blend, with weights that change continuously with the camera:
+``plate`` (the filmed crop where the frame saw that surface: ``reproject``), else the clip ``texture`` (other frames
+of the clip), else its ``mirror`` image, else a push-pull ``fill``. Texture colours are shading-normalised and are
+re-shaded with the frame's source irradiance, so the result is a plate at the source light throughout; the engine
+then relights it exactly as it relights the filmed view (``plate × E_target / E_source`` at the new view's normals).
+
+Outside the new head: the frame's background with the old head inpainted (``fill.background_plate``), the torso
+untouched. The returned ``alpha`` covers the old head and the new one, so a replace-paste of the crop into the full
+frame leaves no ghost of the old head.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from blender_relight.lighting import sh as shmath
+from blender_relight.novel_view import fill, reproject, texture as tex
+from blender_relight.novel_view.views import ViewRequest, clamp_view
+
+log = logging.getLogger(__name__)
+
+#: How far the old head region (the plate's matte) is grown before the background behind it is inpainted (crop px):
+#: hair wisps and the matte's soft edge must not stay behind as a ghost.
+OLD_HEAD_GROW_PX = 8
+#: Feather of the new head's coverage edge (px): the geometry's silhouette is hard, a filmed edge is not.
+EDGE_FEATHER_PX = 1.2
+KEEP_FRAMES = 4
+#: How far (fraction of the crop side, Gaussian sigma) the head's motion carries its surroundings along.
+SURROUND_SIGMA = 0.06
+#: Head motion (crop px) over which what was behind the filmed head takes over from the filmed head itself.
+REVEAL_PX = (0.5, 4.0)
+
+
+@dataclass
+class SourceView:
+    """What the renderer needs of the filmed frame: its crop (linear RGB), camera, head geometry and its G-buffer at
+    the filmed camera, the plate's head matte (crop size, [0, 1]) and the frame's estimated source light (9, 3)."""
+
+    index: int
+    crop: np.ndarray
+    label: np.ndarray
+    geometry: object  # blender_relight.geometry.head.HeadGeometry
+    gbuffer: object  # blender_relight.geometry.raster.GBuffer at ``label``
+    matte: np.ndarray
+    source_sh: np.ndarray
+
+
+@dataclass
+class NovelView:
+    """A re-posed frame at its source light.
+
+    ``image``: the crop seen from the new camera (new head over the inpainted background); ``alpha``: where the crop
+    changed (old head ∪ new head), the paste mask; ``head_alpha``: the new head's coverage; ``gbuffer``: the new
+    view's G-buffer; ``source_shading``: E_source at its normals (H, W, 3), the ratio's denominator; ``weights``: the
+    blend weights per source (plate, texture, mirror, fill; (H, W) each, summing to 1 on the head)."""
+
+    image: np.ndarray
+    alpha: np.ndarray
+    head_alpha: np.ndarray
+    gbuffer: object
+    source_shading: np.ndarray
+    weights: dict[str, np.ndarray]
+    view: ViewRequest
+    notes: list[str] = field(default_factory=list)
+
+
+def source_irradiance(normals_world: np.ndarray, source_sh: np.ndarray) -> np.ndarray:
+    """E_source (…, 3) at world normals: the frame's SH light in the head's frame (lights are fixed to the head, so a
+    new camera sees the same irradiance on the same surface)."""
+    return tex.normalising_shading(normals_world.reshape(-1, 3), source_sh).reshape(normals_world.shape[:-1] + (3,))
+
+
+def plate_trust(matte: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+    """Where a filmed pixel is the head (H, W) [0, 1]: the matte, and the geometry's own silhouette a few pixels in
+    (the shell is fitted to the matte but reaches below it at the neck, which a matte may leave out)."""
+    inside = cv2.erode(np.asarray(coverage, np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (13, 13)))
+    return np.maximum(np.asarray(matte, np.float32), cv2.GaussianBlur(inside, (0, 0), 2.0)).astype(np.float32)
+
+
+class NovelViewRenderer:
+    """Renders new views of frames; keeps per-frame work (background, source depth) for the last few frames.
+
+    ``rasterize(geometry, label, size)`` and ``project(points, label, size)`` are the geometry package's; the clip
+    texture comes from ``texture_provider()`` (None: the frame's own plate and its mirror only)."""
+
+    def __init__(self, rasterize: Callable, project: Callable,
+                 texture_provider: Callable[[], "tex.ClipTexture | None"] | None = None) -> None:
+        self.rasterize = rasterize
+        self.project = project
+        self.texture_provider = texture_provider
+        self._frames: OrderedDict[int, dict] = OrderedDict()
+        self._warned_clamp = False
+
+    # -- per frame ---------------------------------------------------------------------------------------------------
+    def _frame(self, source: SourceView) -> dict:
+        key = source.index
+        entry = self._frames.get(key)
+        if entry is not None and entry["label"].tobytes() == np.asarray(source.label, np.float32).tobytes():
+            return entry
+        matte = np.clip(np.asarray(source.matte, np.float32), 0.0, 1.0)
+        covered = np.asarray(source.gbuffer.mask, np.float32)
+
+        def grown(mask: np.ndarray, px: int) -> np.ndarray:
+            k = 2 * px + 1
+            out = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+            return np.clip(cv2.GaussianBlur(out, (0, 0), max(px / 3.0, 1.0)), 0.0, 1.0).astype(np.float32)
+
+        # The filmed head as the background sees it: the matte grown by a few pixels (its soft edge stops short of
+        # the last hair), and a wider hole the inpainting takes no colour from (also the new-view paste's extent).
+        head = grown((matte > 0.5).astype(np.float32), OLD_HEAD_GROW_PX)
+        entry = {"label": np.asarray(source.label, np.float32), "trust": plate_trust(matte, source.gbuffer.mask),
+                 "depth_min": reproject.min_depth(source.gbuffer.depth), "head": np.maximum(head, matte),
+                 "old_head": grown(np.maximum(matte, covered), 2 * OLD_HEAD_GROW_PX), "background": None}
+        self._frames[key] = entry
+        while len(self._frames) > KEEP_FRAMES:
+            self._frames.popitem(last=False)
+        return entry
+
+    def _background(self, source: SourceView, entry: dict) -> np.ndarray:
+        if entry["background"] is None:
+            entry["background"] = fill.inpainted_background(source.crop, entry["old_head"])
+        return entry["background"]
+
+    def _surroundings(self, source: SourceView, entry: dict, pixels: np.ndarray, xy: np.ndarray | None,
+                      mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What the new view shows around the new head, and where that differs from the crop (0..1).
+
+        The head's image motion (new pixel -> where the frame saw it) is extrapolated outward (push-pull) and fades
+        with the distance from the new head (Gaussian, ``SURROUND_SIGMA`` of the crop side): hair and collar just
+        outside the matte move along with the head instead of tearing from it, the torso and the far background
+        stay put. Where the warped position falls on the filmed head, the inpainted background replaces it in
+        proportion to how far the head moved there (``REVEAL_PX``), so the old head never shows twice and a camera
+        at the filmed pose gives back the crop itself."""
+        size = mask.shape[0]
+        crop = np.asarray(source.crop, np.float32)
+        if xy is None or pixels.size == 0:
+            return crop, np.zeros(mask.shape, np.float32)
+        ys, xs = np.divmod(pixels, size)
+        flow = np.zeros((size * size, 2), np.float32)
+        flow[pixels, 0] = xy[:, 0] - xs
+        flow[pixels, 1] = xy[:, 1] - ys
+        small = 128  # the extrapolated flow is smooth: push-pull it at a quarter of the size
+        f_small = cv2.resize(flow.reshape(size, size, 2), (small, small), interpolation=cv2.INTER_AREA)
+        w_small = cv2.resize(mask.astype(np.float32), (small, small), interpolation=cv2.INTER_AREA)
+        f_small = fill.push_pull(f_small / np.maximum(w_small, 1e-6)[..., None], w_small)
+        f_ext = cv2.resize(f_small, (size, size), interpolation=cv2.INTER_LINEAR)
+        dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 3)
+        fade = np.exp(-0.5 * (dist / (SURROUND_SIGMA * size)) ** 2).astype(np.float32)
+        f_bg = f_ext * fade[..., None]
+        gx, gy = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+        stack = np.concatenate([crop, self._background(source, entry), entry["head"][..., None]], axis=2)
+        warped = cv2.remap(stack, gx + f_bg[..., 0], gy + f_bg[..., 1], cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT_101)
+        reveal = reproject.smoothstep(REVEAL_PX[0], REVEAL_PX[1], np.linalg.norm(f_ext, axis=2))
+        r = (warped[..., 6] * reveal)[..., None]
+        out = warped[..., 0:3] * (1.0 - r) + warped[..., 3:6] * r
+        moved = np.maximum(reproject.smoothstep(0.05, 0.5, np.linalg.norm(f_bg, axis=2)), r[..., 0])
+        return out.astype(np.float32), moved
+
+    # -- a new view --------------------------------------------------------------------------------------------------
+    def render(self, source: SourceView, target_label: np.ndarray, clamp: bool = True) -> NovelView:
+        """``source`` seen from ``target_label`` (clamped to the range around the filmed pose unless ``clamp`` is
+        False), at the source light."""
+        view = clamp_view(source.label, target_label) if clamp else ViewRequest(
+            np.asarray(target_label, np.float32), 0.0, 0.0, False, 0.0, 0.0)
+        notes = []
+        if view.clamped:
+            notes.append(view.describe())
+            (log.debug if self._warned_clamp else log.warning)("%s", view.describe())
+            self._warned_clamp = True
+        crop = np.asarray(source.crop, np.float32)
+        size = crop.shape[0]
+        entry = self._frame(source)
+        gb = self.rasterize(source.geometry, view.label, size)
+        mask = np.asarray(gb.mask, bool)
+        pixels = np.flatnonzero(mask.reshape(-1))
+        hw = size * size
+        weights = {name: np.zeros(hw, np.float32) for name in ("plate", "texture", "mirror", "fill")}
+        head = np.zeros((hw, 3), np.float32)
+        normals = gb.normal.reshape(-1, 3)[pixels]
+        e_src = np.zeros((hw, 3), np.float32)
+        head_alpha = np.zeros(hw, np.float32)
+        if pixels.size:
+            hit = reproject.lookup(gb.position, gb.normal, pixels, source.label, entry["depth_min"], entry["trust"],
+                                   self.project)
+            plate = reproject.sample(crop, hit.xy)
+            e = tex.normalising_shading(normals, source.source_sh).astype(np.float32)
+            e_src[pixels] = e
+            w_plate = hit.weight
+            # What the plate does not give, in order: the clip texture, its mirror image, a smooth fill. Colours of
+            # these are shading-normalised (÷ E_source), so they are blended as such and re-shaded once.
+            other = np.zeros((pixels.size, 3), np.float32)
+            rest = 1.0 - w_plate
+            texture = self.texture_provider() if self.texture_provider is not None else None
+            if texture is not None:
+                uv = gb.uv.reshape(-1, 2)[pixels]
+                for name, mirrored in (("texture", False), ("mirror", True)):
+                    colour, trust = texture.sample(uv, mirrored=mirrored)
+                    w = rest * np.clip(trust / 0.5, 0.0, 1.0)  # a texel seen with half trust is used fully
+                    other += w[:, None] * colour
+                    weights[name][pixels] = w
+                    rest = rest - w
+            # The fill: push-pull of the known shading-normalised colour over the whole head, in image space.
+            known = np.zeros((hw, 3), np.float32)
+            known_w = np.zeros(hw, np.float32)
+            known[pixels] = (w_plate[:, None] * plate / e) + other
+            known_w[pixels] = 1.0 - rest
+            filled = fill.push_pull((known / np.maximum(known_w, 1e-6)[:, None]).reshape(size, size, 3),
+                                    known_w.reshape(size, size)).reshape(-1, 3)[pixels]
+            weights["plate"][pixels] = w_plate
+            weights["fill"][pixels] = np.maximum(rest, 0.0)
+            head[pixels] = (w_plate[:, None] * plate
+                            + (other + np.maximum(rest, 0.0)[:, None] * filled) * e)
+            # Coverage: the geometry's silhouette, softened by the plate's matte where the frame saw the point (hair
+            # edges keep the matte's softness).
+            matte_at = reproject.sample(np.asarray(source.matte, np.float32)[..., None], hit.xy)[:, 0]
+            head_alpha[pixels] = np.where(w_plate > 0.0, w_plate * matte_at + (1.0 - w_plate), 1.0)
+        head_alpha = head_alpha.reshape(size, size)
+        inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
+        head_alpha = np.clip(np.minimum(head_alpha, cv2.GaussianBlur(inner, (0, 0), EDGE_FEATHER_PX) * 1.5), 0.0, 1.0)
+        background, moved = self._surroundings(source, entry, pixels, hit.xy if pixels.size else None, mask)
+        a = head_alpha[..., None]
+        image = background * (1.0 - a) + head.reshape(size, size, 3) * a
+        alpha = np.maximum(np.maximum(entry["old_head"], head_alpha), moved)
+        return NovelView(image.astype(np.float32), alpha.astype(np.float32), head_alpha.astype(np.float32), gb,
+                         e_src.reshape(size, size, 3), {k: v.reshape(size, size) for k, v in weights.items()}, view,
+                         notes)

@@ -1,0 +1,89 @@
+"""Where a new view's surface points fall in the filmed crop, and how much to trust the filmed pixel there.
+
+For each pixel the new view's G-buffer covers: its world point is projected into the source camera; it counts as
+*seen* when the source depth there is not in front of it (a min-filtered depth, so points just behind an occluding
+edge count as hidden rather than taking the edge's colour), when the source saw the surface from the front (cosine
+between normal and view ray), inside the crop, and on the plate's head matte. Every factor is a smooth ramp, not a
+threshold, so as the camera moves the blend toward other sources changes continuously (no popping).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from blender_relight import camera
+
+#: Depth test (EG3D world units; the outer eye corners are 0.205 apart): a point up to OCCLUSION_TOL behind the
+#: source surface is the surface itself (the head shell sits 0.012 behind the face mesh's border); the trust falls to 0 over a further OCCLUSION_RAMP.
+OCCLUSION_TOL = 0.025
+OCCLUSION_RAMP = 0.03
+#: Cosine between normal and the source's view ray: no trust below COS_LOW (grazing: stretched, mixed with the
+#: silhouette), full trust above COS_HIGH.
+COS_LOW, COS_HIGH = 0.08, 0.35
+
+
+def smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((np.asarray(x, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def min_depth(depth: np.ndarray, radius: int = 1) -> np.ndarray:
+    """Depth map with each pixel the nearest depth of its (2r+1)² neighbourhood (inf stays inf where all empty)."""
+    d = np.asarray(depth, dtype=np.float32)
+    big = np.where(np.isfinite(d), d, np.float32(1e9))
+    out = cv2.erode(big, np.ones((2 * radius + 1, 2 * radius + 1), np.uint8))
+    return out
+
+
+@dataclass
+class SourceLookup:
+    """For the covered pixels of a new view (``pixels``, flat indices into H·W): where each falls in the source crop
+    (``xy``, float32 (N, 2)) and how much the filmed pixel there is trusted (``weight`` (N,) in [0, 1])."""
+
+    pixels: np.ndarray
+    xy: np.ndarray
+    weight: np.ndarray
+
+
+def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_label: np.ndarray,
+           source_depth_min: np.ndarray, source_matte: np.ndarray | None, project) -> SourceLookup:
+    """Project the new view's world points ``position[pixels]`` into the source camera and weigh them.
+
+    ``project`` is the geometry package's ``project(points, label, size) -> (xy, depth)`` so the depth test uses the
+    same camera model as the raster that made ``source_depth_min``.
+    """
+    size = source_depth_min.shape[0]
+    pts = position.reshape(-1, 3)[pixels]
+    nrm = normal.reshape(-1, 3)[pixels]
+    xy, z = project(pts, source_label, size)
+    xy = np.asarray(xy, dtype=np.float32)
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] <= size - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= size - 1)
+    xi = np.clip(np.rint(xy[:, 0]), 0, size - 1).astype(np.int64)
+    yi = np.clip(np.rint(xy[:, 1]), 0, size - 1).astype(np.int64)
+    front = source_depth_min[yi, xi]
+    behind = np.asarray(z, dtype=np.float32) - front
+    visible = 1.0 - smoothstep(OCCLUSION_TOL, OCCLUSION_TOL + OCCLUSION_RAMP, behind)
+    centre = camera.split_label(source_label)[0][:3, 3]
+    ray = centre[None, :] - pts
+    cos = np.einsum("ij,ij->i", nrm, ray) / np.maximum(np.linalg.norm(ray, axis=1), 1e-9)
+    weight = visible * smoothstep(COS_LOW, COS_HIGH, cos) * inside
+    if source_matte is not None:
+        weight = weight * np.asarray(source_matte, dtype=np.float32)[yi, xi]
+    return SourceLookup(pixels, xy, weight.astype(np.float32))
+
+
+def sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Bilinear samples (N, C) of ``image`` at float pixel positions ``xy`` (N, 2) (OpenCV centres), replicated
+    border. One cv2.remap over an (N, 1) map: no resampling beyond the bilinear tap."""
+    img = np.asarray(image, dtype=np.float32)
+    n = len(xy)
+    cols = 1024  # remap maps must stay below 32767 on each side: fold the N points into rows of 1024
+    rows = max(1, -(-n // cols))
+    pad = np.zeros((rows * cols, 2), np.float32)
+    pad[:n] = xy
+    mx = np.ascontiguousarray(pad[:, 0].reshape(rows, cols))
+    my = np.ascontiguousarray(pad[:, 1].reshape(rows, cols))
+    out = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(rows * cols, -1)[:n]

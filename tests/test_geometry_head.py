@@ -1,0 +1,161 @@
+"""The head mesh and its G-buffer on real dev frames: the raster lines up with the crop, faces the camera, resolves
+occlusion like a ray caster, covers the plate's head matte, and keeps one topology and UV layout over frames."""
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+import pytest
+
+from blender_relight import camera as cam
+from blender_relight.geometry import HeadGeometry, head_geometry, project, rasterize
+from blender_relight.geometry import raster
+from tests.real_data import DATA
+
+
+@functools.lru_cache(maxsize=4)
+def _tracked(clip: str, frame: int):
+    from blender_relight.tracking.tracker import FaceTracker
+
+    video = DATA / "videos" / clip
+    if not video.exists():
+        pytest.skip(f"{video} not found: the real-face checks need ../shared/data")
+    capture = cv2.VideoCapture(str(video))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
+    ok, image = capture.read()
+    capture.release()
+    assert ok
+    tracker = FaceTracker(estimate_sh=False)
+    track = tracker.track(frame, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    tracker.close()
+    assert track.tracked
+    crop = track.transform.warp(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    return track, crop
+
+
+def _matte(track, crop):
+    from blender_relight import colour, engines
+
+    return engines._face_maps_and_matte(colour.uint8_srgb_to_linear(crop), track)
+
+
+def test_landmarks_and_face_raster_line_up_with_the_crop():
+    track, crop = _tracked("lp_d3.mp4", 30)
+    geo = head_geometry(track)
+    xy, depth = project(geo.vertices[:468], track.camera)
+    lm = track.points_crop()[:468, :2]
+    assert np.abs(xy - lm).max() < 0.05  # lifted along the crop camera's rays: exact up to float32
+    assert np.all(depth > 2.0) and np.all(depth < 3.0)
+    gb = rasterize(geo, track.camera, 512)
+    maps, _ = _matte(track, crop)
+    face_px = gb.mask & (gb.part == 0)
+    iou = (face_px & maps.mask).sum() / (face_px | maps.mask).sum()
+    assert iou > 0.95, iou  # the face part covers the same pixels as the crop-space face raster
+    # the pixel under each inner landmark shows that landmark's surface (depth within 1 % of its own)
+    inner = np.array([1, 4, 6, 168, 197, 33, 263, 61, 291, 199])
+    r, c = np.rint(lm[inner, 1]).astype(int), np.rint(lm[inner, 0]).astype(int)
+    assert gb.mask[r, c].all()
+    np.testing.assert_allclose(gb.depth[r, c], depth[inner], rtol=0.01)
+
+
+def test_normals_face_the_camera_and_shell_is_outward():
+    track, _ = _tracked("lp_d9.mp4", 10)
+    geo = head_geometry(track)
+    gb = rasterize(geo, track.camera, 512)
+    centre = cam.split_label(track.camera)[0][:3, 3]
+    to_cam = centre - gb.position[gb.mask]
+    facing = np.einsum("ij,ij->i", gb.normal[gb.mask], to_cam) > 0
+    assert facing.mean() > 0.999
+    np.testing.assert_allclose(np.linalg.norm(gb.normal[gb.mask], axis=1), 1.0, atol=1e-3)
+    from blender_relight.geometry.head import vertex_normals
+
+    vn = vertex_normals(geo.vertices, geo.triangles)
+    shell = geo.part == 1
+    middle = geo.vertices[shell].mean(0)
+    used = np.zeros(len(geo.vertices), bool)
+    used[geo.triangles.reshape(-1)] = True
+    out = np.einsum("ij,ij->i", vn[shell & used], geo.vertices[shell & used] - middle) > 0
+    assert out.mean() > 0.97
+
+
+def _ray_cast_depth(geo: HeadGeometry, label: np.ndarray, pixels: np.ndarray, size: int) -> np.ndarray:
+    """Nearest hit (camera-space depth) of each pixel's ray against every triangle (Möller-Trumbore), +inf if none."""
+    cam_pts = raster.to_camera(geo.vertices, label)
+    _, K = cam.split_label(label)
+    d = np.stack([(pixels[:, 0] - (K[0, 2] * size - 0.5)) / (K[0, 0] * size),
+                  (pixels[:, 1] - (K[1, 2] * size - 0.5)) / (K[1, 1] * size), np.ones(len(pixels))], 1)
+    t = geo.triangles
+    v0, v1, v2 = cam_pts[t[:, 0]], cam_pts[t[:, 1]], cam_pts[t[:, 2]]
+    e1, e2 = v1 - v0, v2 - v0
+    out = np.full(len(pixels), np.inf)
+    for i, ray in enumerate(d):
+        p = np.cross(ray, e2)
+        det = np.einsum("ij,ij->i", e1, p)
+        ok = np.abs(det) > 1e-12
+        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+        s = -v0
+        u = np.einsum("ij,ij->i", s, p) * inv
+        q = np.cross(s, e1)
+        v = (q @ ray) * inv
+        tt = np.einsum("ij,ij->i", e2, q) * inv
+        hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (tt > 0)
+        if hit.any():
+            out[i] = (tt[hit] * ray[2]).min()
+    return out
+
+
+def test_occlusion_matches_a_ray_caster_from_a_turned_camera():
+    track, crop = _tracked("lp_d3.mp4", 30)
+    _, matte = _matte(track, crop)
+    geo = head_geometry(track, matte)
+    c2w = cam.orbit_camera(0.45, 0.15)  # a camera well to the side: the nose hides part of the far cheek
+    label = cam.make_label(c2w)
+    size = 128
+    gb = rasterize(geo, label, size)
+    rng = np.random.default_rng(0)
+    ys, xs = np.nonzero(gb.mask)
+    pick = rng.choice(len(ys), 150, replace=False)
+    pixels = np.stack([xs[pick], ys[pick]], 1).astype(np.float64)
+    truth = _ray_cast_depth(geo, label, pixels, size)
+    got = gb.depth[ys[pick], xs[pick]]
+    close = np.abs(got - truth) < 2e-3
+    assert close.mean() > 0.97, (got - truth)[~close]
+
+
+def test_shell_covers_the_plate_matte_and_topology_is_stable():
+    geos = []
+    for clip, frame in (("lp_d3.mp4", 30), ("lp_d9.mp4", 10)):
+        track, crop = _tracked(clip, frame)
+        _, matte = _matte(track, crop)
+        geo = head_geometry(track, matte)
+        gb = rasterize(geo, track.camera, 512)
+        assert gb.mask[matte > 0.5].mean() > 0.93
+        assert gb.mask.sum() < 1.6 * (matte > 0.5).sum() + 0.1 * 512 * 512
+        geos.append(geo)
+    a, b = geos
+    assert a.vertices.shape == b.vertices.shape
+    np.testing.assert_array_equal(a.uv, b.uv)
+    np.testing.assert_array_equal(a.part, b.part)
+    assert a.uv.min() >= 0 and a.uv.max() <= 1
+    assert a.triangles.dtype == np.int32 and a.vertices.dtype == np.float32
+
+
+def test_raster_resolves_two_planes_and_culls_back_faces():
+    # two squares facing the frontal camera (toward +z), the nearer one offset: it must win where they overlap
+    def quad(z: float, dx: float):
+        v = np.array([[-0.1 + dx, -0.1, z], [0.1 + dx, -0.1, z], [0.1 + dx, 0.1, z], [-0.1 + dx, 0.1, z]])
+        return v, np.array([[0, 1, 2], [0, 2, 3]])
+
+    va, ta = quad(0.0, 0.0)
+    vb, tb = quad(0.2, 0.05)
+    verts = np.concatenate([va, vb]).astype(np.float32)
+    tris = np.concatenate([ta, tb + 4]).astype(np.int32)
+    geo = HeadGeometry(verts, tris, np.zeros((8, 2), np.float32), np.array([0] * 4 + [1] * 4, np.uint8))
+    label = cam.frontal_label()
+    gb = rasterize(geo, label, 64)
+    cx, cy = project(np.array([[0.02, 0.0, 0.0]]), label, 64)[0][0]
+    assert gb.part[int(round(cy)), int(round(cx))] == 1  # the nearer plane (z = 0.2 is toward the camera)
+    np.testing.assert_allclose(gb.depth[int(round(cy)), int(round(cx))], 2.7 - 0.2, atol=1e-4)
+    back = HeadGeometry(verts, tris[:, ::-1].copy(), geo.uv, geo.part)
+    assert not rasterize(back, label, 64).mask.any()
