@@ -108,17 +108,19 @@ def table(rows) -> None:
 
 
 class _ExactPlanes:
-    """A cache stand-in that keeps planes exactly as encoded (float32, in memory): the reference for the 8-bit
-    plane cache."""
+    """A cache stand-in that keeps planes in memory, exactly as encoded (float32: the reference for the 8-bit plane
+    cache) or through ``store`` (float16: the cache before)."""
 
-    def __init__(self) -> None:
+    def __init__(self, store=None) -> None:
         self.planes: dict[int, dict] = {}
+        self.store = store or (lambda v: v)
 
     def get_planes(self, index, model_id="", expected=None):
         return self.planes.get(index)
 
     def put_planes(self, index, planes, model_id=""):
-        self.planes[index] = {k: np.array(v, dtype=np.float32) for k, v in planes.items()}
+        self.planes[index] = {k: self.store(np.array(v, dtype=np.float32)) for k, v in planes.items()}
+        return self.planes[index]
 
     def has_planes(self, index, model_id=""):
         return index in self.planes
@@ -165,24 +167,23 @@ def streaming(args, tmp: Path) -> None:
             from blender_relight import camera as cam
 
             view = cam.make_label(cam.orbit_camera(np.radians(15.0), np.radians(5.0)))
+            fp16 = _ExactPlanes(lambda v: v.astype(np.float16).astype(np.float32))
             for label, camera_label in (("filmed view", None), ("15° yaw view", view)):
-                exact_engine = NeuralEngine(weights)
-                cached_engine = NeuralEngine(weights)
-                exact = _ExactPlanes()
-                diffs = []
-                for i in range(1, min(n, 12) + 1):
-                    track = session.cache.get_track(i)
-                    if not track.tracked:
-                        continue
-                    crop = session.crop_linear(i, track)
-                    a = exact_engine.relight(i, crop, track, light, camera_label, exact).image
-                    b = cached_engine.relight(i, crop, track, light, camera_label, session.cache).image
-                    diffs.append(np.abs(colour.linear_to_uint8_srgb(a).astype(int)
-                                        - colour.linear_to_uint8_srgb(b).astype(int)))
-                d = np.stack(diffs)
-                rows.append((f"relit crop, 8-bit plane cache vs exact float32 planes, {label} ({len(diffs)} frames, "
-                             "8-bit sRGB)", f"max {d.max()} levels, mean {d.mean():.4f}, "
-                             f"{(d > 1).mean() * 100:.3f} % of values off by more than 1"))
+                relit: dict[str, list] = {"exact": [], "cache": [], "fp16": []}
+                for name, store in (("exact", _ExactPlanes()), ("cache", session.cache), ("fp16", fp16)):
+                    engine = NeuralEngine(weights)  # a fresh temporal memory for each
+                    for i in range(1, min(n, 12) + 1):
+                        track = session.cache.get_track(i)
+                        if track.tracked:
+                            image = engine.relight(i, session.crop_linear(i, track), track, light, camera_label,
+                                                   store).image
+                            relit[name].append(colour.linear_to_uint8_srgb(image).astype(int))
+                exact = np.stack(relit["exact"])
+                for name, what in (("cache", "8-bit plane cache (now)"), ("fp16", "float16 planes (the cache before)")):
+                    d = np.abs(np.stack(relit[name]) - exact)
+                    rows.append((f"relit crop, {what} vs exact float32 planes, {label} ({len(exact)} frames, 8-bit "
+                                 "sRGB)", f"max {d.max()} levels, mean {d.mean():.4f}, "
+                                 f"{(d > 1).mean() * 100:.3f} % of values off by more than 1"))
     # The step a segment restart leaves: segmented tracks vs one continuous tracker, at the restart frame.
     saved = tracker_mod.SEGMENT
     span = range(saved - 8, saved + 8)

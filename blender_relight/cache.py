@@ -413,14 +413,17 @@ class ClipCache:
         folder = self.root / "planes" / model_id if model_id else self.root / "planes"
         return folder / f"frame_{index:06d}.npz"
 
-    def put_planes(self, index: int, planes: dict[str, np.ndarray], model_id: str = "") -> None:
-        """Store a frame's encoded planes (:func:`pack_planes`: 8-bit per channel, deflated), atomically.
+    def put_planes(self, index: int, planes: dict[str, np.ndarray], model_id: str = "") -> dict[str, np.ndarray]:
+        """Store a frame's encoded planes (:func:`pack_planes`: 8-bit per channel, deflated), atomically; returns
+        them as a later ``get_planes`` will (what the caller must use now, so a frame encoded in this run relights
+        exactly as it will from the cache).
 
         ``model_id`` names the weights that encoded them (``blender_relight.engines.NeuralEngine.model_id``)."""
         arrays = pack_planes(planes)
         with _writing(self.root, f"the planes of frame {index}"), \
                 atomic_path(self._planes_path(index, model_id)) as tmp:
             _savez_fast(tmp, arrays)
+        return unpack_planes(arrays)
 
     def has_planes(self, index: int, model_id: str = "") -> bool:
         """Whether a plane file exists for the frame (not whether it is sound: ``get_planes`` checks that)."""

@@ -210,7 +210,9 @@ class NeuralEngine:
         planes = cache.get_planes(index, self.model_id, self.plane_shapes)
         if planes is None:
             planes = self.runtime.encode(crop_linear, _source_sh(track))
-            cache.put_planes(index, planes, self.model_id)
+            # The stored form (8-bit) is what is used, now as on every later read: `relight` on a clip never
+            # analysed gives the frames `analyse` then `relight` gives.
+            planes = cache.put_planes(index, planes, self.model_id) or planes
         if self.temporal_enabled:
             if self._last_index is None or index != self._last_index + 1:
                 self._memory = None  # a jump on the timeline: start a fresh window

@@ -11,7 +11,9 @@ import hashlib
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 PASS_NAMES = ("albedo", "normal", "depth", "shading", "alpha")
+#: Frames whose engine prepare (encode) may wait behind the tracker during analysis.
+PREPARE_AHEAD = 2
 
 
 def default_cache_root() -> Path:
@@ -216,6 +220,11 @@ class ClipSession:
             summary.lines.insert(0, f"{len(frames)} frames already analysed (cache): nothing to do")
             return summary
         prepared = [0]
+        # The engine's encode (ONNX Runtime, which releases the GIL) runs on one worker thread while the next frame
+        # is decoded and tracked; at most PREPARE_AHEAD frames wait, so memory stays bounded, and an error of the
+        # encode surfaces in this thread.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relight-prepare")
+        in_flight: deque = deque()
 
         def on_frame(track, frame, tracker) -> None:
             if track is None or not track.tracked or not needs_prepare(track.index):
@@ -223,10 +232,19 @@ class ClipSession:
             made = getattr(tracker, "last_crop_linear", None)
             crop = made[1] if made is not None and made[0] == track.index else \
                 _colour.uint8_srgb_to_linear(track.transform.warp(frame))
-            self.engine.prepare(track.index, crop, track, self.cache)
+            in_flight.append(pool.submit(self.engine.prepare, track.index, crop, track, self.cache))
+            while len(in_flight) > PREPARE_AHEAD:
+                in_flight.popleft().result()
             prepared[0] += 1
 
-        tracks = self._track_video(frames, progress, cancel, on_frame=on_frame, visit=visit)
+        try:
+            tracks = self._track_video(frames, progress, cancel, on_frame=on_frame, visit=visit)
+        finally:
+            try:
+                while in_flight:  # a cancel or an error still keeps the frames already being encoded
+                    in_flight.popleft().result()
+            finally:
+                pool.shutdown(wait=True)
         summary = self._status_summary(title, tracks)
         done_before = len(frames) - len(missing)
         summary.lines.insert(0, f"{len(missing)} frames tracked, {prepared[0]} prepared for the engine, "

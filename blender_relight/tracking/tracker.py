@@ -327,7 +327,10 @@ def track_video(path: str | os.PathLike, cache=None, progress: ProgressFn | None
             todo = wanted
         wanted_set = set(wanted)
         visit_set = {int(i) for i in visit if 0 <= int(i) < count} - set(todo)
-        total = len(todo) + len(visit_set)
+        plan = segment_plan(todo)
+        # Progress counts every frame this pass tracks or visits: warm-ups and the frames a segment needs before the
+        # first missing one (a resume re-tracks its segment from the start, for the exact state) included.
+        total = sum(stop - max(0, start - WARMUP) for start, stop in plan) + len(visit_set)
         state = {"done": 0, "new": 0}
         results: dict[int, FrameTrack] = {}
         todo_set = set(todo)
@@ -356,7 +359,7 @@ def track_video(path: str | os.PathLike, cache=None, progress: ProgressFn | None
         tracker = FaceTracker(backend, reader.fps, smoothing, estimate_sh) if todo else None
         try:
             ring: list[tuple[int, np.ndarray]] = []  # the last WARMUP decoded frames: the next segment's warm-up
-            for seg_start, stop in segment_plan(todo):
+            for seg_start, stop in plan:
                 warm = max(0, seg_start - WARMUP)
                 tracker.reset()
                 replay = [(i, f) for i, f in ring if warm <= i < seg_start]
@@ -371,10 +374,10 @@ def track_video(path: str | os.PathLike, cache=None, progress: ProgressFn | None
                     yield from reader.frames(source_start, stop)
 
                 for index, frame in frames_in_order():
-                    if index >= seg_start:
-                        check_cancel(index)
+                    check_cancel(index)
                     tracker._estimate_sh = estimate_sh and (index >= seg_start - WARMUP_SH)
                     track = tracker.track(index, frame)
+                    tick()
                     if index > last:
                         last = index
                         ring.append((index, frame))
@@ -383,22 +386,22 @@ def track_video(path: str | os.PathLike, cache=None, progress: ProgressFn | None
                         continue  # warm-up
                     if index in todo_set:
                         store(track)
-                        tick()
                         if on_frame is not None:
                             on_frame(track, frame, tracker)
                     elif cache is not None and not cache.is_done(index):
                         store(track)  # tracked for the state anyway: kept, so a later ask finds it
                     elif index in visit_set:
                         visit_set.discard(index)
+                        total -= 1  # visited within the tracking pass: no separate visit
                         if on_frame is not None:
                             on_frame(cache.get_track(index), frame, None)
-                        tick()
                     if cache is None and index in wanted_set:
                         results.setdefault(index, track)
                 for index in range(max(last + 1, seg_start), stop):  # the container promised frames that do not decode
                     if index in todo_set:
                         store(FrameTrack(index, "no_face"))
-                        tick()
+                for _ in range(last + 1, stop):
+                    tick()
             ring.clear()
             for start, stop in _runs(sorted(visit_set)):  # tracked frames that still need their pixels
                 for index, frame in reader.frames(start, stop):
