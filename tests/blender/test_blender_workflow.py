@@ -218,22 +218,33 @@ def test_cancelled_analysis_resumes(scene, bpy_module, short_clip):
     assert settings.analysed and "head tracked in 2" in settings.status, settings.status
 
 
-def test_missing_model_files_are_reported(scene, bpy_module, short_clip, tmp_path):
+@pytest.mark.parametrize("engine", ["neural", "auto"])
+def test_broken_model_folder_is_reported_not_a_silent_fallback(scene, bpy_module, short_clip, tmp_path, engine):
+    """Engine Neural or Auto with a Model folder that holds no model: the panel says so in the preference's words
+    (Auto never falls back to the analytic engine without a word)."""
     bpy = bpy_module
     settings = scene.portrait_relight
     prefs = bpy.context.preferences.addons[PACKAGE].preferences
     empty = tmp_path / "no_models"
     empty.mkdir()
-    prefs.model_dir = str(empty)
-    _import(bpy, short_clip, "neural")
-    # An operator's ERROR report reaches a script as RuntimeError; the panel shows the same line as status.
-    with pytest.raises(RuntimeError, match="model.json not found"):
-        bpy.ops.portrait_relight.analyse("EXEC_DEFAULT")
-    assert str(empty) in settings.status and "model.json" in settings.status, settings.status
-    assert settings.movie_strip and not settings.busy  # the import is kept; nothing half-done
+    bad_json = tmp_path / "bad_json"
+    bad_json.mkdir()
+    (bad_json / "model.json").write_text("{not json")
+    a_file = tmp_path / "model.onnx"
+    a_file.write_bytes(b"\0")
+    _import(bpy, short_clip, engine)
+    for folder, reason in ((empty, "model.json is missing"), (a_file, "does not exist"), (bad_json, "JSON")):
+        prefs.model_dir = str(folder)
+        # An operator's ERROR report reaches a script as RuntimeError; the panel shows the same line as status.
+        with pytest.raises(RuntimeError, match="Model folder"):
+            bpy.ops.portrait_relight.analyse("EXEC_DEFAULT")
+        assert str(folder) in settings.status and reason in settings.status, settings.status
+        assert "weights_dir" not in settings.status and "inference.export" not in settings.status
+        assert settings.movie_strip and not settings.busy and not settings.analysed  # nothing half-done
     prefs.model_dir = ""
     settings.engine = "analytic"
     assert bpy.ops.portrait_relight.analyse("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+    assert "Analytic engine" in settings.engine_note and "camera moves are ignored" in settings.engine_note
 
 
 def test_moved_video_and_no_lights(scene, bpy_module, short_clip, tmp_path):
