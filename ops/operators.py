@@ -6,6 +6,7 @@ Why thin: each one reads the scene, calls ``blender_relight`` through the helper
 from __future__ import annotations
 
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -169,17 +170,20 @@ def finish_job(context: bpy.types.Context, timeout: float | None = None, console
     last = time.monotonic()
     interrupted = False
     try:
-        while not job.snapshot().finished:
+        while not job.future.done():
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{job.name} still running after {timeout} s")
-            job.join(0.1)
+            try:  # the future, not Thread.join: a join interrupted by Ctrl-C may later return too early
+                job.future.result(timeout=0.1)
+            except FutureTimeout:
+                pass
             if console and time.monotonic() - last >= CONSOLE_EVERY_S:
                 _console(job.verb, job.snapshot())
                 last = time.monotonic()
     except KeyboardInterrupt:
         interrupted = True
         job.cancel()
-        job.join()
+        job.future.result()  # the job stops between frames
     state = job.snapshot()
     if console:
         _console(job.verb, state)
@@ -191,7 +195,8 @@ def finish_job(context: bpy.types.Context, timeout: float | None = None, console
     if console and status:
         print(f"Portrait Relight: {status}", flush=True)
     if interrupted:
-        settings.status = f"{job.name} stopped by Ctrl-C; {settings.status}"
+        if state.cancelled:
+            settings.status = f"{job.name} stopped by Ctrl-C; {settings.status}"
         raise KeyboardInterrupt
     return state
 

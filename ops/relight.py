@@ -87,7 +87,7 @@ STATUS_WORDS = {
 }
 
 #: Below this fraction of the filmed light on the face (or above its inverse) the status says why it looks dark.
-DARK, BRIGHT = 0.35, 3.0
+DARK, BRIGHT = 0.6, 2.5
 
 
 def status_words(status: str) -> str:
@@ -105,9 +105,9 @@ def light_hint(session: Any, req: FrameRequest) -> str:
         return ""
     ratio = target / source
     if ratio < DARK:
-        return (f"; the scene's lights give {ratio:.0%} of the filmed light on the face, so it looks dark: raise "
-                "their power or bring them closer to the head anchor (a far light, like the default scene's "
-                "1000 W point light, lights it little)")
+        return (f"; the scene's lights give {ratio:.0%} of the filmed light on the face, so it looks darker than "
+                "filmed: raise their power or bring them closer to the head anchor (a far light, like the default "
+                "scene's 1000 W point light 7 m away, lights it little)")
     if ratio > BRIGHT:
         return f"; the scene's lights give {ratio:.0f}x the filmed light on the face: lower their power"
     return ""

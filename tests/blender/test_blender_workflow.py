@@ -349,3 +349,188 @@ def test_shipped_model_follows_a_camera_moved_around_the_head(scene, bpy_module,
     turned = relight.relight(session, moved).image
     assert np.isfinite(turned).all() and np.abs(turned - filmed).mean() > 0.002
     assert bpy.ops.portrait_relight.relight_frame("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+
+
+def _clip_cut(data_dir: Path, out: Path, first: int, count: int) -> Path:
+    """Frames ``first .. first + count - 1`` of a real clip as a new file (new content: a cache of its own)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(data_dir / "videos" / "lp_d3.mp4"))
+    writer = None
+    for n in range(first + count):
+        ok, frame = cap.read()
+        assert ok
+        if n < first:
+            continue
+        if writer is None:
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, frame.shape[1::-1])
+        writer.write(frame)
+    writer.release()
+    cap.release()
+    return out
+
+
+def test_relinking_a_moved_video_moves_the_movie_strip(scene, bpy_module, short_clip, tmp_path):
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(short_clip, clip)
+    _import(bpy, clip)
+    strips = _mod("compat").strips(scene.sequence_editor, tuple(bpy.app.version))
+    assert Path(bpy.path.abspath(strips[settings.movie_strip].filepath)) == clip
+    moved = tmp_path / "elsewhere" / "clip.mp4"
+    moved.parent.mkdir()
+    os.replace(clip, moved)
+    settings.video_path = str(moved)
+    assert Path(bpy.path.abspath(strips[settings.movie_strip].filepath)) == moved
+    assert strips[settings.movie_strip].frame_final_duration == FRAMES
+
+
+def test_frame_after_a_scrub_equals_the_rendered_frame(scene, bpy_module, short_clip, tmp_path):
+    """Issue 13 item 1 in Blender: render to the sequencer in order, then a fresh session scrubs the timeline and
+    relights the last frame: the same pixels (the neural engine's temporal window is the frames before it)."""
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    settings.output_dir = str(tmp_path / "out")
+    assert _import_and_analyse(bpy, short_clip, engine="auto") == {"FINISHED"}, settings.status
+    _side_light(bpy, scene, +1.0)
+    assert bpy.ops.portrait_relight.render_sequencer("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+    last = scene.frame_end
+    rendered = video.read_image(tmp_path / "out" / "sequencer" / f"relit_{last:05d}.png")
+    sessions, relight = _mod("session"), _mod("relight")
+    sessions.forget_sessions()
+    session = sessions.get_session(settings)
+    assert session.engine.name == "neural"
+    for frame in (1, last, 2, 1, last):  # scrub: forward, back, jump
+        scene.frame_set(frame)
+        image = relight.relight(session, relight.request(scene, settings, session,
+                                                         bpy.context.evaluated_depsgraph_get())).image
+    video.write_image(tmp_path / "scrubbed.png", image, bits=8)
+    np.testing.assert_array_equal(video.read_image(tmp_path / "scrubbed.png"), rendered)
+
+
+def test_a_running_job_owns_the_session_and_disables_the_buttons(scene, bpy_module, short_clip):
+    """While a job runs: Import, Analyse, Relight Frame, Render and Export are disabled (poll), the main thread
+    cannot take the clip's session, and a script can cancel; afterwards everything is back."""
+    import threading
+
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    assert _import_and_analyse(bpy, short_clip) == {"FINISHED"}, settings.status
+    operators, sessions, worker = _mod("operators"), _mod("session"), _mod("worker")
+    session = sessions.get_session(settings)
+    release = threading.Event()
+
+    def hold(progress, cancel):
+        while not release.wait(0.01):
+            if cancel():
+                from blender_relight.errors import Cancelled
+
+                raise Cancelled("stopped")
+        return None
+
+    job = worker.BackgroundJob(hold, "render", session)
+    operators.start_job(bpy.context, job, "rendering", lambda context, state: (True, "INFO", "done"))
+    try:
+        ops = bpy.ops.portrait_relight
+        for op in (ops.import_video, ops.analyse, ops.relight_frame, ops.render_sequencer, ops.export):
+            assert not op.poll(), op
+        with pytest.raises(Exception, match="busy"):
+            sessions.get_session(settings)
+        assert settings.busy
+        assert bpy.ops.portrait_relight.cancel_job() == {"FINISHED"}
+        state = operators.finish_job(bpy.context, timeout=30)
+        assert state.cancelled and not settings.busy
+    finally:
+        release.set()
+        job.join(5)
+    assert bpy.ops.portrait_relight.relight_frame.poll() and sessions.get_session(settings) is session
+
+
+def test_script_analysis_without_waiting_cancels_and_resumes(scene, bpy_module, data_dir, tmp_path):
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.cache_dir = str(tmp_path / "cache")  # a cache of its own: the analysis really runs
+    try:
+        clip = _clip_cut(data_dir, tmp_path / "cut.mp4", 3, 4)
+        _import(bpy, clip)
+        operators = _mod("operators")
+        assert bpy.ops.portrait_relight.analyse("EXEC_DEFAULT", wait=False) == {"FINISHED"}
+        job = operators.RUNNING[scene.name]
+        assert settings.busy and not bpy.ops.portrait_relight.analyse.poll()
+        job.cancel()  # what bpy.ops.portrait_relight.cancel_job() does
+        state = operators.finish_job(bpy.context, timeout=120)
+        assert state.cancelled and not settings.busy and not settings.analysed
+        assert "cancelled" in settings.status and "resume" in settings.status, settings.status
+        assert bpy.ops.portrait_relight.analyse("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+        assert "head tracked in 4 frames" in settings.status, settings.status
+    finally:
+        prefs.cache_dir = ""
+
+
+def test_ctrl_c_during_a_blocking_analysis_leaves_nothing_busy(scene, bpy_module, data_dir, tmp_path, capfd):
+    import _thread
+    import threading
+
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.cache_dir = str(tmp_path / "cache")
+    try:
+        clip = _clip_cut(data_dir, tmp_path / "cut.mp4", 10, 60)
+        _import(bpy, clip)
+        operators = _mod("operators")
+        operators.CONSOLE_EVERY_S = 0.2
+        timer = threading.Timer(0.4, _thread.interrupt_main)
+        timer.start()
+        try:
+            with pytest.raises((KeyboardInterrupt, RuntimeError)):
+                bpy.ops.portrait_relight.analyse("EXEC_DEFAULT")
+        finally:
+            timer.cancel()
+            operators.CONSOLE_EVERY_S = 2.0
+        assert not settings.busy and scene.name not in operators.RUNNING
+        assert "Ctrl-C" in settings.status and "resume" in settings.status, settings.status
+        assert "Portrait Relight: analysing" in capfd.readouterr().out  # console progress of a blocking run
+        assert bpy.ops.portrait_relight.analyse.poll()
+    finally:
+        prefs.cache_dir = ""
+
+
+def test_words_frame_numbers_dark_light_and_unsaved_output(scene, bpy_module, short_clip, tmp_path, monkeypatch):
+    """Blender's frame numbers, tracking in words, why a far light looks dark, and where an unsaved file's output
+    goes (said in the status)."""
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    output = _mod("output")
+    monkeypatch.setattr(output, "UNSAVED_ROOT", tmp_path / "home" / "Portrait Relight")
+    assert not bpy.data.filepath
+    scene.frame_start = scene.frame_current = 10
+    assert _import_and_analyse(bpy, short_clip) == {"FINISHED"}, settings.status
+    assert "head tracked in 3 frames" in settings.status and settings.frame_start == 10
+    # The factory scene's light: a 1000 W point light about 7 m from the head.
+    data = bpy.data.lights.new("Light", "POINT")
+    data.energy = 1000.0
+    light = bpy.data.objects.new("Light", data)
+    light.location = (4.08, 1.0, 5.9)
+    scene.collection.objects.link(light)
+    scene.frame_set(11)
+    assert bpy.ops.portrait_relight.relight_frame("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+    assert settings.status.startswith("frame 11: face tracked"), settings.status
+    assert "looks darker than filmed" in settings.status and "_" not in settings.status.split(";")[0]
+    relight = _mod("relight")
+    assert relight.status_words("no_face") == "no face found: shown unchanged"
+
+    assert bpy.ops.portrait_relight.render_sequencer("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+    folder = tmp_path / "home" / "Portrait Relight" / short_clip.stem / "sequencer"
+    assert str(folder.parent) in settings.status and "not saved" in settings.status, settings.status
+    assert sorted(p.name for p in folder.glob("relit_*.png")) == [f"relit_{f:05d}.png" for f in (10, 11, 12)]
+
+    assert bpy.ops.portrait_relight.export("EXEC_DEFAULT", kind="EXR") == {"FINISHED"}, settings.status
+    from blender_relight import exr
+
+    exr_file = folder.parent / "export" / f"{short_clip.stem}_linear_00010.exr"
+    assert exr.channels(exr_file) == {"A": "half", "B": "half", "G": "half", "R": "half"}
+    image = bpy.data.images.load(str(exr_file))
+    assert tuple(image.size) == (512, 512) and image.channels == 4
