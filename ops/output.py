@@ -162,6 +162,36 @@ def _image_strip(scene: bpy.types.Scene, settings: Any, folder: Path, names: lis
     return strip
 
 
+#: Linear (quantised to 1/65535) -> 8-bit sRGB: the strip frame a light drag rewrites, in ~3 ms at 512² instead of
+#: the power function's ~20 (the same codes as ``colour.linear_to_uint8_srgb`` but at rare code boundaries).
+_SRGB8_LUT = None
+
+
+def srgb8(image_linear: np.ndarray) -> np.ndarray:
+    """Linear float RGB -> 8-bit sRGB through a 65536-entry table."""
+    global _SRGB8_LUT
+    if _SRGB8_LUT is None:
+        from blender_relight import colour
+
+        _SRGB8_LUT = colour.linear_to_uint8_srgb(np.linspace(0.0, 1.0, 65536, dtype=np.float32))
+    index = np.empty(np.shape(image_linear), np.uint16)
+    np.rint(np.clip(np.asarray(image_linear, np.float32), 0.0, 1.0) * 65535.0, out=index, casting="unsafe")
+    return _SRGB8_LUT[index]
+
+
+def write_png_fast(path: Path, image_linear: np.ndarray) -> None:
+    """An 8-bit sRGB PNG with OpenCV's default (fast, RLE) compression, atomically (the live preview's strip
+    frame)."""
+    import cv2
+
+    from blender_relight.io_utils import atomic_path
+
+    bgr = np.ascontiguousarray(srgb8(image_linear)[..., ::-1])
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), bgr):
+            raise RelightError(f"{path}: could not write the relit frame; check the folder and the disk space")
+
+
 def refresh_relit_frame(scene: bpy.types.Scene, settings: Any, frame: int, image: np.ndarray) -> bool:
     """If the relit strip shows scene ``frame``, rewrite that file and invalidate the strip: the sequencer follows
     the live preview without a full re-render. Returns True when a file was rewritten."""
@@ -173,7 +203,7 @@ def refresh_relit_frame(scene: bpy.types.Scene, settings: Any, frame: int, image
     if not 0 <= offset < len(strip.elements):
         return False
     folder = Path(bpy.path.abspath(strip.directory))
-    video.write_image(folder / strip.elements[offset].filename, image, bits=8)
+    write_png_fast(folder / strip.elements[offset].filename, image)
     # The folder no longer holds what its render job recorded: the next Render to Sequencer redoes every frame.
     (folder / scene_naming(settings, "relit_").job_file()).unlink(missing_ok=True)
     compat.invalidate_strip(strip)

@@ -6,6 +6,7 @@ changed (the camera-dependent render is cached per frame and camera in the ClipS
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,13 +127,33 @@ def _colourspaces(img: bpy.types.Image) -> set[str]:
     return {item.identifier for item in prop.enum_items}
 
 
+#: Relit frames the live preview keeps by request (a scrub back over frames already seen redraws at once): a frame's
+#: pixels are a function of (clip, frame, lights, camera), so a kept one is what relighting again would give.
+KEEP_RELIT = 12
+
+
 class LivePreview:
-    """State of the live preview: last request key and last error, so handlers stay cheap and quiet."""
+    """State of the live preview: last request key and last error, so handlers stay cheap and quiet, and the last
+    few relit frames by request."""
 
     def __init__(self) -> None:
         self.last_key: tuple | None = None
         self.last_error: str | None = None
         self.busy = False
+        self.kept: OrderedDict[tuple, Any] = OrderedDict()
+
+    def relit(self, session: Any, req: FrameRequest) -> Any:
+        """The relit frame of ``req`` (kept, or relit now and kept)."""
+        key = (id(session), req.key())
+        frame = self.kept.get(key)
+        if frame is None:
+            frame = relight(session, req)
+            self.kept[key] = frame
+            while len(self.kept) > KEEP_RELIT:
+                self.kept.popitem(last=False)
+        else:
+            self.kept.move_to_end(key)
+        return frame
 
     def update(self, scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph) -> bool:
         """Relight the current frame if anything that matters changed; True when the preview was redrawn."""
@@ -146,7 +167,7 @@ class LivePreview:
             key = req.key()
             if key == self.last_key:
                 return False
-            frame = relight(session, req)
+            frame = self.relit(session, req)
             show(frame.image)
             from . import output  # late: output imports this module
 
@@ -195,3 +216,4 @@ def unregister() -> None:
         while fn in handlers:
             handlers.remove(fn)
     LIVE.last_key = None
+    LIVE.kept.clear()

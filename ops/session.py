@@ -145,7 +145,10 @@ def get_session(settings: Any, context: bpy.types.Context | None = None) -> Any:
 
 
 def forget_sessions() -> None:
-    """Close and drop every open session (unregister, or a changed video)."""
+    """Close and drop every open session (unregister, or a changed video), and the live preview's kept frames."""
+    from . import relight  # late: relight imports this module
+
+    relight.LIVE.kept.clear()
     for session in _SESSIONS.values():
         close = getattr(session, "close", None)
         if close is not None:
