@@ -15,8 +15,10 @@ exactly what was written, and the sequence writer checks nothing.
 """
 from __future__ import annotations
 
+import os
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -119,9 +121,11 @@ def write(path: str | Path, layers: dict[str, np.ndarray], half: bool = True,
     if h % n:
         rest = lines[full * n:].reshape(1, -1)
         groups.append((full * n, rest[0], _predict(rest)[0]))
+    # zlib releases the GIL: the blocks compress in parallel (the format's blocks are independent).
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        packed_all = list(pool.map(lambda g: zlib.compress(g[2].tobytes(), level), groups))
     blocks = []
-    for y0, raw, predicted in groups:
-        packed = zlib.compress(predicted.tobytes(), level)
+    for (y0, raw, _), packed in zip(groups, packed_all):
         data = packed if len(packed) < raw.size else raw.tobytes()
         blocks.append(struct.pack("<ii", y0, len(data)) + data)
     start = 8 + len(header) + 8 * len(blocks)

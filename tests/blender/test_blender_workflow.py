@@ -534,3 +534,30 @@ def test_words_frame_numbers_dark_light_and_unsaved_output(scene, bpy_module, sh
     assert exr.channels(exr_file) == {"A": "half", "B": "half", "G": "half", "R": "half"}
     image = bpy.data.images.load(str(exr_file))
     assert tuple(image.size) == (512, 512) and image.channels == 4
+
+
+def test_save_and_reopen_resumes_from_the_cache(scene, bpy_module, short_clip, tmp_path):
+    """Saved .blend: the settings, rig and analysis come back; output goes beside the file; nothing is redone.
+    (Last in this file: it leaves a new empty file open, so later tests see an unsaved file again.)"""
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    assert _import_and_analyse(bpy, short_clip) == {"FINISHED"}, settings.status
+    _side_light(bpy, scene, +1.0)
+    blend = tmp_path / "shot.blend"
+    assert bpy.ops.wm.save_as_mainfile(filepath=str(blend)) == {"FINISHED"}
+    _mod("session").forget_sessions()
+    try:
+        assert bpy.ops.wm.open_mainfile(filepath=str(blend), load_ui=False) == {"FINISHED"}
+        scene = bpy.context.scene
+        settings = scene.portrait_relight
+        assert settings.analysed and settings.anchor is not None and not settings.busy
+        assert settings.video_path == str(short_clip) and settings.anchor.animation_data is not None
+        session = _mod("session").get_session(settings)
+        assert all(session.cache.get_track(i) is not None for i in range(FRAMES))  # the analysis came back
+        assert bpy.ops.portrait_relight.render_sequencer("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+        assert len(list((tmp_path / "relit" / "sequencer").glob("relit_*.png"))) == FRAMES  # beside the .blend
+        assert "not saved" not in settings.status
+    finally:
+        _mod("session").forget_sessions()
+        bpy.ops.wm.read_homefile(use_empty=True)
+    assert not bpy.data.filepath and PACKAGE in bpy.context.preferences.addons
