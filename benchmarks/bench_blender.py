@@ -186,8 +186,10 @@ def main() -> None:
     settings.live = False
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
-    print(f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-          f"Blender {bpy.app.version_string} (bpy), commit {commit}; clip {clip.name}, {n} frames")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores (load average "
+          f"{load}: figures are wall-clock medians), Blender {bpy.app.version_string} (bpy), commit {commit}; "
+          f"clip {clip.name}, {n} frames")
     print("| stage | figure |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")

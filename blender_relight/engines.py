@@ -186,7 +186,9 @@ class NeuralEngine:
 
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
         if cache.get_planes(index, self.model_id) is None:
-            cache.put_planes(index, self.runtime.encode(crop_linear, _source_sh(track)), self.model_id)
+            planes = self._raw_planes(index, crop_linear, track, cache)
+            if self.temporal_enabled:  # the frame's temporal tokens now, while its planes are at hand (a later jump
+                self._frame_tokens(index, cache, planes)  # to any analysed frame then rebuilds no window)
 
     def _raw_planes(self, index: int, crop_linear: np.ndarray, track, cache) -> dict:
         """The encoder's planes of one frame (from the clip's cache, else encoded now and cached)."""
@@ -198,7 +200,7 @@ class NeuralEngine:
             planes = cache.get_planes(index, self.model_id) or encoded
         return planes
 
-    def _frame_tokens(self, index: int, cache) -> np.ndarray | None:
+    def _frame_tokens(self, index: int, cache, planes: dict | None = None) -> np.ndarray | None:
         """Frame ``index``'s temporal memory tokens, or None where the frame has no face (which ends the window).
 
         A frame's tokens depend on its own planes only (the temporal graph embeds the input planes; the memory is
@@ -210,7 +212,7 @@ class NeuralEngine:
         tokens = None
         track = cache.get_track(index)
         if track is not None and track.tracked:
-            planes = cache.get_planes(index, self.model_id)
+            planes = planes if planes is not None else cache.get_planes(index, self.model_id)
             if planes is None and self.frame_source is not None:
                 source = self.frame_source(index)
                 if source is not None:
