@@ -521,6 +521,16 @@ def test_words_frame_numbers_dark_light_and_unsaved_output(scene, bpy_module, sh
     assert "looks darker than filmed" in settings.status and "_" not in settings.status.split(";")[0]
     relight = _mod("relight")
     assert relight.status_words("no_face") == "no face found: shown unchanged"
+    # The analytic engine cannot show a moved camera: it says so instead of ignoring it silently.
+    import math
+
+    from mathutils import Matrix
+
+    anchor, cam = settings.anchor.matrix_world.copy(), settings.camera
+    cam.matrix_world = anchor @ Matrix.Rotation(math.radians(20.0), 4, "Z") @ anchor.inverted() @ cam.matrix_world
+    bpy.context.view_layer.update()
+    assert bpy.ops.portrait_relight.relight_frame("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+    assert "camera move ignored" in settings.status, settings.status
 
     assert bpy.ops.portrait_relight.render_sequencer("EXEC_DEFAULT") == {"FINISHED"}, settings.status
     folder = tmp_path / "home" / "Portrait Relight" / short_clip.stem / "sequencer"
