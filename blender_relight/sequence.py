@@ -172,13 +172,11 @@ def render_sequence(session: Any, out_dir: str | os.PathLike, frames: Iterable[i
                     light: Callable[[int], Any] | None = None,
                     camera: Callable[[int], np.ndarray | None] | None = None, passes: bool = False,
                     image_format: str = "png", progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                    naming: FrameNaming = FrameNaming(), png_bits: int = 16,
-                    write_frame: Callable[[int, Any], None] | None = None) -> Any:
+                    naming: FrameNaming = FrameNaming(), png_bits: int = 16) -> Any:
     """Relight ``frames`` of ``session`` (a ``pipeline.ClipSession``) into ``out_dir``; resume an interrupted job.
 
     ``light(i)`` gives frame i's SceneLighting (or RGB SH), ``camera(i)`` its EG3D camera label or None (the filmed
-    view). ``write_frame(i, relit)``, if given, is called after each frame is on disk (Blender refreshes its
-    preview there). Returns a ``pipeline.JobSummary``.
+    view). Returns a ``pipeline.JobSummary``.
     """
     from blender_relight.lighting.scene import SceneLighting
     from blender_relight.pipeline import JobSummary
@@ -217,8 +215,6 @@ def render_sequence(session: Any, out_dir: str | os.PathLike, frames: Iterable[i
         else:
             result = session.relight_frame(index, lights[index], cameras[index], with_passes=writer.passes)
             writer.write(index, result)
-            if write_frame is not None:
-                write_frame(index, result)
             summary.counts[result.status] = summary.counts.get(result.status, 0) + 1
             written += 1
         if progress:

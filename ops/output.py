@@ -137,13 +137,6 @@ def prepare_render_to_sequencer(context: bpy.types.Context, frames: Iterable[int
                       lambda: _image_strip(scene, settings, folder, names, frames[0]))
 
 
-def render_to_sequencer(context: bpy.types.Context, frames: Iterable[int] | None = None) -> Any:
-    """Blocking render to the sequencer (scripts, background mode); returns the strip."""
-    task = prepare_render_to_sequencer(context, frames)
-    task.run()
-    return task.finish()
-
-
 def _image_strip(scene: bpy.types.Scene, settings: Any, folder: Path, names: list[str], frame_start: int) -> Any:
     """Create (or refresh) the relit image-sequence strip one channel above the movie strip."""
     editor = scene.sequence_editor or scene.sequence_editor_create()
@@ -239,13 +232,6 @@ def prepare_export(context: bpy.types.Context, kind: str, frames: Iterable[int] 
         return folder
 
     return OutputTask(session, plan_requests(context, session, frames), frame_dir, image_format, naming, finish)
-
-
-def export(context: bpy.types.Context, kind: str, frames: Iterable[int] | None = None) -> Path:
-    """Blocking export (scripts, background mode); returns the folder or the video file."""
-    task = prepare_export(context, kind, frames)
-    task.run()
-    return task.finish()
 
 
 def encode_video(scene: bpy.types.Scene, frame_dir: Path, names: list[str], target: Path) -> Path:
