@@ -54,20 +54,13 @@ def enable_addon():
 
 
 def cut_clip(src: Path, out: Path, frames: int) -> Path:
-    import cv2
+    """The tests' clip cutter (tests/blender/pr_blender_env.py)."""
+    import importlib.util
 
-    cap = cv2.VideoCapture(str(src))
-    writer = None
-    for _ in range(frames):
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if writer is None:
-            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, frame.shape[1::-1])
-        writer.write(frame)
-    writer.release()
-    cap.release()
-    return out
+    spec = importlib.util.spec_from_file_location("pr_blender_env", REPO / "tests" / "blender" / "pr_blender_env.py")
+    env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(env)
+    return env.cut_clip(src, out, 0, frames)
 
 
 def key_light(bpy, scene, anchor):

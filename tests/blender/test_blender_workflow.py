@@ -13,7 +13,7 @@ import pytest
 
 from blender_relight import video
 
-from pr_blender_env import PACKAGE, compositor_tree
+from pr_blender_env import PACKAGE, compositor_tree, cut_clip
 
 FRAMES = 3
 
@@ -25,23 +25,10 @@ def _mod(name: str):
 @pytest.fixture(scope="module")
 def short_clip(data_dir, tmp_path_factory) -> Path:
     """The first frames of a real clip, re-encoded into a temporary file (keeps the test fast)."""
-    import cv2
-
     src = data_dir / "videos" / "lp_d3.mp4"
     if not src.is_file():
         pytest.skip(f"{src} not found")
-    cap = cv2.VideoCapture(str(src))
-    out = tmp_path_factory.mktemp("clips") / "d3_short.mp4"
-    writer = None
-    for _ in range(FRAMES):
-        ok, frame = cap.read()
-        assert ok, f"cannot read {src}"
-        if writer is None:
-            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, frame.shape[1::-1])
-        writer.write(frame)
-    writer.release()
-    cap.release()
-    return out
+    return cut_clip(src, tmp_path_factory.mktemp("clips") / "d3_short.mp4", 0, FRAMES)
 
 
 def _import(bpy, path: Path, engine: str = "analytic") -> None:
@@ -352,22 +339,7 @@ def test_shipped_model_follows_a_camera_moved_around_the_head(scene, bpy_module,
 
 
 def _clip_cut(data_dir: Path, out: Path, first: int, count: int) -> Path:
-    """Frames ``first .. first + count - 1`` of a real clip as a new file (new content: a cache of its own)."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(data_dir / "videos" / "lp_d3.mp4"))
-    writer = None
-    for n in range(first + count):
-        ok, frame = cap.read()
-        assert ok
-        if n < first:
-            continue
-        if writer is None:
-            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, frame.shape[1::-1])
-        writer.write(frame)
-    writer.release()
-    cap.release()
-    return out
+    return cut_clip(data_dir / "videos" / "lp_d3.mp4", out, first, count)
 
 
 def test_relinking_a_moved_video_moves_the_movie_strip(scene, bpy_module, short_clip, tmp_path):
