@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ambient", default="0.05", help="ambient radiance (one number or R,G,B)")
     p.add_argument("--yaw", type=float, default=None, help="camera yaw in degrees (neural engine: novel view)")
     p.add_argument("--pitch", type=float, default=None, help="camera pitch in degrees (neural engine: novel view)")
-    p.add_argument("--format", default="png", choices=("png", "exr"), help="frame format")
+    p.add_argument("--format", default="png", choices=("png", "exr", "multilayer"),
+                   help="frame format: 16-bit sRGB PNG, half-float RGBA EXR, or multilayer EXR with the passes")
     p.add_argument("--passes", action="store_true", help="also write albedo, normal, depth, shading, alpha passes")
     p.set_defaults(func=cmd_relight)
 

@@ -69,6 +69,10 @@ def _source_sh(track) -> np.ndarray:
 KEEP_FRAMES = 4
 
 
+#: Frames whose temporal tokens (48 KB each) the neural engine keeps: a scrub over a 20-second clip rebuilds none.
+TOKEN_FRAMES = 512
+
+
 def _keep(cache: OrderedDict, key, value):
     """Store ``value`` under ``key`` in a small most-recent cache of :data:`KEEP_FRAMES` entries; return it."""
     cache[key] = value
@@ -171,8 +175,11 @@ class NeuralEngine:
         encode_meta = json.dumps(self.runtime.meta["graphs"]["encode"], sort_keys=True).encode()
         self.model_id = hashlib.sha1(encode_meta).hexdigest()[:16]
         self.temporal_enabled = temporal
-        self._memory = None
-        self._last_index: int | None = None
+        self.window = int(self.runtime.shapes["memory"][1])  # earlier frames the temporal step attends to
+        #: ``index -> (crop_linear, track) | None`` for frames before the one relit (set by the ClipSession): the
+        #: temporal window is rebuilt from them on a jump. Without it only cached planes can fill the window.
+        self.frame_source = None
+        self._tokens: OrderedDict[int, np.ndarray | None] = OrderedDict()
         self._planes: OrderedDict[int, dict] = OrderedDict()
         self._gbuffers: OrderedDict[tuple, dict] = OrderedDict()
         self._mattes: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -201,23 +208,75 @@ class NeuralEngine:
 
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
         if cache.get_planes(index, self.model_id, self.plane_shapes) is None:
-            cache.put_planes(index, self.runtime.encode(crop_linear, _source_sh(track)), self.model_id)
+            planes = self._raw_planes(index, crop_linear, track, cache)
+            if self.temporal_enabled:  # the frame's temporal tokens now, while its planes are at hand (a later jump
+                self._frame_tokens(index, cache, planes)  # to any analysed frame then rebuilds no window)
 
-    def _frame_planes(self, index: int, crop_linear: np.ndarray, track, cache) -> dict:
-        """Temporally corrected planes of frame ``index`` (memory follows the video; a jump resets it)."""
-        if index in self._planes:
-            return self._planes[index]
+    def _raw_planes(self, index: int, crop_linear: np.ndarray, track, cache) -> dict:
+        """The encoder's planes of one frame (from the clip's cache, else encoded now and cached)."""
         planes = cache.get_planes(index, self.model_id, self.plane_shapes)
         if planes is None:
-            planes = self.runtime.encode(crop_linear, _source_sh(track))
+            encoded = self.runtime.encode(crop_linear, _source_sh(track))
             # The stored form (8-bit) is what is used, now as on every later read: `relight` on a clip never
             # analysed gives the frames `analyse` then `relight` gives.
-            planes = cache.put_planes(index, planes, self.model_id) or planes
+            planes = cache.put_planes(index, encoded, self.model_id) or encoded
+        return planes
+
+    def _frame_tokens(self, index: int, cache, planes: dict | None = None) -> np.ndarray | None:
+        """Frame ``index``'s temporal memory tokens, or None where the frame has no face (which ends the window).
+
+        A frame's tokens depend on its own planes only (the temporal graph embeds the input planes; the memory is
+        a first-in first-out list of those embeddings), so they are computed once per frame and kept.
+        """
+        if index in self._tokens:
+            self._tokens.move_to_end(index)
+            return self._tokens[index]
+        tokens = None
+        track = cache.get_track(index)
+        if track is not None and track.tracked:
+            planes = planes if planes is not None else cache.get_planes(index, self.model_id, self.plane_shapes)
+            if planes is None and self.frame_source is not None:
+                source = self.frame_source(index)
+                if source is not None:
+                    planes = self._raw_planes(index, source[0], source[1], cache)
+            if planes is not None:
+                tokens = self.runtime.temporal(planes, None)[1]["tokens"][-1]
+        self._tokens[index] = tokens
+        while len(self._tokens) > TOKEN_FRAMES:
+            self._tokens.popitem(last=False)
+        return tokens
+
+    def _memory_before(self, index: int, cache) -> dict | None:
+        """The temporal memory of frame ``index``: the tokens of the tracked frames just before it (at most
+        :attr:`window`, stopping at the first frame without a face), oldest first, as a frame-by-frame run from
+        the clip's start would have left it."""
+        tokens = []
+        for j in range(index - 1, max(index - self.window, 0) - 1, -1):
+            t = self._frame_tokens(j, cache)
+            if t is None:
+                break
+            tokens.append(t)
+        if not tokens:
+            return None
+        memory = self.runtime.empty_memory()
+        for slot, t in enumerate(reversed(tokens), start=self.window - len(tokens)):
+            memory["tokens"][slot] = t
+            memory["valid"][slot] = 1.0
+        return memory
+
+    def _frame_planes(self, index: int, crop_linear: np.ndarray, track, cache) -> dict:
+        """Temporally corrected planes of frame ``index``: a function of the clip and the frame alone.
+
+        The window is the frames before ``index`` whatever was relit before (a scrub, a jump, rendering out of
+        order): their tokens are rebuilt from their planes when not kept, so frame N after a scrub is frame N of a
+        run in order. Kept for the last few frames.
+        """
+        if index in self._planes:
+            return self._planes[index]
+        planes = self._raw_planes(index, crop_linear, track, cache)
         if self.temporal_enabled:
-            if self._last_index is None or index != self._last_index + 1:
-                self._memory = None  # a jump on the timeline: start a fresh window
-            planes, self._memory = self.runtime.temporal(planes, self._memory)
-            self._last_index = index
+            planes, memory = self.runtime.temporal(planes, self._memory_before(index, cache))
+            self._tokens[index] = memory["tokens"][-1]
         return _keep(self._planes, index, planes)
 
     def relight(self, index: int, crop_linear: np.ndarray, track, lighting: "SceneLighting | np.ndarray",

@@ -35,6 +35,9 @@ def head_alpha(crop_srgb: np.ndarray, head_mask: np.ndarray, mesh_coverage: np.n
     if not (seeds == cv2.GC_FGD).any() or not (seeds == cv2.GC_BGD).any():
         return mask
     try:
+        # GrabCut seeds its colour models from OpenCV's thread RNG: seeded here, the matte of a frame does not depend
+        # on what ran before it (a scrub gave edges up to 67/255 apart).
+        cv2.setRNGSeed(0)
         cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), seeds, None, np.zeros((1, 65)), np.zeros((1, 65)), 3,
                     cv2.GC_INIT_WITH_MASK)
     except cv2.error:

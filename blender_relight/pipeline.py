@@ -123,6 +123,8 @@ class ClipSession:
                 log.info("%s", note)
                 self.notes.append(note)
         self.engine: RelightEngine = make_engine(engine, provider, weights_dir) if isinstance(engine, str) else engine
+        if hasattr(self.engine, "frame_source"):  # the neural engine rebuilds its temporal window from earlier frames
+            self.engine.frame_source = self._window_frame
         self.smoothing = smoothing
         self.landmarks = landmarks
         if landmarks != "mediapipe":
@@ -314,6 +316,13 @@ class ClipSession:
 
         return np.linalg.inv(camera.split_label(label)[0])
 
+    def _window_frame(self, index: int):
+        """(crop, track) of an earlier frame for the neural engine's temporal window; None without a face."""
+        track = self.cache.get_track(index)
+        if track is None or not track.tracked:
+            return None
+        return self.crop_linear(index, track), track
+
     def crop_linear(self, index: int, track=None) -> np.ndarray:
         """The frame's EG3D 512² crop in linear RGB."""
         track = self.frame_track(index) if track is None else track
@@ -374,52 +383,9 @@ class ClipSession:
                         camera: Callable[[int], np.ndarray | None] | None = None, passes: bool = False,
                         image_format: str = "png", progress: ProgressFn | None = None,
                         cancel: CancelFn | None = None) -> JobSummary:
-        """Relight ``frames`` into ``out_dir`` as ``frame_000000.png`` (+ passes), resuming a finished job's frames.
+        """Relight ``frames`` into ``out_dir`` as ``frame_000000.png`` (+ passes), resuming a finished job's frames:
+        ``blender_relight.sequence.render_sequence`` (naming, formats, resume, stale frames) for this clip."""
+        from blender_relight.sequence import render_sequence
 
-        A job file (``job.json``) records what was asked; frames already written for the same request are kept, a
-        different request rewrites them. Each frame is written atomically, so a cancel never leaves a partial file.
-        """
-        from blender_relight.video import write_image
-
-        if light is None:
-            raise RelightError("render_sequence needs a light (a function frame -> SceneLighting or RGB SH)")
-        frames = list(range(self.info.frame_count) if frames is None else frames)
-        out_dir = ensure_writable_dir(out_dir)
-        from blender_relight.lighting.scene import SceneLighting
-
-        lights = {i: SceneLighting.coerce(light(i)) for i in frames}
-        cameras = {i: (None if camera is None else camera(i)) for i in frames}
-        request = hashlib.sha1()
-        for i in frames:
-            request.update(np.float64(i).tobytes() + lights[i].key())
-            request.update(b"-" if cameras[i] is None else np.asarray(cameras[i], np.float64).tobytes())
-        request.update(f"{self.engine.name}|{passes}|{image_format}|{self.cache.key}".encode())
-        job_path = out_dir / "job.json"
-        job = {"source": str(self.info.path), "fps": self.info.fps, "engine": self.engine.name,
-               "request": request.hexdigest(), "frames": frames, "format": image_format, "passes": passes}
-        previous = json.loads(job_path.read_text()) if job_path.is_file() else {}
-        resume = previous.get("request") == job["request"]
-        from blender_relight.io_utils import write_bytes_atomic
-
-        write_bytes_atomic(job_path, json.dumps(job, indent=1).encode())
-        suffix = ".exr" if image_format == "exr" else ".png"
-        summary = JobSummary(f"relit {self.info.path.name} with the {self.engine.name} engine")
-        written = skipped = 0
-        for n, index in enumerate(frames):
-            if cancel is not None and cancel():
-                raise Cancelled(f"relighting stopped at frame {index}; {written + skipped} frames are in {out_dir} "
-                                "and a rerun of the same command resumes")
-            target = out_dir / f"frame_{index:06d}{suffix}"
-            if resume and target.is_file():
-                skipped += 1
-            else:
-                result = self.relight_frame(index, lights[index], cameras[index], with_passes=passes)
-                write_image(target, result.image)
-                for name, image in result.passes.items():
-                    write_image(out_dir / name / f"{name}_{index:06d}.exr", image)
-                summary.counts[result.status] = summary.counts.get(result.status, 0) + 1
-                written += 1
-            if progress:
-                progress(n + 1, len(frames))
-        summary.lines.append(f"{written} frames written, {skipped} already there (resumed) in {out_dir}")
-        return summary
+        return render_sequence(self, out_dir, frames, light=light, camera=camera, passes=passes,
+                               image_format=image_format, progress=progress, cancel=cancel)

@@ -105,13 +105,6 @@ def set_video_output(image_settings: Any, version: Version, codec_container: str
     image_settings.file_format = "FFMPEG"
 
 
-def set_image_output(image_settings: Any, version: Version, file_format: str) -> None:
-    """Switch render output to still images (``PNG``, ``OPEN_EXR``, ``OPEN_EXR_MULTILAYER``)."""
-    if is_v5(version) and hasattr(image_settings, "media_type"):
-        image_settings.media_type = "MULTI_LAYER_IMAGE" if file_format == "OPEN_EXR_MULTILAYER" else "IMAGE"
-    image_settings.file_format = file_format
-
-
 def extension_user_dir(bpy_utils: Any, package: str, subdir: str, fallback_root: str | None = None) -> str:
     """A writable per-user folder for this extension (``cache``, ``exports`` ...), never inside the add-on folder.
 

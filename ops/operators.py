@@ -5,11 +5,14 @@ Why thin: each one reads the scene, calls ``blender_relight`` through the helper
 """
 from __future__ import annotations
 
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
 from blender_relight.errors import RelightError
@@ -28,6 +31,12 @@ def _report_error(op: bpy.types.Operator, settings, exc: Exception) -> set[str]:
     return {"CANCELLED"}
 
 
+def running(scene: bpy.types.Scene) -> bool:
+    """Whether a background job of this scene is running (its clip's session is the job's until it ends)."""
+    job = RUNNING.get(scene.name)
+    return job is not None and not job.snapshot().finished
+
+
 def import_clip(context: bpy.types.Context, filepath: str, frame_start: int | None = None) -> None:
     """Add the movie strip, anchor, camera and proxy for ``filepath`` and point the scene settings at them."""
     scene = context.scene
@@ -41,9 +50,11 @@ def import_clip(context: bpy.types.Context, filepath: str, frame_start: int | No
         info = SimpleNamespace(frame_count=reader.frame_count, fps=reader.fps, width=reader.width,
                                height=reader.height)
     sessions.forget_sessions()
+    settings.movie_strip = ""  # before the path: its update relinks an existing strip, and this is a new clip
     settings.video_path = str(path)
     settings.analysed = False
     settings.progress = 0.0
+    settings.engine_note = ""
     settings.frame_start = scene.frame_start if frame_start is None else frame_start
     strip = rig.add_movie_strip(scene, path, settings.frame_start)
     settings.movie_strip = strip.name
@@ -57,7 +68,8 @@ def import_clip(context: bpy.types.Context, filepath: str, frame_start: int | No
     fps = float(info.fps) or 25.0
     scene.render.fps, scene.render.fps_base = max(1, round(fps)), max(1, round(fps)) / fps
     scene.frame_end = settings.frame_start + int(info.frame_count) - 1
-    settings.status = f"imported {path.name}: {info.frame_count} frames, {info.width}x{info.height}; analyse next"
+    settings.status = (f"imported {path.name}: {info.frame_count} frames (scene frames {settings.frame_start}-"
+                       f"{scene.frame_end}), {info.width}x{info.height}; analyse next")
 
 
 def analysed_frames(settings, session) -> list[int]:
@@ -73,6 +85,10 @@ def new_job(context: bpy.types.Context) -> worker.AnalysisJob:
     return worker.AnalysisJob(session, analysed_frames(settings, session))
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def finish_analysis(context: bpy.types.Context, state: worker.JobState) -> str:
     """Main-thread end of an analysis: place the rig from the tracking, update status; returns the status line."""
     scene = context.scene
@@ -80,15 +96,17 @@ def finish_analysis(context: bpy.types.Context, state: worker.JobState) -> str:
     settings.busy = False
     settings.progress = state.fraction
     if state.cancelled:
-        settings.status = f"analysis cancelled at {state.done}/{state.total} frames; run Analyse again to resume"
+        settings.status = (f"analysis cancelled at {state.done} of {state.total} steps; finished frames are cached: "
+                           "run Analyse again to resume")
     elif state.error:
         settings.status = state.error
     else:
         session = sessions.get_session(settings, context)
-        keyed = rig.key_anchor(scene, settings, session, analysed_frames(settings, session))
+        frames = analysed_frames(settings, session)
+        keyed = rig.key_anchor(scene, settings, session, frames)
         settings.analysed = keyed > 0
-        settings.status = (f"analysed {session.info.frame_count} frames in {state.elapsed_s:.1f} s, head tracked in "
-                           f"{keyed}"
+        settings.status = (f"analysed {_plural(len(frames), 'frame')} in {state.elapsed_s:.1f} s, head tracked in "
+                           f"{_plural(keyed, 'frame')}; {settings.engine_note}"
                            if keyed else "no face was found in any frame: choose a clip with a visible face")
         settings.progress = 1.0
     return settings.status
@@ -103,6 +121,10 @@ class PR_OT_import_video(bpy.types.Operator, ImportHelper):
 
     filter_glob: StringProperty(default=VIDEO_FILTER, options={"HIDDEN"})
 
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not running(context.scene)
+
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
             import_clip(context, self.filepath)
@@ -112,11 +134,78 @@ class PR_OT_import_video(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
+#: Seconds between console progress lines of a blocking (script) run.
+CONSOLE_EVERY_S = 2.0
+
+
+def _console(verb: str, state: worker.JobState) -> None:
+    rate = state.done / state.elapsed_s if state.elapsed_s > 0 else 0.0
+    print(f"Portrait Relight: {verb} {state.done}/{state.total} ({state.fraction:.0%}, {rate:.1f}/s, "
+          f"{state.elapsed_s:.0f} s)", flush=True)
+
+
+def start_job(context: bpy.types.Context, job: worker.BackgroundJob, verb: str, done) -> worker.BackgroundJob:
+    """Start ``job`` in its thread as the scene's running job; ``done(context, state) -> (ok, level, status)`` is
+    its main-thread end, run by :func:`finish_job` (or the modal operator's timer)."""
+    settings = context.scene.portrait_relight
+    job.on_done, job.verb = done, verb
+    settings.busy, settings.progress, settings.status = True, 0.0, f"{verb}..."
+    RUNNING[context.scene.name] = job
+    job.start()
+    return job
+
+
+def finish_job(context: bpy.types.Context, timeout: float | None = None, console: bool = True) -> worker.JobState:
+    """Wait for the scene's running job (printing progress to the console), then end it on the main thread.
+
+    Ctrl-C while waiting cancels the job, waits for it to stop between frames, ends it (the panel is not left
+    "busy") and raises KeyboardInterrupt again. Scripts use this after ``analyse(wait=False)``;
+    ``bpy.ops.portrait_relight.cancel_job()`` (or ``job.cancel()``) stops the job early.
+    """
+    scene = context.scene
+    job = RUNNING.get(scene.name)
+    if job is None:
+        raise RelightError("no Portrait Relight job is running in this scene")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = time.monotonic()
+    interrupted = False
+    try:
+        while not job.future.done():
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{job.name} still running after {timeout} s")
+            try:  # the future, not Thread.join: a join interrupted by Ctrl-C may later return too early
+                job.future.result(timeout=0.1)
+            except FutureTimeout:
+                pass
+            if console and time.monotonic() - last >= CONSOLE_EVERY_S:
+                _console(job.verb, job.snapshot())
+                last = time.monotonic()
+    except KeyboardInterrupt:
+        interrupted = True
+        job.cancel()
+        job.future.result()  # the job stops between frames
+    state = job.snapshot()
+    if console:
+        _console(job.verb, state)
+    RUNNING.pop(scene.name, None)
+    settings = scene.portrait_relight
+    settings.busy = False
+    job.outcome = job.on_done(context, state) if job.on_done else (not state.error, "INFO", settings.status)
+    ok, _, status = job.outcome
+    if console and status:
+        print(f"Portrait Relight: {status}", flush=True)
+    if interrupted:
+        if state.cancelled:
+            settings.status = f"{job.name} stopped by Ctrl-C; {settings.status}"
+        raise KeyboardInterrupt
+    return state
+
+
 class _BackgroundModal:
     """Mixin: run a BackgroundJob in a thread while a modal timer shows its progress (panel and status bar).
 
     Esc or the panel's cancel button stops it between frames. ``execute`` (scripts, background mode) runs the same
-    job on the calling thread and finishes it with the same ``done`` callback.
+    thread and waits for it with console progress (``wait=False``: returns at once; :func:`finish_job` ends it).
     """
 
     verb = "working"
@@ -124,22 +213,27 @@ class _BackgroundModal:
     _timer = None
     _scene_name = ""
 
+    def _end(self, context: bpy.types.Context, ok: bool, level: str, status: str) -> set[str]:
+        if status:
+            self.report({level}, status)
+        return {"FINISHED"} if ok else {"CANCELLED"}
+
+    wait: BoolProperty(name="Wait", default=True, options={"SKIP_SAVE"},
+                       description="Scripts: wait for the job, printing progress to the console (off: return at "
+                                   "once; follow it with operators.finish_job, stop it with cancel_job)")
+
     def run_blocking(self, context: bpy.types.Context, job: worker.BackgroundJob, done) -> set[str]:
-        settings = context.scene.portrait_relight
-        settings.busy = True
-        state = job.run()
-        settings.busy = False
-        return {"FINISHED"} if done(self, context, state) else {"CANCELLED"}
+        start_job(context, job, self.verb, done)
+        if not getattr(self, "wait", True):
+            return {"FINISHED"}  # the script owns the job now: progress, cancel and finish_job are its
+        finish_job(context)
+        return self._end(context, *job.outcome)
 
     def start_modal(self, context: bpy.types.Context, job: worker.BackgroundJob, done) -> set[str]:
-        if bpy.app.background:  # no event loop: run it here
+        if bpy.app.background or context.window is None:  # no event loop: wait here (or hand it to the script)
             return self.run_blocking(context, job, done)
-        settings = context.scene.portrait_relight
-        self._job, self._done = job, done
-        settings.busy, settings.progress, settings.status = True, 0.0, f"{self.verb}..."
-        self._scene_name = context.scene.name
-        RUNNING[self._scene_name] = job
-        job.start()
+        start_job(context, job, self.verb, done)
+        self._job, self._scene_name = job, context.scene.name
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.2, window=context.window)
         wm.modal_handler_add(self)
@@ -158,46 +252,41 @@ class _BackgroundModal:
                 f"Portrait Relight: {self.verb} {state.done}/{state.total} (Esc to cancel)")
             _redraw(context)
             return {"RUNNING_MODAL"}
-        self._job.join()
-        RUNNING.pop(self._scene_name, None)
         context.window_manager.event_timer_remove(self._timer)
         context.workspace.status_text_set(None)
-        settings.busy = False
-        ok = self._done(self, context, state)
+        finish_job(context, console=False)
         _redraw(context)
-        return {"FINISHED"} if ok else {"CANCELLED"}
+        return self._end(context, *self._job.outcome)
 
 
-def _analysis_done(op: bpy.types.Operator, context: bpy.types.Context, state: worker.JobState) -> bool:
+def _analysis_done(context: bpy.types.Context, state: worker.JobState) -> tuple[bool, str, str]:
     status = finish_analysis(context, state)
     analysed = context.scene.portrait_relight.analysed
-    op.report({"INFO"} if analysed else {"WARNING"}, status)
-    return analysed
+    return analysed, "INFO" if analysed else "WARNING", status
 
 
-def _output_done(what: str):
-    """``done`` callback of a render/export job: finish on the main thread (strip, video) and report."""
+def _output_done(what: str, task: output.OutputTask, view_note: str, where_note: str):
+    """``done`` callback of a render/export job: finish on the main thread (strip, video) and say where it went."""
 
-    def done(op: bpy.types.Operator, context: bpy.types.Context, state: worker.JobState) -> bool:
+    def done(context: bpy.types.Context, state: worker.JobState) -> tuple[bool, str, str]:
         settings = context.scene.portrait_relight
         settings.progress = state.fraction
         if state.cancelled:
-            settings.status = f"{what} cancelled after {state.done} of {state.total} frames; finished frames are kept"
-            op.report({"WARNING"}, settings.status)
-            return False
+            settings.status = (f"{what} cancelled after {state.done} of {state.total} frames; finished frames are "
+                               f"kept in {task.folder} and the same request resumes")
+            return False, "WARNING", settings.status
         if state.error:
             settings.status = state.error
-            op.report({"ERROR"}, state.error)
-            return False
+            return False, "ERROR", state.error
         try:
-            result = op._task.finish()
+            result = task.finish()
         except RelightError as exc:
-            _report_error(op, settings, exc)
-            return False
-        where = f"strip {result.name!r}" if hasattr(result, "frame_final_duration") else str(result)
-        settings.status = f"{what}: {state.total} frames to {where}{op._view_note}"
-        op.report({"INFO"}, settings.status)
-        return True
+            settings.status = str(exc)
+            return False, "ERROR", settings.status
+        where = f"strip {result.name!r} from {task.folder}" if hasattr(result, "frame_final_duration") \
+            else str(result)
+        settings.status = f"{what} {_plural(state.total, 'frame')} to {where}{view_note}{where_note}"
+        return True, "INFO", settings.status
 
     return done
 
@@ -211,7 +300,7 @@ class PR_OT_analyse(_BackgroundModal, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return bool(context.scene.portrait_relight.video_path) and context.scene.name not in RUNNING
+        return bool(context.scene.portrait_relight.video_path) and not running(context.scene)
 
     def _job_or_error(self, context: bpy.types.Context) -> worker.AnalysisJob | None:
         try:
@@ -221,7 +310,7 @@ class PR_OT_analyse(_BackgroundModal, bpy.types.Operator):
             return None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        """Blocking run (scripts, background mode): the same worker code, on this thread."""
+        """Scripts and background mode: the same worker thread, waited for here with console progress."""
         job = self._job_or_error(context)
         return {"CANCELLED"} if job is None else self.run_blocking(context, job, _analysis_done)
 
@@ -255,6 +344,10 @@ class PR_OT_relight_frame(bpy.types.Operator):
     bl_idname = "portrait_relight.relight_frame"
     bl_label = "Relight Frame"
 
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return bool(context.scene.portrait_relight.video_path) and not running(context.scene)
+
     def execute(self, context: bpy.types.Context) -> set[str]:
         scene = context.scene
         settings = scene.portrait_relight
@@ -265,7 +358,7 @@ class PR_OT_relight_frame(bpy.types.Operator):
         except RelightError as exc:
             return _report_error(self, settings, exc)
         relight.show(frame.image)
-        settings.status = f"frame {req.index}: {frame.status}"
+        settings.status = relight.frame_status(scene, session, req, frame)
         return {"FINISHED"}
 
 
@@ -276,28 +369,30 @@ class _OutputOperator(_BackgroundModal):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return context.scene.portrait_relight.analysed and context.scene.name not in RUNNING
+        return context.scene.portrait_relight.analysed and not running(context.scene)
 
     def plan(self, context: bpy.types.Context) -> output.OutputTask:
         raise NotImplementedError
 
-    def _prepare(self, context: bpy.types.Context) -> worker.BackgroundJob | None:
+    def _prepare(self, context: bpy.types.Context) -> tuple[worker.BackgroundJob | None, Any]:
+        settings = context.scene.portrait_relight
         try:
             old_view = output.use_standard_view(context.scene)
-            self._task = self.plan(context)
+            task = self.plan(context)
         except RelightError as exc:
-            _report_error(self, context.scene.portrait_relight, exc)
-            return None
-        self._view_note = f" (view transform {old_view} -> Standard)" if old_view else ""
-        return worker.BackgroundJob(self._task.run, self.what)
+            _report_error(self, settings, exc)
+            return None, None
+        view_note = f" (view transform {old_view} -> Standard)" if old_view else ""
+        done = _output_done(self.what, task, view_note, output.output_root(settings)[1])
+        return worker.BackgroundJob(task.run, self.what, task.session), done
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        job = self._prepare(context)
-        return {"CANCELLED"} if job is None else self.run_blocking(context, job, _output_done(self.what))
+        job, done = self._prepare(context)
+        return {"CANCELLED"} if job is None else self.run_blocking(context, job, done)
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        job = self._prepare(context)
-        return {"CANCELLED"} if job is None else self.start_modal(context, job, _output_done(self.what))
+        job, done = self._prepare(context)
+        return {"CANCELLED"} if job is None else self.start_modal(context, job, done)
 
 
 class PR_OT_render_sequencer(_OutputOperator, bpy.types.Operator):
@@ -331,7 +426,7 @@ def clear_stale_state(_filepath: str = "") -> None:
     """After a file loads, no job of it is running, whatever was saved (e.g. saved mid-analysis)."""
     for scene in bpy.data.scenes:
         settings = getattr(scene, "portrait_relight", None)
-        if settings is not None and settings.busy and scene.name not in RUNNING:
+        if settings is not None and settings.busy and not running(scene):
             settings.busy = False
 
 

@@ -9,17 +9,43 @@ import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty)
 
 ENGINES = [
-    ("auto", "Auto", "The neural model when its files are present, else the analytic engine"),
+    ("auto", "Auto", "The shipped neural model (or the preferences' Model folder, which must then hold a valid "
+                     "model: a broken one is an error), else the analytic engine"),
     ("analytic", "Analytic", "Tracked face geometry and an SH shading ratio (no model files needed)"),
     ("neural", "Neural", "The 3D-aware relighting network (needs the ONNX model files)"),
 ]
 
 EXPORT_FORMATS = [
-    ("PNG", "PNG sequence", "8-bit sRGB PNG frames (Standard view transform)"),
-    ("EXR", "EXR sequence", "Half-float linear OpenEXR frames"),
-    ("VIDEO", "Video", "H.264 MP4 through Blender's FFmpeg output"),
-    ("MULTILAYER", "Multilayer EXR passes", "Beauty, albedo, normal, depth, shading and alpha per frame"),
+    ("PNG", "PNG sequence", "8-bit sRGB RGB PNG frames (Standard view transform)"),
+    ("EXR", "EXR sequence", "Linear half-float RGBA OpenEXR frames, ZIP-compressed; alpha is 1 (the relit frame "
+                            "covers the whole plate; the head's matte is the multilayer export's alpha layer)"),
+    ("VIDEO", "Video", "H.264 MP4 through Blender's FFmpeg output, decoded again before it gets its name"),
+    ("MULTILAYER", "Multilayer EXR passes", "One ZIP-compressed EXR per frame: half-float beauty (RGBA), albedo, "
+                                            "normal, shading and alpha layers, and depth in 32-bit float"),
 ]
+
+
+def _path_options() -> set[str]:
+    """Blender 5.0 warns about ``//`` in a path property unless it says it supports blend-relative paths (which
+    the output folder does: ``ops.output.output_root``); 4.2 does not know that option."""
+    return {"PATH_SUPPORTS_BLEND_RELATIVE"} if tuple(bpy.app.version) >= (5, 0, 0) else set()
+
+
+def _relink_video(settings: "PortraitRelightSettings", context: bpy.types.Context) -> None:
+    """The Video field changed (a moved clip relinked): point the movie strip at the new file too."""
+    from . import compat
+
+    path = bpy.path.abspath(settings.video_path) if settings.video_path else ""
+    scene = settings.id_data
+    editor = getattr(scene, "sequence_editor", None)
+    if not path or not settings.movie_strip or editor is None:
+        return
+    strip = compat.strips(editor, tuple(bpy.app.version)).get(settings.movie_strip)
+    if strip is not None and bpy.path.abspath(strip.filepath) != path:
+        import os
+
+        if os.path.isfile(path):
+            strip.filepath = path
 
 
 def _is_empty(_self, obj: bpy.types.Object) -> bool:
@@ -33,7 +59,10 @@ def _is_camera(_self, obj: bpy.types.Object) -> bool:
 class PortraitRelightSettings(bpy.types.PropertyGroup):
     """Settings of the clip being relit in this scene."""
 
-    video_path: StringProperty(name="Video", subtype="FILE_PATH", description="Source portrait video")
+    video_path: StringProperty(name="Video", subtype="FILE_PATH", update=_relink_video,
+                               description="Source portrait video (set its new place here after moving it: the "
+                                           "movie strip and the analysis cache follow)")
+    engine_note: StringProperty(name="Engine in use", description="Which engine the clip's session runs")
     engine: EnumProperty(name="Engine", items=ENGINES, default="auto")
     anchor: PointerProperty(name="Head anchor", type=bpy.types.Object, poll=_is_empty,
                             description="Empty that follows the tracked head; lights and camera are read relative to it")
@@ -52,8 +81,9 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
                        description="Relight the current frame whenever a light, the camera or the frame changes")
     use_source_camera: BoolProperty(name="Keep source view", default=False,
                                     description="Ignore the scene camera and keep the filmed viewpoint")
-    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//relit/",
-                               description="Folder for rendered and exported frames")
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="", options=_path_options(),
+                               description="Folder for rendered and exported frames (empty: relit/ beside the "
+                                           "saved .blend; while the .blend is unsaved, ~/Portrait Relight/<clip>)")
     export_format: EnumProperty(name="Format", items=EXPORT_FORMATS, default="PNG")
 
 

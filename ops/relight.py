@@ -6,6 +6,7 @@ changed (the camera-dependent render is cached per frame and camera in the ClipS
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,8 @@ def request(scene: bpy.types.Scene, settings: Any, session: Any, depsgraph: bpy.
     index = clip_index(scene, settings, frame)
     info = session.info
     if not 0 <= index < info.frame_count:
-        raise RelightError(f"frame {scene.frame_current} is outside the clip (scene frames {settings.frame_start}"
+        shown = scene.frame_current if frame is None else frame
+        raise RelightError(f"frame {shown} is outside the clip (scene frames {settings.frame_start}"
                            f"-{settings.frame_start + info.frame_count - 1})")
     sh = scene_read.scene_sh(scene, settings, depsgraph)
     label = None
@@ -76,18 +78,82 @@ def show(image_rgb: np.ndarray, name: str = PREVIEW_IMAGE) -> bpy.types.Image:
     return img
 
 
+#: Tracking statuses in words (the core's codes are for files and logs).
+STATUS_WORDS = {
+    "tracked": "face tracked",
+    "no_face": "no face found: shown unchanged",
+    "several_faces": "several faces: the largest one relit",
+    "low_confidence": "face tracked with low confidence",
+    "not analysed": "not analysed yet: shown unchanged (run Analyse)",
+}
+
+#: Below this fraction of the filmed light on the face (or above its inverse) the status says why it looks dark.
+DARK, BRIGHT = 0.6, 2.5
+
+
+def status_words(status: str) -> str:
+    return STATUS_WORDS.get(status, status.replace("_", " "))
+
+
+def light_hint(session: Any, req: FrameRequest) -> str:
+    """Why the face looks dark (or blown out): the scene's light on the face against the filmed light (SH DC)."""
+    track = session.cache.get_track(req.index)
+    if track is None or getattr(track, "source_sh", None) is None:
+        return ""
+    source = float(np.mean(np.asarray(track.source_sh, dtype=np.float64).reshape(9, -1)[0]))
+    target = float(np.mean(np.asarray(req.sh, dtype=np.float64).reshape(9, -1)[0]))
+    if source <= 1e-6:
+        return ""
+    ratio = target / source
+    if ratio < DARK:
+        return (f"; the scene's lights give {ratio:.0%} of the filmed light on the face, so it looks darker than "
+                "filmed: raise their power or bring them closer to the head anchor (a far light, like the default "
+                "scene's 1000 W point light 7 m away, lights it little)")
+    if ratio > BRIGHT:
+        return f"; the scene's lights give {ratio:.0f}x the filmed light on the face: lower their power"
+    return ""
+
+
+def frame_status(scene: bpy.types.Scene, session: Any, req: FrameRequest, frame: Any) -> str:
+    """The status line of a relit frame: Blender's frame number, the tracking in words, and hints."""
+    line = f"frame {req.index + scene.portrait_relight.frame_start}: {status_words(frame.status)}"
+    if req.camera_label is not None and not session.engine.supports_novel_view:
+        line += "; camera move ignored: the analytic engine shows the filmed view only"
+    return line + light_hint(session, req)
+
+
 def _colourspaces(img: bpy.types.Image) -> set[str]:
     prop = img.colorspace_settings.bl_rna.properties["name"]
     return {item.identifier for item in prop.enum_items}
 
 
+#: Relit frames the live preview keeps by request (a scrub back over frames already seen redraws at once): a frame's
+#: pixels are a function of (clip, frame, lights, camera), so a kept one is what relighting again would give.
+KEEP_RELIT = 12
+
+
 class LivePreview:
-    """State of the live preview: last request key and last error, so handlers stay cheap and quiet."""
+    """State of the live preview: last request key and last error, so handlers stay cheap and quiet, and the last
+    few relit frames by request."""
 
     def __init__(self) -> None:
         self.last_key: tuple | None = None
         self.last_error: str | None = None
         self.busy = False
+        self.kept: OrderedDict[tuple, Any] = OrderedDict()
+
+    def relit(self, session: Any, req: FrameRequest) -> Any:
+        """The relit frame of ``req`` (kept, or relit now and kept)."""
+        key = (id(session), req.key())
+        frame = self.kept.get(key)
+        if frame is None:
+            frame = relight(session, req)
+            self.kept[key] = frame
+            while len(self.kept) > KEEP_RELIT:
+                self.kept.popitem(last=False)
+        else:
+            self.kept.move_to_end(key)
+        return frame
 
     def update(self, scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph) -> bool:
         """Relight the current frame if anything that matters changed; True when the preview was redrawn."""
@@ -101,13 +167,15 @@ class LivePreview:
             key = req.key()
             if key == self.last_key:
                 return False
-            frame = relight(session, req)
+            frame = self.relit(session, req)
             show(frame.image)
             from . import output  # late: output imports this module
 
             output.refresh_relit_frame(scene, settings, scene.frame_current, frame.image)
             self.last_key, self.last_error = key, None
-            settings.status = f"frame {req.index}: {frame.status}"
+            status = frame_status(scene, session, req, frame)
+            if settings.status != status:
+                settings.status = status
             return True
         except RelightError as exc:
             if str(exc) != self.last_error:
@@ -148,3 +216,4 @@ def unregister() -> None:
         while fn in handlers:
             handlers.remove(fn)
     LIVE.last_key = None
+    LIVE.kept.clear()

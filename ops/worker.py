@@ -1,9 +1,11 @@
 """Long jobs in a worker thread: analysis, and relighting frames for the sequencer or an export, never block the UI.
 
-Why a class with ``run()``: the modal operator starts ``run`` in a thread and polls ``snapshot()`` from a timer on
-the main thread (bpy is touched only there: the job's function must not use bpy); the tests call ``run()``
-directly, so both go through the same code. Cancelling sets an event the job polls between frames; what was
-finished stays (in the clip's cache, or as written frames).
+Why a class with ``run()``: the job runs in its own thread and the main thread polls ``snapshot()`` (the modal
+operator from a timer; a script's blocking call from a wait loop that prints progress to the console), so bpy is
+touched only on the main thread and the job's function must not use bpy. The job owns the clip's ClipSession while
+it runs (``session.get_session`` refuses the main thread meanwhile): one owner, progress and cancel through the job
+and its ``future`` (a ``concurrent.futures.Future`` resolved with the final JobState). Cancelling sets an event the
+job polls between frames; what was finished stays (in the clip's cache, or as written frames).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +44,12 @@ class JobState:
 class BackgroundJob:
     """One run of ``fn(progress=..., cancel=...)`` (no bpy inside) with thread-safe progress, cancel and result."""
 
-    def __init__(self, fn: Callable[..., Any], name: str = "job") -> None:
+    def __init__(self, fn: Callable[..., Any], name: str = "job", session: Any = None) -> None:
         self._fn = fn
         self.name = name
+        self.session = session  # the ClipSession this job owns while it runs (None: it uses none)
+        self.future: Future = Future()
+        self.on_done: Callable[..., Any] | None = None  # main-thread end (set by the operator that started it)
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._done = 0
@@ -78,6 +84,8 @@ class BackgroundJob:
         finally:
             with self._lock:
                 self._finished = True
+            if not self.future.done():
+                self.future.set_result(self.snapshot())
         return self.snapshot()
 
     def start(self) -> None:
@@ -92,6 +100,10 @@ class BackgroundJob:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def wait(self, timeout: float | None = None) -> JobState:
+        """Block until the job ends (``timeout``: TimeoutError); returns its final state."""
+        return self.future.result(timeout)
+
     def snapshot(self) -> JobState:
         with self._lock:
             return JobState(self._done, self._total, self._finished, self._cancelled, self._error, self._summary,
@@ -103,6 +115,5 @@ class AnalysisJob(BackgroundJob):
 
     def __init__(self, session: Any, frames: list[int] | None = None) -> None:
         super().__init__(lambda progress, cancel: session.analyse(frames=frames, progress=progress, cancel=cancel),
-                         "analysis")
-        self.session = session
+                         "analysis", session)
         self.frames = frames

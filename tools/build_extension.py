@@ -8,8 +8,10 @@ must build and validate it with the ``blender_ext.py`` that ships inside the ``b
    --python-version 3.11``); the file names in ``blender_manifest.toml`` are the pins, and a wheel already in
    ``./wheels`` is reused (the download step is a cache: CI can keep the folder between runs);
 3. stage the Blender glue (``__init__.py``, ``ops/``, ``ui/``) with a manifest restricted to the chosen platforms
-   into ``build/extension``;
-4. run ``blender_ext.py build`` (one zip per platform) and ``blender_ext.py validate`` on each zip.
+   into ``build/extension``; the mediapipe wheel is staged without the model files of solutions the add-on never
+   runs (hands, pose, selfie segmentation, holistic, objectron: ~20 MB; face detection and face mesh stay);
+4. run ``blender_ext.py build`` (one zip per platform) and ``blender_ext.py validate`` on each zip, and print what
+   both say (warnings included) and the zip's size zipped and installed.
 
 Usage::
 
@@ -36,6 +38,12 @@ MANIFEST = ROOT / "blender_manifest.toml"
 GLUE = ("__init__.py", "ops", "ui")
 PYTHON_VERSION = "3.11"
 ALL_PLATFORMS = ("linux-x64", "windows-x64", "macos-arm64", "macos-x64", "linux-arm64", "windows-arm64")
+
+
+#: mediapipe solutions whose model files (``.tflite``) the staged wheel leaves out: the add-on runs face detection and
+#: the face mesh only. Their Python modules stay (``mediapipe.solutions`` imports every solution at import time).
+MEDIAPIPE_UNUSED_MODELS = ("hand_landmark", "palm_detection", "pose_landmark", "pose_detection",
+                           "selfie_segmentation", "holistic_landmark", "objectron")
 
 
 class BuildError(RuntimeError):
@@ -206,6 +214,46 @@ def find_blender_ext() -> Path:
     raise BuildError(f"no blender_ext.py under {list(spec.submodule_search_locations)}: pass --blender-ext PATH")
 
 
+def _unused_model(name: str) -> bool:
+    parts = name.split("/")
+    return (len(parts) > 3 and parts[0] == "mediapipe" and parts[1] == "modules"
+            and parts[2] in MEDIAPIPE_UNUSED_MODELS and name.endswith(".tflite"))
+
+
+def slim_mediapipe(src: Path, dst: Path) -> Path:
+    """Copy the mediapipe wheel without the unused solutions' model files, its RECORD rewritten to match (a wheel
+    installer checks RECORD against the files)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            if _unused_model(info.filename):
+                continue
+            data = zin.read(info.filename)
+            if info.filename.endswith(".dist-info/RECORD"):
+                lines = data.decode().splitlines(keepends=True)
+                data = "".join(ln for ln in lines if not _unused_model(ln.split(",")[0])).encode()
+            zout.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED)
+    return dst
+
+
+def zip_sizes(zip_path: Path) -> tuple[float, float]:
+    """(zip MB, installed MB): the zip on disk, and the glue plus every wheel's files unpacked."""
+    installed = 0
+    with zipfile.ZipFile(zip_path) as zf:
+        for info in zf.infolist():
+            if info.filename.endswith(".whl"):
+                import io
+
+                with zipfile.ZipFile(io.BytesIO(zf.read(info.filename))) as wheel:
+                    installed += sum(i.file_size for i in wheel.infolist())
+            else:
+                installed += info.file_size
+    return zip_path.stat().st_size / 1e6, installed / 1e6
+
+
+def _said(proc: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+
+
 def stage(platforms: list[str], pins: list[WheelPin], wheels_dir: Path, stage_dir: Path) -> Path:
     """Copy the glue, the chosen wheels and the restricted manifest into ``stage_dir``."""
     shutil.rmtree(stage_dir, ignore_errors=True)
@@ -219,7 +267,10 @@ def stage(platforms: list[str], pins: list[WheelPin], wheels_dir: Path, stage_di
             shutil.copy2(src, stage_dir / name)
     (stage_dir / "wheels").mkdir()
     for pin in pins:
-        shutil.copy2(wheels_dir / pin.filename, stage_dir / "wheels" / pin.filename)
+        if pin.project == "mediapipe":
+            slim_mediapipe(wheels_dir / pin.filename, stage_dir / "wheels" / pin.filename)
+        else:
+            shutil.copy2(wheels_dir / pin.filename, stage_dir / "wheels" / pin.filename)
     (stage_dir / MANIFEST.name).write_text(staged_manifest_text(platforms, pins), encoding="utf-8")
     return stage_dir
 
@@ -248,13 +299,18 @@ def build(platforms: list[str], wheels_dir: Path = ROOT / "wheels", output_dir: 
     cmd = [sys.executable, str(blender_ext), "build", "--source-dir", str(stage_dir), "--output-dir", str(output_dir)]
     if len(platforms) > 1:
         cmd.append("--split-platforms")
-    out = run(cmd, "blender_ext.py build").stdout
-    zips = [Path(m) for m in re.findall(r'created: "([^"]+)"', out)]
+    proc = run(cmd, "blender_ext.py build")
+    for line in _said(proc):
+        log(f"blender_ext.py build: {line}")
+    zips = [Path(m) for m in re.findall(r'created: "([^"]+)"', proc.stdout)]
     if not zips:
-        raise BuildError(f"blender_ext.py build reported no zip:\n{out}")
+        raise BuildError(f"blender_ext.py build reported no zip:\n{proc.stdout}")
     for zip_path in zips:
-        run([sys.executable, str(blender_ext), "validate", str(zip_path)], f"validating {zip_path.name}")
-        log(f"built and validated: {zip_path} ({zip_path.stat().st_size / 1e6:.1f} MB)")
+        checked = run([sys.executable, str(blender_ext), "validate", str(zip_path)], f"validating {zip_path.name}")
+        for line in _said(checked):  # Blender's own words, warnings included
+            log(f"blender_ext.py validate: {line}")
+        zipped, installed = zip_sizes(zip_path)
+        log(f"built and validated: {zip_path} ({zipped:.1f} MB, {installed:.0f} MB installed)")
     return zips
 
 

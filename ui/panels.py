@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import bpy
 
-from ..ops import operators
+from ..ops import operators, output
 
 
 def draw_body(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
@@ -19,6 +19,8 @@ def draw_body(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
         return
     col.prop(settings, "video_path", text="")
     layout.prop(settings, "engine")
+    if settings.engine_note:
+        layout.label(text=settings.engine_note, icon="INFO")
 
     box = layout.box()
     row = box.row(align=True)
@@ -46,6 +48,8 @@ def draw_body(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     col.active = settings.analysed
     col.operator(operators.PR_OT_render_sequencer.bl_idname, icon="SEQUENCE")
     col.prop(settings, "output_dir", text="")
+    if not settings.output_dir or settings.output_dir.startswith("//"):
+        col.label(text="Output: " + str(output.output_root(settings)[0]), icon="FILE_FOLDER")
     row = col.row(align=True)
     row.prop(settings, "export_format", text="")
     op = row.operator(operators.PR_OT_export.bl_idname, text="Export", icon="EXPORT")

@@ -42,3 +42,23 @@ def compositor_tree(bpy, scene):
         return scene.compositing_node_group
     scene.use_nodes = True
     return scene.node_tree
+
+
+def cut_clip(src: Path, out: Path, first: int = 0, count: int = 3) -> Path:
+    """Frames ``first .. first + count - 1`` of a real clip re-encoded as a new file (short tests; new content gets
+    a cache of its own)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(src))
+    writer = None
+    for n in range(first + count):
+        ok, frame = cap.read()
+        assert ok, f"cannot read frame {n} of {src}"
+        if n < first:
+            continue
+        if writer is None:
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, frame.shape[1::-1])
+        writer.write(frame)
+    writer.release()
+    cap.release()
+    return out

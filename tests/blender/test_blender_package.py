@@ -33,11 +33,14 @@ def _build_module():
     return mod
 
 
+BUILD_LOG: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def extension_zip(tmp_path_factory) -> Path:
     build = _build_module()
     try:
-        zips = build.build(["linux-x64"], output_dir=tmp_path_factory.mktemp("dist"), log=lambda *_: None)
+        zips = build.build(["linux-x64"], output_dir=tmp_path_factory.mktemp("dist"), log=BUILD_LOG.append)
     except build.BuildError as exc:
         if str(exc).startswith("downloading"):
             pytest.skip(f"wheel download failed (offline, and ./wheels holds no cached copy): {exc}")
@@ -66,6 +69,24 @@ def test_zip_holds_glue_and_wheels_only(extension_zip):
     assert not any("numpy" in n for n in wheels)
     assert sum("opencv" in n for n in wheels) == 1
     assert not any("win_amd64" in n or "macosx" in n for n in wheels)
+
+
+def test_build_shows_blender_ext_output_and_sizes(extension_zip):
+    """What Blender's own ``blender_ext.py validate`` says reaches the build's output (a warning would show)."""
+    validate = [ln for ln in BUILD_LOG if ln.startswith("blender_ext.py validate: ")]
+    assert validate and any(extension_zip.name in ln for ln in validate), BUILD_LOG
+    assert any(ln.startswith("blender_ext.py build: ") for ln in BUILD_LOG)
+    sizes = [ln for ln in BUILD_LOG if ln.startswith("built and validated")]
+    assert sizes and "MB installed" in sizes[0]
+    with zipfile.ZipFile(extension_zip) as zf:
+        mediapipe = next(n for n in zf.namelist() if n.startswith("wheels/mediapipe-"))
+        import io
+
+        with zipfile.ZipFile(io.BytesIO(zf.read(mediapipe))) as wheel:
+            names = wheel.namelist()
+    assert not any("/hand_landmark/" in n and n.endswith(".tflite") for n in names)  # unused solutions' models out
+    assert any(n.endswith("face_landmark_with_attention.tflite") for n in names)
+    assert any("face_detection_short_range" in n for n in names)
 
 
 def test_install_enable_disable_enable(extension_zip, tmp_path):
@@ -116,9 +137,19 @@ def test_install_enable_disable_enable(extension_zip, tmp_path):
         from inference.runtime import RelightRuntime, find_weights
         weights = find_weights()
         runtime = RelightRuntime(weights, threads=1)  # the shipped model loads from the installed wheel
-        print(json.dumps({{"cv2": cv2.__file__, "contrib": hasattr(cv2, "ximgproc"), "ort": onnxruntime.__file__,
+        # Face detection and the face mesh really run from the installed wheels (their model files are bundled).
+        from blender_relight.tracking.landmarks import MediapipeBackend
+        from blender_relight.demo import sample_path
+        from blender_relight.video import read_image
+        with MediapipeBackend(static_image_mode=True) as backend:
+            faces = backend.detect(read_image(sample_path()))
+        import importlib.metadata as md
+        print(json.dumps({{"cv2": cv2.__file__, "opencv": [d.metadata["Name"] for d in md.distributions()
+                                                         if d.metadata["Name"].lower().startswith("opencv")],
+                           "faces": len(faces), "ort": onnxruntime.__file__,
                            "mp": mp.__file__, "weights": str(weights), "trained": runtime.trained}}))
     """, {"HOME": str(tmp_path)}, "-S")
     for key in ("cv2", "ort", "mp", "weights"):
         assert Path(strict[key]).resolve().is_relative_to(site.resolve()), strict
-    assert strict["contrib"] and strict["trained"]
+    assert strict["opencv"] == ["opencv-python-headless"] and strict["trained"]
+    assert strict["faces"] == 1  # mediapipe's face detection and mesh models made it into the slim wheel
