@@ -8,7 +8,6 @@ default job, offline). User errors print one line and exit with status 2; cancel
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -83,47 +82,25 @@ class Progress:
         self.stream.flush()
 
 
-def _parse_floats(text: str, n: int, what: str) -> np.ndarray:
-    try:
-        values = np.array([float(v) for v in text.split(",")])
-    except ValueError:
-        raise RelightError(f"{what} must be {n} comma-separated numbers, got {text!r}") from None
-    if values.size != n:
-        raise RelightError(f"{what} must be {n} comma-separated numbers, got {values.size}")
-    return values
-
-
-def load_light(args: argparse.Namespace) -> np.ndarray:
-    """Target lighting from the CLI: an SH file (DPR .txt gray, .json/.npy RGB 9x3) or a direction + colour."""
-    from blender_relight.lighting import sh as shmath
+def load_light(args: argparse.Namespace):
+    """Target lighting from the CLI (parsed and validated by ``lighting.inputs``; its docstring gives each form's
+    convention): an SH file, or a direction + colour + strength + ambient."""
+    from blender_relight.lighting import inputs
 
     if args.sh:
-        path = Path(args.sh)
-        if not path.is_file():
-            raise RelightError(f"{path}: light file not found; give a DPR .txt (9 numbers), .json or .npy SH file")
-        try:
-            if path.suffix == ".txt":
-                return shmath.as_rgb(shmath.load_dpr_light(str(path), args.sh_scale))
-            if path.suffix == ".npy":
-                return shmath.as_rgb(np.load(path)) * args.sh_scale
-            if path.suffix == ".json":
-                data = json.loads(path.read_text())
-                return shmath.as_rgb(np.asarray(data.get("sh", data), dtype=np.float64)) * args.sh_scale
-        except (ValueError, OSError) as exc:
-            raise RelightError(f"{path}: not a valid SH light file ({exc})") from exc
-        raise RelightError(f"{path}: unknown light file type; use .txt (DPR), .json or .npy")
-    direction = _parse_floats(args.light_dir, 3, "--light-dir")
-    colour = _parse_floats(args.light_colour, 3, "--light-colour")
-    ambient = _parse_floats(args.ambient, 3, "--ambient") if "," in args.ambient else np.full(3, float(args.ambient))
-    return shmath.directional_light_sh(direction, colour * args.light_strength) + shmath.ambient_sh(ambient)
+        return inputs.load_sh_file(args.sh, args.sh_scale)
+    return inputs.directional_lighting(args.light_dir, args.light_colour, args.light_strength, args.ambient)
 
 
 def _camera(args: argparse.Namespace) -> np.ndarray | None:
-    if args.yaw is None and args.pitch is None:
+    from blender_relight.lighting import inputs
+
+    angles = inputs.camera_angles(args.yaw, args.pitch)
+    if angles is None:
         return None
     from blender_relight import camera
 
-    return camera.make_label(camera.orbit_camera(np.radians(args.yaw or 0.0), np.radians(args.pitch or 0.0)))
+    return camera.make_label(camera.orbit_camera(np.radians(angles[0]), np.radians(angles[1])))
 
 
 FRAMES_HELP = ("frames to process, 0-based: N (frame N), A-B (A to B inclusive), A:B[:STEP] (Python slice, B "

@@ -1,6 +1,8 @@
 """The one-command evaluation: clips in, report folder out.
 
 ``python -m evaluation --clips ../shared/data/videos --out report/ [--stride N --max-frames N --systems ...]``
+``python -m evaluation --yale ../shared/data/yale_dev --out report/ [--engines analytic neural ...]`` (real photos
+under known lights: evaluation/yale.py)
 
 Per clip: track every frame (the tracker smooths over time), keep every ``stride``-th tracked frame up to
 ``max-frames``, then for each system run two passes over those frames:
@@ -375,7 +377,15 @@ def find_clips(paths: list[str]) -> list[Path]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
     p = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.split("\n\n")[0])
-    p.add_argument("--clips", nargs="+", required=True, help="video files or folders of them")
+    p.add_argument("--clips", nargs="+", default=None, help="video files or folders of them")
+    p.add_argument("--yale", default=None,
+                   help="instead of clips: a folder of Extended Yale B subjects (../shared/data/yale_dev): relight each "
+                        "A+000E+00 photo to every other photo's known light and score against the photo "
+                        "(evaluation/yale.py)")
+    p.add_argument("--engines", nargs="+", default=["analytic"],
+                   help="--yale: product engines to score by name (engines.make_engine), e.g. analytic neural geometry")
+    p.add_argument("--max-photos", type=int, default=0, help="--yale: at most N target photos per subject (0: all)")
+    p.add_argument("--subjects", type=int, default=0, help="--yale: at most N subjects (0: all)")
     p.add_argument("--out", required=True, help="report folder (created)")
     p.add_argument("--stride", type=int, default=1, help="evaluate every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, default=0, help="at most N evaluated frames per clip (0: all)")
@@ -394,6 +404,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-identity", action="store_true", help="skip the identity metric (dlib)")
     p.add_argument("--threads", type=int, default=0, help="torch / OpenCV threads (0: leave the defaults)")
     args = p.parse_args(argv)
+    if not args.clips and not args.yale:
+        p.error("give --clips (the paper's protocol on videos) or --yale (real photos under known lights)")
     if args.stride < 1 or args.max_frames < 0 or args.run < 1:
         p.error("--stride and --run must be ≥ 1 and --max-frames ≥ 0")
     return args
@@ -403,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if args.yale:
+            from evaluation import yale
+
+            return yale.run(args)
         return _run(args)
     except RelightError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -38,7 +38,8 @@ def test_ratio_relights_inside_the_mask_only() -> None:
     e_s = sh.irradiance(n[inside], SOURCE)
     e_t = sh.irradiance(n[inside], TARGET)
     assert e_s.min() > 0 and e_t.min() > 0  # no clamping at 0 in this scene
-    guard = analytic.GUARD_FRACTION * sh.irradiance(n[mask > 0], SOURCE).mean(0) + 1e-6
+    # while the light's colour change is within bounds, luminance ratio × chroma ratio is the guarded per-channel ratio
+    guard = analytic.GUARD_FRACTION * (sh.irradiance(n[mask > 0], SOURCE) @ sh.LUMINANCE).mean() + 1e-6
     assert np.allclose(out[inside], img[inside] * (e_t + guard) / (e_s + guard), rtol=1e-5)
     half = mask == 0.5
     full = analytic.relight_ratio(img, n, np.where(half, 1.0, mask), SOURCE, TARGET)
@@ -77,3 +78,20 @@ def test_empty_mask_and_bad_shapes() -> None:
     assert np.array_equal(analytic.relight_ratio(img, n, np.zeros_like(mask), SOURCE, TARGET), img)
     with pytest.raises(ValueError):
         analytic.relight_ratio(img, n[:-1], mask, SOURCE, TARGET)
+
+
+def test_a_channel_with_little_source_light_does_not_blow_up() -> None:
+    """A warm source with almost no blue relit to white: a per-channel ratio multiplies blue by ~50 (a cyan/yellow
+    blotch); the luminance ratio times the bounded chroma ratio changes blue at most MAX_CHROMA_RATIO times as much
+    as the luminance."""
+    img, n, mask = _scene()
+    warm = sh.ambient_sh([0.4, 0.3, 0.008]) + sh.directional_light_sh([0.3, -1.0, 0.2], [2.0, 1.5, 0.04])
+    white = sh.ambient_sh([0.35, 0.35, 0.35]) + sh.directional_light_sh([0.3, -1.0, 0.2], [1.8, 1.8, 1.8])
+    out = analytic.relight_ratio(img, n, mask, warm, white)
+    inside = mask == 1
+    ratio = out[inside] / np.maximum(img[inside], 1e-6)
+    lum = (sh.irradiance(n[inside], white) @ sh.LUMINANCE) / (sh.irradiance(n[inside], warm) @ sh.LUMINANCE)
+    assert np.all(ratio[:, 2] <= lum * analytic.MAX_CHROMA_RATIO * 1.05)
+    per_channel = sh.irradiance(n[inside], white)[:, 2] / sh.irradiance(n[inside], warm)[:, 2]
+    assert per_channel.min() > 20  # what the old per-channel ratio did
+    assert np.all(out >= 0) and np.all(np.isfinite(out))

@@ -13,8 +13,12 @@ from blender_relight.lighting import sh as shlib
 
 #: Largest brightening factor allowed (a light turned up beyond this is clipped, not amplified noise).
 MAX_RATIO = 8.0
-#: Denominator guard as a fraction of the mean source irradiance inside the mask, per channel.
+#: Denominator guard as a fraction of the mean source luminance of the shading inside the mask.
 GUARD_FRACTION = 0.02
+#: Largest change of a channel relative to the luminance (a target light's colour against the source's).
+MAX_CHROMA_RATIO = 2.0
+#: Rec. 709 luminance weights of linear RGB.
+LUMINANCE = shlib.LUMINANCE
 
 
 def shading_image(normals_sh: np.ndarray, sh: np.ndarray) -> np.ndarray:
@@ -48,9 +52,14 @@ def relight_by_shading(image_linear: np.ndarray, mask: np.ndarray, source_shadin
     """``image · S_target / S_source`` inside the (feathered, [0, 1]) mask, the input outside, for any per-pixel
     shading images ``(H, W, 3)`` (analytic irradiance here, the network's learned shading in the neural engine).
 
-    Shadings are clamped at 0 and both are offset by a small guard (a fraction of the mean source shading inside the
-    mask) so dark source regions do not explode and ``target == source`` returns the input exactly; the ratio is
-    clamped to ``[0, max_ratio]``.
+    The ratio is a *luminance* ratio times a bounded *chroma* ratio: ``(L_t + g) / (L_s + g)`` with ``L`` the Rec. 709
+    luminance of the shading and ``g`` a small guard (:data:`GUARD_FRACTION` of the mean source luminance in the
+    mask), times the change of the light's colour ``(S_t / L_t) / (S_s / L_s)`` clamped to
+    [1 / :data:`MAX_CHROMA_RATIO`, :data:`MAX_CHROMA_RATIO`]. Why not one ratio per channel: where one channel's
+    source shading is small (a blue-poor warm light on a cheek turned away) its ratio blows up while the others do
+    not, which paints yellow/cyan blotches; the luminance ratio darkens and brightens all channels alike, and the
+    light's colour is applied only as far as it is plausible. ``target == source`` returns the input exactly; the
+    whole ratio is clamped to ``[0, max_ratio]``.
     """
     img = np.asarray(image_linear, dtype=np.float32)
     m = _mask_2d(mask)
@@ -62,12 +71,24 @@ def relight_by_shading(image_linear: np.ndarray, mask: np.ndarray, source_shadin
         return img.copy()
     e_src = np.maximum(np.asarray(source_shading, dtype=np.float64)[inside], 0.0)
     e_tgt = np.maximum(np.asarray(target_shading, dtype=np.float64)[inside], 0.0)
-    guard = GUARD_FRACTION * e_src.mean(axis=0, keepdims=True) + 1e-6
-    ratio = np.clip((e_tgt + guard) / (e_src + guard), 0.0, float(max_ratio))
+    ratio = shading_ratio(e_src, e_tgt, max_ratio)
     out = img.copy()
     w = m[inside][:, None]
-    out[inside] = (img[inside] + img[inside] * (w * (ratio - 1.0))).astype(np.float32)
+    out[inside] = np.maximum(img[inside] + img[inside] * (w * (ratio - 1.0)), 0.0).astype(np.float32)
     return out
+
+
+def shading_ratio(e_src: np.ndarray, e_tgt: np.ndarray, max_ratio: float = MAX_RATIO) -> np.ndarray:
+    """Per-pixel RGB ratio ``(N, 3)`` from non-negative source and target shadings ``(N, 3)``: luminance ratio times
+    bounded chroma ratio (see :func:`relight_by_shading`)."""
+    l_src, l_tgt = e_src @ LUMINANCE, e_tgt @ LUMINANCE
+    guard = GUARD_FRACTION * float(l_src.mean()) + 1e-6
+    lum_ratio = (l_tgt + guard) / (l_src + guard)
+    # chroma of each light (per channel over luminance), guarded the same way so a black target keeps its colour
+    c_src = (e_src + guard) / (l_src + guard)[:, None]
+    c_tgt = (e_tgt + guard) / (l_tgt + guard)[:, None]
+    chroma = np.clip(c_tgt / c_src, 1.0 / MAX_CHROMA_RATIO, MAX_CHROMA_RATIO)
+    return np.clip(lum_ratio[:, None] * chroma, 0.0, float(max_ratio))
 
 
 def _mask_2d(mask: np.ndarray) -> np.ndarray:

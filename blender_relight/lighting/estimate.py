@@ -291,15 +291,10 @@ def estimate_frame_sh(crop_linear: np.ndarray, points_crop: np.ndarray, cam2worl
 
 
 def rgb_sh_to_dpr_gray(sh_rgb: np.ndarray) -> np.ndarray:
-    """Project RGB SH (9, 3) to DPR's gray SH (9,): luminance, divided by π (DPR's shading multiplies albedo
-    directly, ours is irradiance and radiance is albedo × irradiance / π)."""
-    return shlib.to_gray(sh_rgb) / np.pi
+    """RGB SH (9, 3) to DPR's gray SH (9,): ``sh.rgb_to_dpr_sh`` (the one conversion; its docstring says why)."""
+    return shlib.rgb_to_dpr_sh(sh_rgb)
 
 
 def dpr_gray_to_rgb_sh(sh_gray: np.ndarray) -> np.ndarray:
-    """DPR's gray SH (9,) to a white RGB SH (9, 3) in this project's irradiance units (inverse of
-    :func:`rgb_sh_to_dpr_gray` for gray lights)."""
-    g = np.asarray(sh_gray, dtype=np.float64)
-    if g.shape != (9,):
-        raise ValueError(f"DPR gray SH must have shape (9,), got {g.shape}")
-    return shlib.as_rgb(g) * np.pi
+    """DPR's gray SH (9,) to a white RGB SH (9, 3) in this project's units: ``sh.dpr_to_rgb_sh``."""
+    return shlib.dpr_to_rgb_sh(sh_gray)

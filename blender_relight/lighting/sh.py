@@ -118,3 +118,31 @@ def load_dpr_light(path: str, scale: float = 1.0) -> np.ndarray:
 def interpolate(sh_a: np.ndarray, sh_b: np.ndarray, t: float) -> np.ndarray:
     """Linear interpolation of SH coefficients (what the paper's demo schedule does between keyed lights)."""
     return (1.0 - t) * np.asarray(sh_a, dtype=np.float64) + t * np.asarray(sh_b, dtype=np.float64)
+
+
+#: Gains of SH bands 0, 1 and 2 that take a DPR light (gray SH of the Lab L shading of an 8-bit sRGB image) to this
+#: project's linear radiance SH: fitted so that our ratio relight under the converted light changes a face's linear
+#: luminance as DPR's own relight does under the DPR light (``python -m evaluation.dpr_units``; docs/lighting.md).
+#: One map per band because a linear map that commutes with rotations of the light can only scale each band.
+DPR_BAND_GAINS = (1.971, 3.704, 6.770)
+
+
+def band_gains_vector(gains) -> np.ndarray:
+    """Per-coefficient (9,) factors from three per-band gains."""
+    g = np.asarray(gains, dtype=np.float64).reshape(3)
+    return g[np.array([0, 1, 1, 1, 2, 2, 2, 2, 2])]
+
+
+def dpr_to_rgb_sh(sh_gray: np.ndarray) -> np.ndarray:
+    """DPR's gray SH (9,) -> white linear radiance SH (9, 3): THE conversion (CLI ``--sh file.txt``, the evaluation's
+    schedule, the training lights)."""
+    g = np.asarray(sh_gray, dtype=np.float64)
+    if g.shape != (9,):
+        raise ValueError(f"DPR gray SH must have shape (9,), got {g.shape}")
+    return as_rgb(g * band_gains_vector(DPR_BAND_GAINS))
+
+
+def rgb_to_dpr_sh(sh_rgb: np.ndarray) -> np.ndarray:
+    """Linear radiance SH (9, 3) -> DPR's gray SH (9,) by luminance; the inverse of :func:`dpr_to_rgb_sh` on gray
+    lights (what DPR is given as a target, and how estimates are compared with DPR-convention targets)."""
+    return to_gray(sh_rgb) / band_gains_vector(DPR_BAND_GAINS)

@@ -136,8 +136,10 @@ class CropTransform:
         """Paste ``crop`` back into a copy of ``frame`` through the inverse warp, blended by the crop-space ``mask``.
 
         - ``reference`` None: the frame takes the crop's pixels where the mask is 1 (feathered at its edge).
-        - ``reference`` = the unmodified crop (``warp(frame)``): only the *change* ``crop - reference`` is pasted,
-          so the frame keeps its own full-resolution detail and an unchanged crop returns the frame exactly.
+        - ``reference`` = the unmodified crop (``warp(frame)``): the *ratio* ``crop / reference`` (a smooth shading
+          change, clamped to [0, :data:`MAX_PASTE_RATIO`]) multiplies the frame, so the frame keeps its own
+          full-resolution detail, an unchanged crop returns the frame exactly, and the result is never negative (a
+          pasted difference went below 0 wherever the frame was darker than the crop's resampling of it).
         Only the region under the mask is resampled (cheap on 4K frames). Works on float or integer frames.
         """
         out = np.array(frame, copy=True)
@@ -153,14 +155,17 @@ class CropTransform:
                            borderValue=0.0)
         src = np.asarray(crop, dtype=np.float32)
         if reference is not None:
-            src = src - np.asarray(reference, dtype=np.float32)
+            ref = np.asarray(reference, dtype=np.float32)
+            scale = 1.0 if np.issubdtype(np.asarray(reference).dtype, np.floating) else 255.0
+            eps = PASTE_EPS * scale
+            src = np.clip((np.maximum(src, 0.0) + eps) / (np.maximum(ref, 0.0) + eps), 0.0, MAX_PASTE_RATIO)
         pasted = cv2.warpAffine(src, M, dsize, flags=flags, borderMode=cv2.BORDER_REPLICATE)
         if pasted.ndim == 2 and out.ndim == 3:
             pasted = pasted[..., None]
         region = out[y0:y1, x0:x1].astype(np.float32)
         mm = m[..., None] if region.ndim == 3 else m
         if reference is not None:
-            blended = region + mm * pasted
+            blended = region * (1.0 + mm * (pasted - 1.0))
         else:
             blended = region + mm * (pasted - region)
         if np.issubdtype(out.dtype, np.integer):
@@ -168,6 +173,13 @@ class CropTransform:
             blended = np.clip(np.rint(blended), info.min, info.max)
         out[y0:y1, x0:x1] = blended.astype(out.dtype)
         return out
+
+
+#: Largest brightening the ratio paste applies (the engines' own ratio limit).
+MAX_PASTE_RATIO = 8.0
+#: Added to both sides of the paste's ratio (linear units of a float crop): near-black crop pixels get a ratio near 1
+#: instead of a noisy, unbounded one.
+PASTE_EPS = 1e-3
 
 
 def _apply(M: np.ndarray, points: np.ndarray, z_scale: float) -> np.ndarray:
