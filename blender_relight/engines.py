@@ -154,6 +154,7 @@ class _HeadFrame:
     depth: np.ndarray  # (S, S, 1) camera-space depth, 0 where empty
     shadows: object  # shading.ShadowCache of this frame's geometry
     caster: object  # the geometry shadow maps draw (geometry.head.shadow_caster)
+    source_specular: np.ndarray  # (s, s, 3) the highlight the source light's key gives (already in the plate)
 
 
 def pass_name(light: str, kind: str) -> str:
@@ -193,8 +194,8 @@ class GeometryEngine:
         from blender_relight.geometry.head import shadow_caster
         from blender_relight.geometry.raster import feather_seam
         from blender_relight.lighting import sh as shmath
-        from blender_relight.shading import ShadowCache, prepare
-        from blender_relight.shading.shade import extend
+        from blender_relight.shading import ShadowCache, prepare, shade
+        from blender_relight.shading.shade import extend, split_key
 
         if index in self._frames:
             return self._frames[index]
@@ -213,10 +214,12 @@ class GeometryEngine:
         full = feather_seam(rasterize(geometry, track.camera, size))
         small = feather_seam(rasterize(geometry, track.camera, self.shading_size))
         inputs = prepare(small, track.camera)
-        source_sh = _source_sh(track)
-        e_src = np.zeros((self.shading_size**2, 3), np.float32)
-        e_src[inputs.index] = np.maximum(inputs.irradiance_basis @ source_sh, 0.0)
-        e_src = extend(e_src.reshape(self.shading_size, self.shading_size, 3), small.mask)
+        # The plate's own light, shaded as a target is (its key exact and with its cast shadow, the rest SH): the
+        # same light as target then changes nothing, and shadows already in the plate are not added twice.
+        caster = shadow_caster(geometry)
+        source = shade(None, split_key(_source_sh(track)), caster, inputs=inputs, per_light=False,
+                       shadow_resolution=self.shadow_resolution)
+        e_src = extend(source.diffuse, small.mask)
         # the matte ends where the mesh ends (softly): beyond it there are no normals to shade
         cover = cv2.GaussianBlur(cv2.erode(full.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32),
                                  (0, 0), 3.0)
@@ -226,7 +229,7 @@ class GeometryEngine:
         normal_sh = shmath.rotate_eg3d_to_sh(full.normal).astype(np.float32)
         depth = np.where(full.mask, full.depth, 0.0).astype(np.float32)[..., None]
         entry = _HeadFrame(geometry, inputs, small.mask, e_src, alpha, albedo, normal_sh, depth, ShadowCache(),
-                           shadow_caster(geometry))
+                           caster, source.specular)
         return _keep(self._frames, index, entry)
 
     def _novel_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting,
@@ -257,9 +260,11 @@ class GeometryEngine:
         reach = (frame.source.max(axis=2) > 0).astype(np.float32)  # the mesh and the band carried past its edge
         ratio = analytic.relight_by_shading(np.ones_like(target), reach, frame.source, target)
         ratio = cv2.resize(ratio, up, interpolation=cv2.INTER_LINEAR)
-        specular = cv2.resize(result.specular, up, interpolation=cv2.INTER_LINEAR)
+        # only the highlight the plate does not already have: the target's over the source key's (same lobe)
+        specular = cv2.resize(np.maximum(result.specular - frame.source_specular, 0.0), up,
+                              interpolation=cv2.INTER_LINEAR)
         a = frame.alpha[..., None]
-        image = crop_linear + a * (crop_linear * (ratio - 1.0) + np.maximum(specular, 0.0))
+        image = crop_linear + a * (crop_linear * (ratio - 1.0) + specular)
         if not with_passes:
             return RelitCrop(np.maximum(image, 0.0).astype(np.float32), frame.alpha, {})
         target = cv2.resize(target, up, interpolation=cv2.INTER_LINEAR)

@@ -74,6 +74,7 @@ class ShadingInputs:
     n_dot_v: np.ndarray  # (N,)
     irradiance_basis: np.ndarray  # (N, 9)
     specular_weight: np.ndarray  # (N,)
+    receivers: np.ndarray  # (M, 3) EG3D world: a sparse sample of ``position`` that shadow maps are fitted to
 
 
 def prepare(gbuffer, camera_label: np.ndarray) -> ShadingInputs:
@@ -89,7 +90,7 @@ def prepare(gbuffer, camera_label: np.ndarray) -> ShadingInputs:
     weight = np.asarray(SPECULAR_WEIGHT, np.float32)[np.minimum(gbuffer.part.reshape(-1)[idx], 1)]
     return ShadingInputs(gbuffer.mask.shape, idx, pos, nrm, frames.eg3d_to_light_frame(pos), n_l, v_l,
                          np.maximum(np.einsum("ij,ij->i", n_l, v_l), 0.0), shlib.irradiance_basis(n_l),
-                         weight)
+                         weight, pos[:: max(1, len(pos) // 2000)].copy())
 
 
 def _ggx(n_dot_l: np.ndarray, n_dot_v: np.ndarray, n_dot_h: np.ndarray, v_dot_h: np.ndarray,
@@ -115,16 +116,17 @@ class ShadowCache:
         self._maps: OrderedDict[tuple, shadow.ShadowMap] = OrderedDict()
         self.keep = keep
 
-    def get(self, geometry, spec: LightSpec, resolution: int) -> shadow.ShadowMap:
-        key = (id(geometry), _light_key(spec), resolution)
+    def get(self, geometry, spec: LightSpec, resolution: int, receivers: np.ndarray | None = None
+            ) -> shadow.ShadowMap:
+        key = (id(geometry), _light_key(spec), resolution, id(receivers))
         sm = self._maps.get(key)
         if sm is None:
             if spec.type == "SUN":
                 sm = shadow.build_shadow_map(geometry, light_direction=frames.direction_to_eg3d(spec.direction),
-                                             resolution=resolution)
+                                             resolution=resolution, receivers=receivers)
             else:
                 sm = shadow.build_shadow_map(geometry, light_position=frames.light_frame_to_eg3d(spec.position),
-                                             resolution=resolution)
+                                             resolution=resolution, receivers=receivers)
             self._maps[key] = sm
             while len(self._maps) > self.keep:
                 self._maps.popitem(last=False)
@@ -199,7 +201,7 @@ def shade(gbuffer, lighting, shadow_geometry=None, camera_label: np.ndarray | No
             v_dot_h = np.clip(np.einsum("ij,ij->i", inputs.view_light, half), 0.0, 1.0)
             spec_f += np.where(n_dot_l > 0, e * _ggx(lit, inputs.n_dot_v, n_dot_h, v_dot_h, roughness, f0), 0.0)
         if shadow_geometry is not None and n_pix:
-            sm = cache.get(shadow_geometry, spec, shadow_resolution)
+            sm = cache.get(shadow_geometry, spec, shadow_resolution, inputs.receivers)
             if spec.type != "SUN":
                 offset = np.asarray(spec.position, np.float64) - inputs.position_light
                 dist_c = np.sqrt(np.einsum("ij,ij->i", offset, offset)) / frames.BLENDER_UNITS_PER_EG3D_UNIT
@@ -238,3 +240,39 @@ def extend(image: np.ndarray, mask: np.ndarray, sigmas: tuple[float, ...] = (2.0
         out[fill] = num[fill] / den[fill][:, None]
         have |= fill
     return out
+
+
+def sh_key_light(sh_rgb: np.ndarray, name: str = "source key") -> LightSpec | None:
+    """The directional part of a radiance SH as a sun: direction from its first-order band, irradiance the band's
+    length (a distant light of irradiance E has first-order coefficients E·Y₁(ω)). What the plate's own highlights
+    came from, for engines that must not add a highlight the plate already has; None for a light with no direction."""
+    sh = shlib.as_rgb(sh_rgb)
+    c1 = 0.5 * np.sqrt(3.0 / np.pi)
+    first = np.stack([sh[3], sh[1], sh[2]], 0)  # (x, y, z) × RGB
+    gray = first @ shlib.LUMINANCE
+    length = float(np.linalg.norm(gray))
+    if length < 1e-9:
+        return None
+    # no brighter than the SH's DC allows (a distant light of E has DC E·Y₀): the rest must stay a non-negative
+    # ambient; an ill-conditioned estimate with a first band beyond its DC gives a weaker key, not a negative world
+    c0 = 0.5 / np.sqrt(np.pi)
+    limit = max(float(sh[0] @ shlib.LUMINANCE) / c0, 0.0)
+    strength = min(length / c1, limit)
+    if strength <= 1e-9:
+        return None
+    per_channel = np.minimum(np.linalg.norm(first, axis=0) / c1, np.maximum(sh[0], 0.0) / c0)
+    return LightSpec("SUN", colour=tuple(per_channel / strength), power=strength, direction=-gray / length, name=name)
+
+
+def split_key(sh_rgb: np.ndarray) -> "SceneLighting":
+    """An SH light as its directional key (:func:`sh_key_light`) plus the SH remainder: shaded by :func:`shade` it
+    gives the same light with an exact cosine and a cast shadow for the key, which is how a target light is shaded,
+    so the same light as source and target gives a ratio of exactly 1."""
+    from blender_relight.lighting.blender_lights import light_to_sh
+    from blender_relight.lighting.scene import SceneLighting
+
+    sh = shlib.as_rgb(sh_rgb)
+    key = sh_key_light(sh)
+    if key is None:
+        return SceneLighting(sh=sh)
+    return SceneLighting(sh=sh - light_to_sh(key), lights=(key,))

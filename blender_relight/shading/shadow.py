@@ -26,6 +26,9 @@ _k = np.arange(_N_TAPS) + 0.5
 POISSON = np.stack([np.sqrt(_k / _N_TAPS) * np.cos(_k * _golden), np.sqrt(_k / _N_TAPS) * np.sin(_k * _golden)], 1)
 _BLOCKER_TAPS = POISSON[::3]  # 4 taps for the blocker search
 
+#: Largest blocker-receiver distance (world units) the blocker search looks for: a nose over a cheek, a jaw over the
+#: neck; farther blockers (the head for a back light) are still found by the centre taps.
+MAX_GAP = 0.06
 #: Default side of a shadow map (texels); the head fills it, so a texel is ~0.6/128 EG3D units (~2 mm).
 DEFAULT_RESOLUTION = 128
 
@@ -80,27 +83,42 @@ def bounding_sphere(vertices: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def build_shadow_map(geometry, light_position: np.ndarray | None = None, light_direction: np.ndarray | None = None,
-                     resolution: int = DEFAULT_RESOLUTION, bounds: tuple[np.ndarray, float] | None = None
-                     ) -> ShadowMap:
+                     resolution: int = DEFAULT_RESOLUTION, receivers: np.ndarray | None = None) -> ShadowMap:
     """Rasterise ``geometry`` (HeadGeometry, EG3D world) from a light at ``light_position`` (point, spot, area) or
-    along ``light_direction`` (sun: where the light travels), both EG3D world."""
+    along ``light_direction`` (sun: where the light travels), both EG3D world.
+
+    ``receivers``: the points that will be looked up (a G-buffer's visible surface). The map is fitted to them: any
+    blocker of a receiver lies between it and the light, so inside their footprint seen from the light, and the
+    texels are spent on what the camera sees (the whole head with its neck would make them ~2.5× coarser).
+    """
     verts = np.asarray(geometry.vertices, dtype=np.float64)
-    centre, radius = bounding_sphere(verts) if bounds is None else bounds
+    target = verts if receivers is None or len(receivers) == 0 else np.asarray(receivers, dtype=np.float64)
+    centre, radius = bounding_sphere(target)
     s = int(resolution)
+    margin = 1.0 + 4.0 / s  # a few texels of border for the filter taps
     if light_position is None:
         if light_direction is None:
             raise ValueError("a shadow map needs a light position or a direction")
         rot = _basis(np.asarray(light_direction, dtype=np.float64))
-        origin = centre - rot[2] * (radius * 2.0)
-        focal = (s / 2.0) / radius
+        q = (target - centre) @ rot.T
+        half = float(np.abs(q[:, :2]).max()) * margin
+        _, far = bounding_sphere(verts)
+        origin = centre - rot[2] * (far * 2.0 + float(np.linalg.norm(bounding_sphere(verts)[0] - centre)))
+        focal = (s / 2.0) / max(half, 1e-6)
         sm = ShadowMap(np.empty((s, s), np.float32), rot, origin, focal, True, 1.0 / focal)
     else:
         pos = np.asarray(light_position, dtype=np.float64).reshape(3)
         to_head = centre - pos
         dist = float(np.linalg.norm(to_head))
         rot = _basis(to_head)
-        half = np.arcsin(min(radius / max(dist, 1e-6), np.sin(np.radians(80.0))))  # a light inside: 80° half-angle
-        focal = (s / 2.0) / np.tan(half)
+        q = (target - pos) @ rot.T
+        ahead = q[:, 2] > 1e-6
+        if ahead.all():
+            tan_half = float(np.abs(q[:, :2] / q[:, 2:3]).max()) * margin
+            tan_half = min(tan_half, np.tan(np.radians(80.0)))
+        else:  # receivers beside or behind the light (a light inside the hair): the widest map
+            tan_half = np.tan(np.radians(80.0))
+        focal = (s / 2.0) / tan_half
         sm = ShadowMap(np.empty((s, s), np.float32), rot, pos, focal, False, dist / focal)
     xy, z = sm.to_light(verts)
     depth = np.full(s * s, np.inf, np.float32)
@@ -137,24 +155,25 @@ def visibility(sm: ShadowMap, points: np.ndarray, normals: np.ndarray, light_siz
     if len(p) == 0:
         return np.zeros(0, np.float32)
     _, d0 = sm.to_light(p)
-    if sm.orthographic:
-        texel = np.full(len(p), sm.texel_world, np.float32)
-        cos_l = np.clip(-(n @ sm.rotation[2].astype(np.float32)), 0.05, 1.0)
-    else:
-        texel = np.maximum(d0, 1e-6) / np.float32(sm.focal)  # a texel's width where the receiver is
-        to_l = sm.origin.astype(np.float32) - p
-        cos_l = np.clip(np.einsum("ij,ij->i", n, to_l) / np.maximum(np.linalg.norm(to_l, axis=1), 1e-6), 0.05, 1.0)
-    # normal offset (~1.5 texels) and a slope-scaled slack: grazing receivers span more depth per texel
+    texel = (np.full(len(p), sm.texel_world, np.float32) if sm.orthographic
+             else np.maximum(d0, 1e-6) / np.float32(sm.focal))  # a texel's width where the receiver is
+    # normal offset (~1.5 texels) and receiver-plane depth: each tap is compared with the depth the receiver's own
+    # tangent plane has under that tap (a lit slope seen obliquely rises across the filter and must not shadow itself)
     xy, d = sm.to_light(p + n * (1.5 * texel)[:, None])
-    tan_l = np.sqrt(1.0 - cos_l * cos_l) / cos_l
-    slack = texel * (1.5 + np.minimum(tan_l, 6.0))
+    r = sm.rotation.astype(np.float32)
+    ncx = n @ r[0]
+    ncy = n @ r[1]
+    ncz = np.minimum(n @ r[2], -0.25)  # facing the light: negative; grazing slopes clamped (|gradient| ≤ ~4)
+    grad = np.stack([-ncx / ncz, -ncy / ncz], 1) * texel[:, None]  # depth per texel along the map's x and y
+    slack = texel * 1.5
     dist = d if light_distance is None else np.broadcast_to(np.asarray(light_distance, np.float32), d.shape)
     texels_per_world = 1.0 / np.maximum(texel, 1e-9)
-    # blocker search over the widest penumbra this light can cast onto the face (blockers ≤ ~0.15 units away)
-    search = np.clip(light_size * 0.15 / np.maximum(dist, 1e-3) * texels_per_world, 1.0, 12.0).astype(np.float32)
-    taps = xy[:, None, :] + search[:, None, None] * _BLOCKER_TAPS[None].astype(np.float32)
-    bd = _gather(sm.depth, taps)
-    blocked = bd < (d - slack)[:, None]
+    # blocker search over the penumbra of blockers up to MAX_GAP in front (a nose over a cheek, a jaw over the neck)
+    search = np.clip(light_size * MAX_GAP / np.maximum(dist, 1e-3) * texels_per_world, 1.0, 8.0).astype(np.float32)
+    offsets = search[:, None, None] * _BLOCKER_TAPS[None].astype(np.float32)
+    bd = _gather(sm.depth, xy[:, None, :] + offsets)
+    plane = d[:, None] + np.einsum("nkc,nc->nk", offsets, grad)
+    blocked = bd < plane - slack[:, None]
     count = blocked.sum(1)
     vis = np.ones(len(p), np.float32)
     some = np.flatnonzero(count > 0)
@@ -166,8 +185,9 @@ def visibility(sm: ShadowMap, points: np.ndarray, normals: np.ndarray, light_siz
     gap = np.maximum(d_s - mean_blocker, 0.0)
     dist_s = dist[some]
     penumbra = light_size * gap / np.maximum(dist_s - gap, 1e-3)
-    radius = np.clip(penumbra * texels_per_world[some], 1.0, 12.0).astype(np.float32)
-    taps = xy[some][:, None, :] + radius[:, None, None] * POISSON[None].astype(np.float32)
-    lit = _gather(sm.depth, taps) >= (d_s - slack[some])[:, None]
+    radius = np.clip(penumbra * texels_per_world[some], 1.0, 8.0).astype(np.float32)
+    offsets = radius[:, None, None] * POISSON[None].astype(np.float32)
+    plane = d_s[:, None] + np.einsum("nkc,nc->nk", offsets, grad[some])
+    lit = _gather(sm.depth, xy[some][:, None, :] + offsets) >= plane - slack[some][:, None]
     vis[some] = lit.mean(1)
     return vis
