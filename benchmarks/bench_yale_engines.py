@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         est = np.asarray(track.source_sh, np.float64)
         front = np.array([0.0, -1.0, 0.0])
         e_front = float(shlib.irradiance(front, shlib.to_gray(est)))
+        dpr_done: dict[Path, np.ndarray] = {}
         for source_kind in args.sources.split(","):
             if source_kind == "known":
                 strength = 1.0
@@ -169,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
                     t0 = time.perf_counter()
                     if engine is None:
                         relit = crop
-                    elif name == "dpr":
-                        relit = engine.relight(crop, track_used, lighting.total_sh())
+                    elif name == "dpr":  # DPR estimates its own source light: one run serves both sources
+                        if target not in dpr_done:
+                            dpr_done[target] = engine.relight(crop, track_used, lighting.total_sh())
+                        relit = dpr_done[target]
                     else:
                         relit = engine.relight(0, crop, track_used, lighting, None, planes).image
                     timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0

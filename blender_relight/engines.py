@@ -247,9 +247,13 @@ class GeometryEngine:
 
         from blender_relight.lighting import analytic
         from blender_relight.shading import shade
-        from blender_relight.shading.shade import extend
+        from blender_relight.shading.shade import extend, split_key
 
         frame = self._frame(index, crop_linear, track)
+        # the SH part's directional key is shaded like a light (exact cosine, cast shadow), as the source's is:
+        # the plate's own light as target then gives the plate back, and an SH-only light (a DPR file) has shadows
+        world = split_key(lighting.sh)
+        lighting = SceneLighting(sh=world.sh, lights=tuple(lighting.lights) + world.lights)
         result = shade(None, lighting, frame.caster, inputs=frame.inputs, shadows=frame.shadows,
                        shadow_resolution=self.shadow_resolution, per_light=with_passes)
         size = crop_linear.shape[0]

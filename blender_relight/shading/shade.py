@@ -41,7 +41,8 @@ DEFAULT_SOFT_SIZE = 0.05
 @dataclass
 class LightPasses:
     """One light's contribution: ``diffuse`` irradiance (H, W, 3) with its shadow, ``specular`` radiance (H, W, 3),
-    ``shadow`` visibility (H, W, 1) in [0, 1] (1 lit)."""
+    ``shadow`` (H, W, 1) in [0, 1]: the fraction of the light that reaches the point (1 lit, 0 in a cast shadow, and
+    0 where the surface faces away from the light or is outside a spot's cone)."""
 
     diffuse: np.ndarray
     specular: np.ndarray
@@ -207,12 +208,12 @@ def shade(gbuffer, lighting, shadow_geometry=None, camera_label: np.ndarray | No
                 dist_c = np.sqrt(np.einsum("ij,ij->i", offset, offset)) / frames.BLENDER_UNITS_PER_EG3D_UNIT
             else:
                 dist_c = 1e3
-            vis = np.ones(n_pix, np.float32)
+            vis = np.zeros(n_pix, np.float32)  # no light reaches a point that faces away (or is out of the cone)
             facing = np.flatnonzero(diffuse > 0)
             vis[facing] = shadow.visibility(sm, inputs.position[facing], inputs.normal[facing], _soft_size(spec),
                                             dist_c if np.isscalar(dist_c) else dist_c[facing])
         else:
-            vis = np.ones(n_pix, np.float32)
+            vis = (diffuse > 0).astype(np.float32)
         d_rgb = np.outer(diffuse * vis, colour)
         s_rgb = np.outer(spec_f * vis * inputs.specular_weight, colour)
         total_d += d_rgb

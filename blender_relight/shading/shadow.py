@@ -28,7 +28,7 @@ _BLOCKER_TAPS = POISSON[::3]  # 4 taps for the blocker search
 
 #: Largest blocker-receiver distance (world units) the blocker search looks for: a nose over a cheek, a jaw over the
 #: neck; farther blockers (the head for a back light) are still found by the centre taps.
-MAX_GAP = 0.06
+MAX_GAP = 0.12
 #: Default side of a shadow map (texels); the head fills it, so a texel is ~0.6/128 EG3D units (~2 mm).
 DEFAULT_RESOLUTION = 128
 
