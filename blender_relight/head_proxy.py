@@ -111,7 +111,7 @@ def edge_fade(size: int) -> np.ndarray:
 
 
 def head_matte(crop_srgb: np.ndarray, shell_coverage: np.ndarray, face_coverage: np.ndarray,
-               grow: float = 0.10, feather_px: float = 3.0) -> np.ndarray:
+               grow: float = 0.16, feather_px: float = 3.0) -> np.ndarray:
     """The whole head's soft matte (hair, ears, neck included) for the geometry engine: GrabCut (``head_alpha``)
     inside the head shell's silhouette grown by ``grow`` × the crop side (hair reaches past any prior shape), seeded
     with the face mesh as sure foreground; faded toward the crop's edges (:func:`edge_fade`)."""

@@ -272,7 +272,7 @@ def _silhouette_scale(points_world: np.ndarray, centre_world: np.ndarray, matte:
     scale = np.where(prior > 1, extent / np.maximum(prior, 1e-6), 1.0)
     scale = np.where(extent > 0, scale, 1.0)
     scale = np.where(clipped, np.maximum(scale, 1.0), scale)
-    scale = np.clip(scale, 0.75, 1.6)
+    scale = np.clip(scale, 0.75, 1.8)
     # circular smoothing over ~4 bins
     k = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
     k /= k.sum()

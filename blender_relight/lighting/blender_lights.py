@@ -148,11 +148,13 @@ def irradiance_at(spec: LightSpec, points: np.ndarray) -> tuple[np.ndarray, np.n
     that faces it, and the unit direction (N, 3) from the point to the light. The same small-light formulas as
     :func:`light_irradiance` (which is this at the head's centre), evaluated where each point is: falloff with its
     own distance, the spot cone and an area light's emission angle as that point sees them."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    pts = np.asarray(points)
+    pts = pts.reshape(-1, 3) if pts.dtype == np.float32 else pts.astype(np.float64).reshape(-1, 3)  # float32 stays
     power = float(spec.power)
     if spec.type == "SUN":
-        return np.full(len(pts), power), np.broadcast_to(-_unit(spec.direction), pts.shape)
-    offset = np.asarray(spec.position, dtype=np.float64).reshape(3) - pts
+        return np.full(len(pts), power, pts.dtype), np.broadcast_to(-_unit(spec.direction).astype(pts.dtype),
+                                                                    pts.shape)
+    offset = np.asarray(spec.position, dtype=pts.dtype).reshape(3) - pts
     r2 = np.maximum(np.einsum("ij,ij->i", offset, offset), 1e-12)
     towards = offset / np.sqrt(r2)[:, None]
     if spec.type == "POINT":

@@ -88,10 +88,21 @@ def prepare(gbuffer, camera_label: np.ndarray) -> ShadingInputs:
     view /= np.maximum(np.linalg.norm(view, axis=1, keepdims=True), 1e-9)
     n_l = shlib.rotate_eg3d_to_sh(nrm)
     v_l = shlib.rotate_eg3d_to_sh(view)
-    weight = np.asarray(SPECULAR_WEIGHT, np.float32)[np.minimum(gbuffer.part.reshape(-1)[idx], 1)]
-    return ShadingInputs(gbuffer.mask.shape, idx, pos, nrm, frames.eg3d_to_light_frame(pos), n_l, v_l,
-                         np.maximum(np.einsum("ij,ij->i", n_l, v_l), 0.0), shlib.irradiance_basis(n_l),
-                         weight, pos[:: max(1, len(pos) // 2000)].copy())
+    # the specular weight of each part, feathered across the face/shell border (a step there would draw a line
+    # through a highlight on the forehead)
+    import cv2
+
+    h, w = gbuffer.mask.shape
+    weights = np.asarray(SPECULAR_WEIGHT, np.float32)[np.minimum(gbuffer.part, 1)] * gbuffer.mask
+    sigma = 0.015 * max(h, w)
+    cover = cv2.GaussianBlur(gbuffer.mask.astype(np.float32), (0, 0), sigma)
+    weights = cv2.GaussianBlur(weights.astype(np.float32), (0, 0), sigma) / np.maximum(cover, 1e-6)
+    weight = weights.reshape(-1)[idx].astype(np.float32)
+    f32 = np.float32
+    return ShadingInputs(gbuffer.mask.shape, idx, pos.astype(f32), nrm.astype(f32),
+                         frames.eg3d_to_light_frame(pos).astype(f32), n_l.astype(f32), v_l.astype(f32),
+                         np.maximum(np.einsum("ij,ij->i", n_l, v_l), 0.0).astype(f32),
+                         shlib.irradiance_basis(n_l).astype(f32), weight, pos[:: max(1, len(pos) // 2000)].copy())
 
 
 def _ggx(n_dot_l: np.ndarray, n_dot_v: np.ndarray, n_dot_h: np.ndarray, v_dot_h: np.ndarray,
@@ -114,13 +125,17 @@ class ShadowCache:
     """Shadow maps of the current geometry by light (a change of one light of three rebuilds one map)."""
 
     def __init__(self, keep: int = 8) -> None:
+        import threading
+
         self._maps: OrderedDict[tuple, shadow.ShadowMap] = OrderedDict()
         self.keep = keep
+        self._lock = threading.Lock()  # lights are shaded on two threads
 
     def get(self, geometry, spec: LightSpec, resolution: int, receivers: np.ndarray | None = None
             ) -> shadow.ShadowMap:
         key = (id(geometry), _light_key(spec), resolution, id(receivers))
-        sm = self._maps.get(key)
+        with self._lock:
+            sm = self._maps.get(key)
         if sm is None:
             if spec.type == "SUN":
                 sm = shadow.build_shadow_map(geometry, light_direction=frames.direction_to_eg3d(spec.direction),
@@ -128,9 +143,10 @@ class ShadowCache:
             else:
                 sm = shadow.build_shadow_map(geometry, light_position=frames.light_frame_to_eg3d(spec.position),
                                              resolution=resolution, receivers=receivers)
-            self._maps[key] = sm
-            while len(self._maps) > self.keep:
-                self._maps.popitem(last=False)
+            with self._lock:
+                self._maps[key] = sm
+                while len(self._maps) > self.keep:
+                    self._maps.popitem(last=False)
         return sm
 
 
@@ -153,6 +169,78 @@ def _unique_names(lights) -> list[str]:
     return names
 
 
+def _shade_light(spec: LightSpec, inputs: ShadingInputs, caster, cache: "ShadowCache", shadow_resolution: int,
+                 roughness: float, f0: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One light's (diffuse irradiance, specular radiance, visibility) per covered pixel (N,), before its colour.
+
+    Work is done only where the light arrives (facing it, inside its cone): a side light skips half the head."""
+    n_pix = len(inputs.index)
+    samples = area_samples(spec, AREA_GRID) if spec.type == "AREA" and spec.size > 0 else [spec]
+    diffuse = np.zeros(n_pix, np.float32)
+    specular = np.zeros(n_pix, np.float32)
+    n, v = inputs.normal_light, inputs.view_light
+    for sample in samples:
+        e, to_light = irradiance_at(sample, inputs.position_light)
+        e = e.astype(np.float32)
+        to_light = np.asarray(to_light, np.float32)
+        n_dot_l = n[:, 0] * to_light[:, 0] + n[:, 1] * to_light[:, 1] + n[:, 2] * to_light[:, 2]
+        idx = np.flatnonzero((n_dot_l > 0) & (e > 0))
+        if idx.size == 0:
+            continue
+        nl, el, tl, nn, vv = n_dot_l[idx], e[idx], to_light[idx], n[idx], v[idx]
+        diffuse[idx] += el * nl
+        half = tl + vv
+        half *= (1.0 / np.maximum(np.sqrt((half * half).sum(1)), 1e-9))[:, None]
+        n_dot_h = np.clip((nn * half).sum(1), 0.0, 1.0)
+        v_dot_h = np.clip((vv * half).sum(1), 0.0, 1.0)
+        specular[idx] += el * _ggx(nl, inputs.n_dot_v[idx], n_dot_h, v_dot_h, roughness, f0)
+    lit = np.flatnonzero(diffuse > 0)
+    vis = np.zeros(n_pix, np.float32)  # no light reaches a point that faces away (or is out of the cone)
+    if caster is None or lit.size == 0:
+        vis[lit] = 1.0
+    else:
+        sm = cache.get(caster, spec, shadow_resolution, inputs.receivers)
+        if spec.type == "SUN":
+            dist: np.ndarray | float = 1e3
+        else:
+            offset = np.asarray(spec.position, np.float32) - inputs.position_light[lit]
+            dist = np.sqrt((offset * offset).sum(1)) / np.float32(frames.BLENDER_UNITS_PER_EG3D_UNIT)
+        vis[lit] = shadow.visibility(sm, inputs.position[lit], inputs.normal[lit], _soft_size(spec), dist)
+        vis = _smooth(vis, inputs)
+    return diffuse * vis, specular * vis * inputs.specular_weight, vis
+
+
+def _smooth(values: np.ndarray, inputs: ShadingInputs, sigma: float = 0.8) -> np.ndarray:
+    """A per-pixel quantity blurred by ``sigma`` pixels over the covered pixels only: the percentage-closer filter's
+    few taps leave a ragged shadow edge; this evens it at the cost of a 3×3 blur."""
+    import cv2
+
+    h, w = inputs.shape
+    img = np.zeros(h * w, np.float32)
+    img[inputs.index] = values
+    cover = np.zeros(h * w, np.float32)
+    cover[inputs.index] = 1.0
+    num = cv2.GaussianBlur(img.reshape(h, w), (3, 3), sigma).reshape(-1)
+    den = cv2.GaussianBlur(cover.reshape(h, w), (3, 3), sigma).reshape(-1)
+    out = num[inputs.index] / np.maximum(den[inputs.index], 1e-6)
+    return np.where(values > 0, out, 0.0).astype(np.float32)  # what faces away stays unlit
+
+
+_POOL = None
+
+
+def _pool():
+    """Two worker threads (NumPy and OpenCV release the GIL): lights are shaded side by side on 2 cores."""
+    global _POOL
+    if _POOL is None:
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)),
+                                   thread_name_prefix="relight-shade")
+    return _POOL
+
+
 def shade(gbuffer, lighting, shadow_geometry=None, camera_label: np.ndarray | None = None,
           inputs: ShadingInputs | None = None, shadows: ShadowCache | None = None,
           shadow_resolution: int = shadow.DEFAULT_RESOLUTION, roughness: float = ROUGHNESS, f0: float = F0_SKIN,
@@ -162,6 +250,7 @@ def shade(gbuffer, lighting, shadow_geometry=None, camera_label: np.ndarray | No
     ``shadow_geometry``: the HeadGeometry that casts shadows (None: no cast shadows, only the terminator).
     ``camera_label``: the camera of the G-buffer (for the view direction of the specular); ``inputs`` from
     :func:`prepare` instead, to reuse over light changes; ``shadows`` a :class:`ShadowCache` to reuse maps.
+    ``per_light``: also return each light's passes (images; skip them when only the total is needed).
     """
     from blender_relight.lighting.scene import SceneLighting
 
@@ -180,42 +269,24 @@ def shade(gbuffer, lighting, shadow_geometry=None, camera_label: np.ndarray | No
         out[inputs.index] = np.asarray(values, np.float32).reshape(n_pix, channels)
         return out.reshape(h, w, channels)
 
-    sh_part = np.maximum(inputs.irradiance_basis @ lighting.sh, 0.0)
+    sh_part = np.maximum(inputs.irradiance_basis @ lighting.sh.astype(np.float32), 0.0)
     total_d = sh_part.copy()
-    total_s = np.zeros((n_pix, 3))
+    total_s = np.zeros((n_pix, 3), np.float32)
     passes: dict[str, LightPasses] = {}
     cache = shadows if shadows is not None else ShadowCache()
-    for name, spec in zip(_unique_names(lighting.lights), lighting.lights):
-        colour = spec.rgb()
-        samples = area_samples(spec, AREA_GRID) if spec.type == "AREA" and spec.size > 0 else [spec]
-        diffuse = np.zeros(n_pix)
-        spec_f = np.zeros(n_pix)
-        dist_c = None
-        for sample in samples:
-            e, to_light = irradiance_at(sample, inputs.position_light)
-            n_dot_l = np.einsum("ij,ij->i", inputs.normal_light, to_light)
-            lit = np.maximum(n_dot_l, 0.0)
-            diffuse += e * lit
-            half = to_light + inputs.view_light
-            half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-9)
-            n_dot_h = np.clip(np.einsum("ij,ij->i", inputs.normal_light, half), 0.0, 1.0)
-            v_dot_h = np.clip(np.einsum("ij,ij->i", inputs.view_light, half), 0.0, 1.0)
-            spec_f += np.where(n_dot_l > 0, e * _ggx(lit, inputs.n_dot_v, n_dot_h, v_dot_h, roughness, f0), 0.0)
-        if shadow_geometry is not None and n_pix:
-            sm = cache.get(shadow_geometry, spec, shadow_resolution, inputs.receivers)
-            if spec.type != "SUN":
-                offset = np.asarray(spec.position, np.float64) - inputs.position_light
-                dist_c = np.sqrt(np.einsum("ij,ij->i", offset, offset)) / frames.BLENDER_UNITS_PER_EG3D_UNIT
-            else:
-                dist_c = 1e3
-            vis = np.zeros(n_pix, np.float32)  # no light reaches a point that faces away (or is out of the cone)
-            facing = np.flatnonzero(diffuse > 0)
-            vis[facing] = shadow.visibility(sm, inputs.position[facing], inputs.normal[facing], _soft_size(spec),
-                                            dist_c if np.isscalar(dist_c) else dist_c[facing])
-        else:
-            vis = (diffuse > 0).astype(np.float32)
-        d_rgb = np.outer(diffuse * vis, colour)
-        s_rgb = np.outer(spec_f * vis * inputs.specular_weight, colour)
+    names = _unique_names(lighting.lights)
+    jobs = [(name, spec) for name, spec in zip(names, lighting.lights)]
+    if len(jobs) > 1:
+        futures = [_pool().submit(_shade_light, spec, inputs, shadow_geometry, cache, shadow_resolution, roughness,
+                                  f0) for _, spec in jobs]
+        results = [f.result() for f in futures]
+    else:
+        results = [_shade_light(spec, inputs, shadow_geometry, cache, shadow_resolution, roughness, f0)
+                   for _, spec in jobs]
+    for (name, spec), (diffuse, specular, vis) in zip(jobs, results):
+        colour = spec.rgb().astype(np.float32)
+        d_rgb = diffuse[:, None] * colour
+        s_rgb = specular[:, None] * colour
         total_d += d_rgb
         total_s += s_rgb
         if per_light:

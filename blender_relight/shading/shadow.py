@@ -49,6 +49,18 @@ class ShadowMap:
     def size(self) -> int:
         return int(self.depth.shape[0])
 
+    def nearest_within(self, radius: int) -> np.ndarray:
+        """The map min-filtered over a (2r+1)² square (kept per radius): the nearest surface any tap within ``radius``
+        texels can see, for the lit-for-sure test."""
+        cache = self.__dict__.setdefault("_nearest", {})
+        if radius not in cache:
+            import cv2
+
+            finite = np.where(np.isfinite(self.depth), self.depth, np.float32(1e30)).astype(np.float32)
+            cache[radius] = cv2.erode(finite, np.ones((2 * radius + 1, 2 * radius + 1), np.uint8),
+                                      borderType=cv2.BORDER_REPLICATE)
+        return cache[radius]
+
     def to_light(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """World points (N, 3) -> texel coordinates (N, 2) and depth along the light's axis (N,), float32."""
         p = np.asarray(points, dtype=np.float32)
@@ -170,12 +182,25 @@ def visibility(sm: ShadowMap, points: np.ndarray, normals: np.ndarray, light_siz
     texels_per_world = 1.0 / np.maximum(texel, 1e-9)
     # blocker search over the penumbra of blockers up to MAX_GAP in front (a nose over a cheek, a jaw over the neck)
     search = np.clip(light_size * MAX_GAP / np.maximum(dist, 1e-3) * texels_per_world, 1.0, 8.0).astype(np.float32)
+    # Most of a face is plainly lit: where even the nearest depth within the widest filter is behind the receiver's
+    # plane, no tap can be blocked (one lookup in a min-filtered map instead of 16 taps).
+    reach = float(np.ceil(min(max(search.max(), 1.0), 8.0)))
+    nearest = sm.nearest_within(int(reach))
+    slope = np.abs(grad).sum(1) * reach
+    clear = _gather(nearest, xy) >= d - slack - slope
+    vis = np.ones(len(p), np.float32)
+    todo = np.flatnonzero(~clear)
+    if todo.size == 0:
+        return vis
+    xy, d, grad, slack, dist, texels_per_world, search = (
+        xy[todo], d[todo], grad[todo], slack[todo], np.broadcast_to(dist, vis.shape)[todo], texels_per_world[todo],
+        search[todo])
     offsets = search[:, None, None] * _BLOCKER_TAPS[None].astype(np.float32)
     bd = _gather(sm.depth, xy[:, None, :] + offsets)
     plane = d[:, None] + np.einsum("nkc,nc->nk", offsets, grad)
     blocked = bd < plane - slack[:, None]
     count = blocked.sum(1)
-    vis = np.ones(len(p), np.float32)
+    part = np.ones(len(todo), np.float32)
     some = np.flatnonzero(count > 0)
     if some.size == 0:
         return vis
@@ -189,5 +214,6 @@ def visibility(sm: ShadowMap, points: np.ndarray, normals: np.ndarray, light_siz
     offsets = radius[:, None, None] * POISSON[None].astype(np.float32)
     plane = d_s[:, None] + np.einsum("nkc,nc->nk", offsets, grad[some])
     lit = _gather(sm.depth, xy[some][:, None, :] + offsets) >= plane - slack[some][:, None]
-    vis[some] = lit.mean(1)
+    part[some] = lit.mean(1)
+    vis[todo] = part
     return vis
