@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -149,6 +150,224 @@ class AnalyticEngine:
         passes = {"albedo": geo.albedo, "shading": analytic.shading_image(geo.normals_sh, sh_rgb),
                   "normal": geo.normals_sh, "depth": geo.depth, "alpha": geo.alpha[..., None]}
         return RelitCrop(image.astype(np.float32), geo.alpha, passes)
+
+
+def _shading_ratio(source: np.ndarray, target: np.ndarray, guard: np.ndarray) -> np.ndarray:
+    """E_target / E_source per shaded pixel (N, 3), as every engine's ratio: ``analytic.shading_ratio`` (luminance
+    ratio times a bounded chroma ratio) where the lighting module has it, else the guarded per-channel ratio of
+    ``analytic.relight_by_shading`` with its constants. (Transitional: the lead's merge brings shading_ratio; the
+    fallback then goes.)"""
+    from blender_relight.lighting import analytic
+
+    shared = getattr(analytic, "shading_ratio", None)
+    if shared is not None:
+        return np.asarray(shared(source, target), dtype=np.float32)
+    return np.clip((target + guard) / (source + guard), 0.0, analytic.MAX_RATIO).astype(np.float32)
+
+
+@dataclass
+class _HeadFrame:
+    """Per-frame, light-independent state of the geometry engine (crop size S, shading size s, N shaded pixels)."""
+
+    geometry: object  # geometry.HeadGeometry
+    caster: object  # the geometry shadow maps draw (geometry.head.shadow_caster)
+    inputs: object  # shading.ShadingInputs of the shading-size G-buffer
+    shadows: object  # shading.ShadowCache of this frame's geometry
+    source: np.ndarray  # (N, 3) the plate's own irradiance at the shaded pixels
+    source_specular: np.ndarray  # (N, 3) the highlight the plate's own key gives (already in the plate)
+    guard: np.ndarray  # (3,) the ratio's denominator guard (analytic.GUARD_FRACTION of the mean source)
+    fill: np.ndarray  # (s*s,) for each shading pixel the shaded pixel whose value it takes (N: none, ratio 1)
+    box: tuple[slice, slice]  # the crop's rows and columns the matte touches
+    alpha: np.ndarray  # (S, S) soft head matte
+    plate_in: np.ndarray  # (box, 3) plate × alpha inside the box
+    plate_out: np.ndarray  # (box, 3) plate × (1 - alpha) inside the box
+    albedo: np.ndarray  # (S, S, 3)
+    normal_sh: np.ndarray  # (S, S, 3) head (SH) frame
+    depth: np.ndarray  # (S, S, 1) camera-space depth, 0 where empty
+
+
+def pass_name(light: str, kind: str) -> str:
+    """Name of a per-light pass (``light_<name>_<kind>``; kind: diffuse, specular, shadow), safe as an EXR layer."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in light) or "light"
+    return f"light_{safe}_{kind}"
+
+
+class LazyPasses(Mapping):
+    """Passes made on first access: a light drag in the preview wants the image only, and resizing a dozen pass
+    images to the crop would cost more than the shading. Reads like a dict (``get``, ``items``, ``in``)."""
+
+    def __init__(self, ready: dict[str, np.ndarray], makers: dict[str, "Callable[[], np.ndarray]"]) -> None:
+        self._values = dict(ready)
+        self._makers = {k: v for k, v in makers.items() if k not in self._values}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._values:
+            self._values[name] = self._makers.pop(name)()
+        return self._values[name]
+
+    def __iter__(self):
+        return iter(list(self._values) + list(self._makers))
+
+    def __len__(self) -> int:
+        return len(self._values) + len(self._makers)
+
+
+class GeometryEngine:
+    """The head's 3D geometry shaded per light: at the filmed view ``plate × E_target / E_source + specular`` under
+    a soft whole-head matte.
+
+    Geometry: the tracked face mesh lifted along the crop camera's rays, joined to a head shell fitted to the plate's
+    head matte (``geometry.head``). ``E_target`` is every Blender light's Lambert irradiance with its falloff, cone,
+    area extent and cast shadow (shadow maps of that mesh) plus the SH remainder; the specular is a GGX skin lobe
+    (``shading.shade``). ``E_source`` is the frame's estimated source light shaded the same way (its directional key
+    exact and with its cast shadow, the rest SH), so the plate's own light gives the plate back. Per frame, geometry,
+    G-buffers, matte, source shading and albedo are kept (``_keep``), so a light change costs only the shading, done
+    at ``shading_size``² and resized to the crop (shading is smooth; the plate keeps its full detail).
+    """
+
+    name = "geometry"
+    supports_novel_view = False  # engineer "view" fills _novel_view; until then the filmed view is rendered
+
+    def __init__(self, shading_size: int = 256, shadow_resolution: int = 128) -> None:
+        self.shading_size = int(shading_size)
+        self.shadow_resolution = int(shadow_resolution)
+        self._frames: OrderedDict[int, _HeadFrame] = OrderedDict()
+        self._warned_view = False
+
+    def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
+        return None
+
+    def _frame(self, index: int, crop_linear: np.ndarray, track) -> _HeadFrame:
+        """Everything of frame ``index`` that does not depend on the target light (kept for the last few frames)."""
+        import cv2
+
+        from blender_relight import colour, head_proxy
+        from blender_relight.geometry import head_geometry, rasterize
+        from blender_relight.geometry.head import shadow_caster
+        from blender_relight.geometry.raster import feather_seam
+        from blender_relight.lighting import analytic
+        from blender_relight.lighting import sh as shmath
+        from blender_relight.shading import ShadowCache, prepare, shade
+        from blender_relight.shading.shade import extend, split_key
+
+        if index in self._frames:
+            return self._frames[index]
+        size = crop_linear.shape[0]
+        up = (size, size)
+        srgb = colour.linear_to_uint8_srgb(crop_linear)
+        prior = rasterize(head_geometry(track), track.camera, size // 4)  # the shell before it knows the matte
+        shell_cover = cv2.resize(prior.mask.astype(np.uint8), up, interpolation=cv2.INTER_NEAREST)
+        face_cover = cv2.resize((prior.mask & (prior.part == 0)).astype(np.uint8), up,
+                                interpolation=cv2.INTER_NEAREST)
+        matte = head_proxy.head_matte(srgb, shell_cover, face_cover)
+        geometry = head_geometry(track, matte)
+        caster = shadow_caster(geometry)
+        full = feather_seam(rasterize(geometry, track.camera, size))
+        small = feather_seam(rasterize(geometry, track.camera, self.shading_size))
+        inputs = prepare(small, track.camera)
+        shadows = ShadowCache()
+        # The plate's own light, shaded as a target is (its key exact and with its cast shadow, the rest SH): the
+        # same light as target then changes nothing, and shadows already in the plate are not added twice.
+        source = shade(None, split_key(_source_sh(track)), caster, inputs=inputs, shadows=shadows, per_light=False,
+                       shadow_resolution=self.shadow_resolution)
+        flat = inputs.index
+        e_src = source.diffuse.reshape(-1, 3)[flat]
+        guard = (analytic.GUARD_FRACTION * e_src.mean(axis=0) + 1e-6).astype(np.float32)
+        # pixels just past the mesh's edge take the ratio of the nearest shaded pixel (the matte reaches them softly)
+        s = self.shading_size
+        outside = (~small.mask).astype(np.uint8)
+        dist, labels = cv2.distanceTransformWithLabels(outside, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+        ys, xs = np.nonzero(small.mask)
+        label_to_vec = np.full(labels.max() + 1, len(flat), np.int64)
+        label_to_vec[labels[ys, xs]] = np.arange(len(flat))  # zero pixels of ``outside`` are the shaded ones
+        fill = np.where(dist.reshape(-1) <= 0.04 * s, label_to_vec[labels.reshape(-1)], len(flat))
+        # the matte ends where the mesh ends (softly): beyond it there are no normals to shade
+        cover = cv2.GaussianBlur(cv2.erode(full.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32),
+                                 (0, 0), 3.0)
+        alpha = (matte * cover).astype(np.float32)
+        rows, cols = np.nonzero(alpha > 1e-4)
+        box = (slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1)) \
+            if rows.size else (slice(0, 0), slice(0, 0))
+        a3 = alpha[box][..., None]
+        src_full = cv2.resize(extend(source.diffuse, small.mask), up, interpolation=cv2.INTER_LINEAR)
+        albedo = (crop_linear * np.pi / np.maximum(src_full, 1e-3) * (alpha[..., None] > 1e-3)).astype(np.float32)
+        normal_sh = shmath.rotate_eg3d_to_sh(full.normal).astype(np.float32)
+        depth = np.where(full.mask, full.depth, 0.0).astype(np.float32)[..., None]
+        entry = _HeadFrame(geometry, caster, inputs, shadows, e_src, source.specular.reshape(-1, 3)[flat], guard,
+                           fill, box, alpha, (crop_linear[box] * a3).astype(np.float32),
+                           (crop_linear[box] * (1.0 - a3)).astype(np.float32), albedo, normal_sh, depth)
+        return _keep(self._frames, index, entry)
+
+    def _novel_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting,
+                    camera_label: np.ndarray, cache) -> RelitCrop:
+        """A new camera: engineer "view"'s reprojection goes here. Until then: the filmed view, said once."""
+        if not self._warned_view:
+            log.warning("the geometry engine renders the filmed view only for now; new camera angles show the source "
+                        "view relit")
+            self._warned_view = True
+        return self._filmed_view(index, crop_linear, track, lighting)
+
+    def _filmed_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting) -> RelitCrop:
+        import cv2
+
+        from blender_relight.lighting import analytic
+        from blender_relight.shading import shade
+        from blender_relight.shading.shade import split_key
+
+        frame = self._frame(index, crop_linear, track)
+        # the SH part's directional key is shaded like a light (exact cosine, cast shadow), as the source's is:
+        # the plate's own light as target then gives the plate back, and an SH-only light (a DPR file) has shadows
+        world = split_key(lighting.sh)
+        lighting = SceneLighting(sh=world.sh, lights=tuple(lighting.lights) + world.lights)
+        result = shade(None, lighting, frame.caster, inputs=frame.inputs, shadows=frame.shadows,
+                       shadow_resolution=self.shadow_resolution, per_light=True)
+        flat = frame.inputs.index
+        s = self.shading_size
+        size = crop_linear.shape[0]
+        target = result.diffuse.reshape(-1, 3)[flat]
+        ratio = _shading_ratio(frame.source, target, frame.guard)
+        extra = np.maximum(result.specular.reshape(-1, 3)[flat] - frame.source_specular, 0.0)  # highlights to add
+        ones = np.ones((1, 3), np.float32)
+        ratio_img = np.concatenate([ratio, ones]).astype(np.float32)[frame.fill].reshape(s, s, 3)
+        rows, cols = frame.box
+        h, w = rows.stop - rows.start, cols.stop - cols.start
+        image = crop_linear.copy()
+        if h and w:
+            scale = size / s  # resize the shading image to the crop, then cut the matte's box out of it
+
+            def to_box(img: np.ndarray) -> np.ndarray:
+                m = np.float32([[1 / scale, 0, (cols.start + 0.5) / scale - 0.5],
+                                [0, 1 / scale, (rows.start + 0.5) / scale - 0.5]])
+                return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                      borderMode=cv2.BORDER_REPLICATE)
+
+            out = cv2.multiply(to_box(ratio_img), frame.plate_in)
+            out = cv2.add(out, frame.plate_out)
+            if extra.max(initial=0.0) > 0:
+                spec_img = np.concatenate([extra, 0 * ones]).astype(np.float32)[frame.fill].reshape(s, s, 3)
+                out = cv2.add(out, cv2.multiply(to_box(spec_img), np.repeat(frame.alpha[rows, cols][..., None], 3, 2)))
+            image[rows, cols] = np.maximum(out, 0.0)
+        up = (size, size)
+
+        def resized(img: np.ndarray) -> np.ndarray:
+            big = cv2.resize(img, up, interpolation=cv2.INTER_LINEAR)
+            return np.maximum(big.reshape(size, size, -1), 0.0).astype(np.float32)
+
+        ready = {"albedo": frame.albedo, "normal": frame.normal_sh, "depth": frame.depth,
+                 "alpha": frame.alpha[..., None]}
+        makers = {"shading": lambda: resized(result.diffuse),
+                  "specular": lambda: resized(np.concatenate([extra, 0 * ones])[frame.fill].reshape(s, s, 3))}
+        for name, lp in result.per_light.items():
+            for kind in ("diffuse", "specular", "shadow"):
+                makers[pass_name(name, kind)] = lambda v=getattr(lp, kind): resized(v)
+        return RelitCrop(image.astype(np.float32, copy=False), frame.alpha, LazyPasses(ready, makers))
+
+    def relight(self, index: int, crop_linear: np.ndarray, track, lighting: "SceneLighting | np.ndarray",
+                camera_label: np.ndarray | None, cache) -> RelitCrop:
+        lighting = SceneLighting.coerce(lighting)
+        if camera_label is not None:
+            return self._novel_view(index, crop_linear, track, lighting, camera_label, cache)
+        return self._filmed_view(index, crop_linear, track, lighting)
 
 
 class NeuralEngine:
@@ -350,8 +569,8 @@ def make_engine(name: str = "auto", provider: str = "auto", weights_dir: str | P
     A model folder that was asked for (``weights_dir``) must be a model, under every engine choice: an empty,
     missing or unreadable one is a ModelFileError, never a silent fall-back to another engine (which would then
     ignore camera moves without a word)."""
-    if name not in ("auto", "neural", "analytic"):
-        raise RelightError(f"unknown engine {name!r}; use auto, neural or analytic")
+    if name not in ("auto", "neural", "analytic", "geometry"):
+        raise RelightError(f"unknown engine {name!r}; use auto, neural, analytic or geometry")
     if weights_dir is not None:
         problem = _model_folder_problem(Path(weights_dir))
         if problem is not None:
@@ -360,6 +579,8 @@ def make_engine(name: str = "auto", provider: str = "auto", weights_dir: str | P
                                  "the shipped model")
     if name == "analytic":
         return AnalyticEngine()
+    if name == "geometry":
+        return GeometryEngine()
     if name == "neural":
         return NeuralEngine(weights_dir, provider)
     from inference.runtime import find_weights

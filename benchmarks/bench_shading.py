@@ -1,0 +1,167 @@
+"""Light-only change at the filmed view with the geometry engine: what a frame costs when only the lights move.
+
+Prints, for a real dev frame (or the astronaut sample when the dev data is absent): the per-frame setup (geometry,
+matte, G-buffers, source shading: paid once per frame), then the light-only relight of the 512² crop with 0, 1 and 3
+shadowed lights (point, area, spot), the cost of one shadowed light, and the split between shadow maps, shading and
+compositing. Wall time and process CPU time are both given: on a shared machine the CPU time is the steadier figure.
+
+Run: ``python benchmarks/bench_shading.py [--repeats 20] [--shading-size 256] [--threads 2]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _frame(sample: bool = False):
+    """(track, crop_linear, label) of a dev frame, or of the public-domain sample (always with ``sample``)."""
+    import cv2
+
+    from blender_relight import colour
+    from blender_relight.tracking.tracker import FaceTracker
+
+    video = ROOT.parent / "shared" / "data" / "videos" / "lp_d3.mp4"
+    if video.exists() and not sample:
+        cap = cv2.VideoCapture(str(video))
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 30)
+        ok, bgr = cap.read()
+        cap.release()
+        label = "lp_d3.mp4 frame 30"
+    else:
+        bgr, ok = cv2.imread(str(ROOT / "blender_relight" / "samples" / "astronaut.jpg")), True
+        label = "astronaut sample"
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    tracker = FaceTracker()
+    track = tracker.track(0, rgb)
+    tracker.close()
+    return track, colour.uint8_srgb_to_linear(track.transform.warp(rgb)), label
+
+
+def _lights(n: int):
+    from blender_relight.lighting.blender_lights import LightSpec
+
+    specs = [LightSpec("POINT", power=60.0, position=(-1.1, -1.0, 0.3), name="key"),
+             LightSpec("AREA", power=30.0, position=(1.2, -0.9, 0.2), direction=(-1.2, 0.9, -0.2), size=0.5,
+                       name="fill"),
+             LightSpec("SPOT", power=80.0, position=(0.3, 1.2, 1.0), direction=(-0.3, -1.2, -1.0), spot_size=0.8,
+                       name="rim")]
+    return tuple(specs[:n])
+
+
+def _timed(fn, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU milliseconds of ``fn()`` over ``repeats`` runs."""
+    wall, cpu = [], []
+    for i in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn(i)
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return 1e3 * float(np.median(wall)), 1e3 * float(np.median(cpu))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--shading-size", type=int, default=256)
+    ap.add_argument("--shadow-resolution", type=int, default=128)
+    ap.add_argument("--sheet", type=Path, default=None,
+                    help="instead: write a contact sheet of the public-domain astronaut sample relit by a side key")
+    args = ap.parse_args(argv)
+    if args.sheet is not None:
+        return write_sheet(args.sheet)
+
+    from blender_relight.engines import GeometryEngine
+    from blender_relight.lighting import sh as shlib
+    from blender_relight.lighting.scene import SceneLighting
+    from blender_relight.shading import shade
+
+    track, crop, label = _frame()
+    engine = GeometryEngine(shading_size=args.shading_size, shadow_resolution=args.shadow_resolution)
+    world = shlib.ambient_sh(np.full(3, 0.05))
+    w0, c0 = time.perf_counter(), time.process_time()
+    engine.relight(0, crop, track, SceneLighting(sh=world), None, None)
+    setup = (1e3 * (time.perf_counter() - w0), 1e3 * (time.process_time() - c0))
+    frame = engine._frames[0]
+    print(f"frame: {label}; crop 512², shading {args.shading_size}², shadow maps {args.shadow_resolution}²; "
+          f"{len(frame.geometry.triangles)} triangles ({len(frame.caster.triangles)} in the shadow caster), "
+          f"{len(frame.inputs.index)} shaded pixels")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"per-frame setup (geometry, matte, G-buffers, source light; once per frame): "
+          f"{setup[0]:.0f} ms wall, {setup[1]:.0f} ms CPU")
+    print("\n| lights (all shadowed) | relight wall ms | CPU ms | frames/s (wall) | of which shading ms |")
+    print("|---|---|---|---|---|")
+    results = {}
+    for n in (0, 1, 3):
+        base = _lights(n)
+
+        def moved(i: int, base=base) -> SceneLighting:
+            # every light moves a little each time: its shadow map is rebuilt, as in a drag
+            from dataclasses import replace
+
+            lights = tuple(replace(s, position=tuple(np.asarray(s.position) + (0.002 * (i + 1), 0.0, 0.0)))
+                           for s in base)
+            return SceneLighting(sh=world, lights=lights)
+
+        relight = _timed(lambda i: engine.relight(0, crop, track, moved(i), None, None), args.repeats)
+        shading = _timed(lambda i: shade(None, moved(i + 1000), frame.caster, inputs=frame.inputs,
+                                         shadows=frame.shadows, shadow_resolution=args.shadow_resolution,
+                                         per_light=True), args.repeats)
+        results[n] = relight
+        print(f"| {n} | {relight[0]:.1f} | {relight[1]:.1f} | {1e3 / relight[0]:.1f} | {shading[0]:.1f} |")
+    per_light = ((results[3][0] - results[0][0]) / 3, (results[3][1] - results[0][1]) / 3)
+    print(f"\none shadowed light costs ~{per_light[0]:.1f} ms wall ({per_light[1]:.1f} ms CPU) on top of "
+          f"{results[0][0]:.1f} ms for the frame's compositing and SH")
+    from blender_relight.shading import shadow
+
+    spec = _lights(1)[0]
+    from blender_relight.shading import frames as fr
+
+    sm_ms = _timed(lambda i: shadow.build_shadow_map(frame.caster, light_position=fr.light_frame_to_eg3d(
+        np.asarray(spec.position) + (0.001 * i, 0, 0)), resolution=args.shadow_resolution,
+        receivers=frame.inputs.receivers), args.repeats)
+    print(f"of which its shadow map: {sm_ms[0]:.1f} ms wall ({sm_ms[1]:.1f} ms CPU)")
+    return 0
+
+
+def write_sheet(path: Path) -> int:
+    """The astronaut sample under a side key light (with its cast shadow), a fill and a rim: input, geometry engine,
+    analytic engine (SH only), the key's shadow pass, its diffuse pass and the normals. Public-domain input only."""
+    from blender_relight import colour
+    from blender_relight.contact_sheet import save_contact_sheet
+    from blender_relight.engines import AnalyticEngine, GeometryEngine, pass_name
+    from blender_relight.lighting import sh as shlib
+    from blender_relight.lighting.blender_lights import LightSpec
+    from blender_relight.lighting.scene import SceneLighting
+
+    track, crop, _ = _frame(sample=True)
+    key = LightSpec("AREA", power=45.0, position=(-1.2, -0.9, 0.45), direction=(1.2, 0.9, -0.45), size=0.3,
+                    name="Key")
+    rim = LightSpec("SPOT", power=60.0, position=(1.0, 1.0, 0.9), direction=(-1.0, -1.0, -0.9), spot_size=0.9,
+                    name="Rim")
+    lighting = SceneLighting(sh=shlib.ambient_sh(np.full(3, 0.06)), lights=(key, rim))
+    geo = GeometryEngine().relight(0, crop, track, lighting, None, None)
+    ana = AnalyticEngine().relight(0, crop, track, lighting, None, None)
+    shadow = np.repeat(geo.passes[pass_name("Key", "shadow")], 3, axis=2)
+    diffuse = geo.passes[pass_name("Key", "diffuse")]
+    diffuse = diffuse / max(float(np.percentile(diffuse, 99.5)), 1e-6)
+    normals = (geo.passes["normal"] * 0.5 + 0.5) * (geo.alpha[..., None] > 0.05)
+    images = [colour.linear_to_uint8_srgb(crop), colour.linear_to_uint8_srgb(geo.image),
+              colour.linear_to_uint8_srgb(ana.image), (np.clip(shadow, 0, 1) * 255).astype(np.uint8),
+              colour.linear_to_uint8_srgb(np.clip(diffuse, 0, 1)), (np.clip(normals, 0, 1) * 255).astype(np.uint8)]
+    labels = ["input", "geometry engine", "analytic (SH only)", "key: shadow pass", "key: diffuse pass",
+              "normals (head frame)"]
+    save_contact_sheet(path, images, labels, columns=3, thumb=320)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
