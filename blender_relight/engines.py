@@ -176,6 +176,14 @@ class NeuralEngine:
             log.warning("%s: model.json says these weights are not trained (%s); relit frames will be wrong",
                         weights, self.runtime.meta.get("warning", "random initial weights"))
 
+    def novel_view_path(self):
+        """The plate-reprojection path new views take (``blender_relight.novel_view.path.NovelViewPath``)."""
+        if self._novel_path is None:
+            from blender_relight.novel_view.path import NovelViewPath
+
+            self._novel_path = NovelViewPath()
+        return self._novel_path
+
     def _head_matte(self, index: int, crop_linear: np.ndarray, track) -> np.ndarray:
         """The plate's head and hair (GrabCut seeded by the face mesh, as the analytic engine's): the model's
         coverage is a learnt, smoother silhouette that spills onto the background beside the head, where the shading
@@ -207,12 +215,8 @@ class NeuralEngine:
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
         if camera_label is not None and self.novel_views:
             # New views re-pose the filmed plate on the tracked head geometry (blender_relight.novel_view): the
-            # model's render is a blurry stranger at new views (identity 0.83 vs 0.95+, docs/novel_views.md).
-            if self._novel_path is None:
-                from blender_relight.novel_view.path import NovelViewPath
-
-                self._novel_path = NovelViewPath()
-            return self._novel_path.relight(index, crop_linear, track, lighting, camera_label, cache)
+            # model's render is a blurry stranger at new views (docs/novel_views.md has the measurement).
+            return self.novel_view_path().relight(index, crop_linear, track, lighting, camera_label, cache)
         sh_rgb = SceneLighting.coerce(lighting).total_sh()
         camera = np.asarray(track.camera if camera_label is None else camera_label, dtype=np.float32)
         key = (index, camera.tobytes())

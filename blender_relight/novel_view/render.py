@@ -34,6 +34,12 @@ EDGE_FEATHER_PX = 1.2
 KEEP_FRAMES = 4
 #: How far (fraction of the crop side, Gaussian sigma) the head's motion carries its surroundings along.
 SURROUND_SIGMA = 0.06
+#: Distance inside the new silhouette (px) over which the coverage becomes opaque whatever the filmed matte said.
+INTERIOR_PX = (4.0, 16.0)
+#: Matte values over which a filmed pixel goes from background (colour from elsewhere) to head (its own colour).
+MATTE_COLOUR = (0.5, 0.95)
+#: How far inside the matte (px, erosion) a filmed pixel must be for its colour to count as head.
+COLOUR_ERODE_PX = 4
 #: Head motion (crop px) over which what was behind the filmed head takes over from the filmed head itself.
 REVEAL_PX = (0.5, 4.0)
 
@@ -115,7 +121,12 @@ class NovelViewRenderer:
         # The filmed head as the background sees it: the matte grown by a few pixels (its soft edge stops short of
         # the last hair), and a wider hole the inpainting takes no colour from (also the new-view paste's extent).
         head = grown((matte > 0.5).astype(np.float32), OLD_HEAD_GROW_PX)
+        # Colour is taken from the plate only well inside the matte: its soft edge (GrabCut at 128², feathered) is
+        # wider than the hair's, and its pixels there are part wall (a grey, glassy band on a turned head's side).
+        k = 2 * COLOUR_ERODE_PX + 1
+        colour_matte = cv2.erode(matte, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
         entry = {"label": np.asarray(source.label, np.float32), "trust": plate_trust(matte, source.gbuffer.mask),
+                 "colour_matte": colour_matte,
                  "depth_min": reproject.min_depth(source.gbuffer.depth), "head": np.maximum(head, matte),
                  "old_head": grown(np.maximum(matte, covered), 2 * OLD_HEAD_GROW_PX), "background": None}
         self._frames[key] = entry
@@ -188,12 +199,21 @@ class NovelViewRenderer:
         e_src = np.zeros((hw, 3), np.float32)
         head_alpha = np.zeros(hw, np.float32)
         if pixels.size:
-            hit = reproject.lookup(gb.position, gb.normal, pixels, source.label, entry["depth_min"], entry["trust"],
-                                   self.project)
+            # No matte factor here: where the shell reaches past the filmed head, the plate's colour there is
+            # background and the coverage below takes the matte's value, so it stays see-through.
+            hit = reproject.lookup(gb.position, gb.normal, pixels, source.label, entry["depth_min"], None,
+                                   self.project, view.label)
             plate = reproject.sample(crop, hit.xy)
+            mattes = reproject.sample(np.stack([np.asarray(source.matte, np.float32), entry["colour_matte"]], -1),
+                                      hit.xy)
+            matte_at, colour_at = mattes[:, 0], mattes[:, 1]
             e = tex.normalising_shading(normals, source.source_sh).astype(np.float32)
             e_src[pixels] = e
-            w_plate = hit.weight
+            # The plate's colour is taken where the frame saw the point and the point is head there; on the
+            # matte's soft edge the filmed pixel is part background, so its colour comes from the other sources
+            # while the coverage below keeps the edge's transparency.
+            w_seen = hit.weight
+            w_plate = w_seen * reproject.smoothstep(MATTE_COLOUR[0], MATTE_COLOUR[1], colour_at)
             # What the plate does not give, in order: the clip texture, its mirror image, a smooth fill. Colours of
             # these are shading-normalised (÷ E_source), so they are blended as such and re-shaded once.
             other = np.zeros((pixels.size, 3), np.float32)
@@ -207,22 +227,27 @@ class NovelViewRenderer:
                     other += w[:, None] * colour
                     weights[name][pixels] = w
                     rest = rest - w
-            # The fill: push-pull of the known shading-normalised colour over the whole head, in image space.
+            # The fill: push-pull of the colour known so far over the whole head, in image space. It works on the
+            # colour as seen, not shading-normalised: dividing grazing filmed pixels by a small source irradiance
+            # and re-shading them at a squarer normal drew bright streaks (a glassy look) at the head's sides.
             known = np.zeros((hw, 3), np.float32)
             known_w = np.zeros(hw, np.float32)
-            known[pixels] = (w_plate[:, None] * plate / e) + other
+            seen = w_plate[:, None] * plate + other * e
+            known[pixels] = seen
             known_w[pixels] = 1.0 - rest
             filled = fill.push_pull((known / np.maximum(known_w, 1e-6)[:, None]).reshape(size, size, 3),
                                     known_w.reshape(size, size)).reshape(-1, 3)[pixels]
             weights["plate"][pixels] = w_plate
             weights["fill"][pixels] = np.maximum(rest, 0.0)
-            head[pixels] = (w_plate[:, None] * plate
-                            + (other + np.maximum(rest, 0.0)[:, None] * filled) * e)
+            head[pixels] = seen + np.maximum(rest, 0.0)[:, None] * filled
             # Coverage: the geometry's silhouette, softened by the plate's matte where the frame saw the point (hair
             # edges keep the matte's softness).
-            matte_at = reproject.sample(np.asarray(source.matte, np.float32)[..., None], hit.xy)[:, 0]
-            head_alpha[pixels] = np.where(w_plate > 0.0, w_plate * matte_at + (1.0 - w_plate), 1.0)
+            head_alpha[pixels] = w_seen * matte_at + (1.0 - w_seen)
         head_alpha = head_alpha.reshape(size, size)
+        # The matte's softness belongs at the new view's silhouette: a point the frame saw on its matte's soft edge
+        # may lie well inside the new silhouette (a head side turned toward the camera), where it must be opaque.
+        depth_in = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+        head_alpha = np.maximum(head_alpha, reproject.smoothstep(INTERIOR_PX[0], INTERIOR_PX[1], depth_in) * mask)
         inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
         head_alpha = np.clip(np.minimum(head_alpha, cv2.GaussianBlur(inner, (0, 0), EDGE_FEATHER_PX) * 1.5), 0.0, 1.0)
         background, moved = self._surroundings(source, entry, pixels, hit.xy if pixels.size else None, mask)
