@@ -22,7 +22,7 @@ import numpy as np
 
 from blender_relight.lighting import sh as shmath
 from blender_relight.novel_view import fill, reproject, texture as tex
-from blender_relight.novel_view.views import ViewRequest, clamp_view
+from blender_relight.novel_view.views import ViewRequest, clamp_view  # noqa: F401 - ViewRequest in NovelView
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ SURROUND_SIGMA = 0.06
 INTERIOR_PX = (4.0, 16.0)
 #: Matte values over which a filmed pixel goes from background (colour from elsewhere) to head (its own colour).
 MATTE_COLOUR = (0.5, 0.95)
+#: View offsets (degrees) over which the matte-edge colour rule fades in.
+EDGE_RULE_DEG = (2.0, 8.0)
 #: How far inside the matte (px, erosion) a filmed pixel must be for its colour to count as head.
 COLOUR_ERODE_PX = 4
 #: Head motion (crop px) over which what was behind the filmed head takes over from the filmed head itself.
@@ -179,8 +181,7 @@ class NovelViewRenderer:
     def render(self, source: SourceView, target_label: np.ndarray, clamp: bool = True) -> NovelView:
         """``source`` seen from ``target_label`` (clamped to the range around the filmed pose unless ``clamp`` is
         False), at the source light."""
-        view = clamp_view(source.label, target_label) if clamp else ViewRequest(
-            np.asarray(target_label, np.float32), 0.0, 0.0, False, 0.0, 0.0)
+        view = clamp_view(source.label, target_label) if clamp else clamp_view(source.label, target_label, 1e9, 1e9)
         notes = []
         if view.clamped:
             notes.append(view.describe())
@@ -213,7 +214,12 @@ class NovelViewRenderer:
             # matte's soft edge the filmed pixel is part background, so its colour comes from the other sources
             # while the coverage below keeps the edge's transparency.
             w_seen = hit.weight
-            w_plate = w_seen * reproject.smoothstep(MATTE_COLOUR[0], MATTE_COLOUR[1], colour_at)
+            # Near the filmed pose the edge stays as filmed (it composites back to the plate); the rule takes
+            # over as the view turns away (continuously: no pop).
+            away = float(reproject.smoothstep(EDGE_RULE_DEG[0], EDGE_RULE_DEG[1], np.hypot(view.yaw_deg,
+                                                                                            view.pitch_deg)))
+            colour_ok = reproject.smoothstep(MATTE_COLOUR[0], MATTE_COLOUR[1], colour_at)
+            w_plate = w_seen * (1.0 - away * (1.0 - colour_ok))
             # What the plate does not give, in order: the clip texture, its mirror image, a smooth fill. Colours of
             # these are shading-normalised (÷ E_source), so they are blended as such and re-shaded once.
             other = np.zeros((pixels.size, 3), np.float32)
