@@ -30,13 +30,23 @@ ShadeFn = Callable[[object, SceneLighting, object, np.ndarray], tuple[np.ndarray
 
 def sh_shade(gbuffer, lighting: SceneLighting, geometry, camera_label: np.ndarray):
     """Target irradiance as the lighting's total second-order SH at the G-buffer's normals (no shadows, no
-    specular): what engines without per-light shading use."""
-    from blender_relight.lighting import analytic
+    specular): what engines without per-light shading use. Evaluated on covered pixels only."""
     from blender_relight.lighting import sh as shmath
 
-    normals_sh = shmath.rotate_eg3d_to_sh(np.asarray(gbuffer.normal, np.float64))
-    normals_sh[~np.asarray(gbuffer.mask, bool)] = 0.0
-    return analytic.shading_image(normals_sh, lighting.total_sh()), None
+    mask = np.asarray(gbuffer.mask, bool)
+    out = np.zeros(mask.shape + (3,), np.float32)
+    n_sh = shmath.rotate_eg3d_to_sh(np.asarray(gbuffer.normal, np.float64)[mask])
+    out[mask] = shmath.irradiance_basis(n_sh) @ shmath.as_rgb(lighting.total_sh())
+    return out, None
+
+
+def _bbox(mask: np.ndarray, pad: int = 2) -> tuple[slice, slice]:
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return slice(0, 0), slice(0, 0)
+    h, w = mask.shape
+    return (slice(max(ys.min() - pad, 0), min(ys.max() + pad + 1, h)),
+            slice(max(xs.min() - pad, 0), min(xs.max() + pad + 1, w)))
 
 
 class NovelViewPath:
@@ -89,25 +99,38 @@ class NovelViewPath:
         """A RelitCrop of frame ``index`` seen from ``camera_label`` under ``lighting``."""
         from blender_relight.engines import RelitCrop
         from blender_relight.lighting import analytic
-        from blender_relight.lighting import sh as shmath
 
         lighting = SceneLighting.coerce(lighting)
         nv = self.view(index, crop_linear, track, camera_label, cache)
         src = self._sources.get(index) or self.source(index, crop_linear, track)
         diffuse, specular = self.shade(nv.gbuffer, lighting, src.geometry, nv.view.label)
         head = nv.head_alpha
-        image = analytic.relight_by_shading(nv.image, head, nv.source_shading, diffuse)
+        # The filmed view's ratio (lighting.analytic.relight_by_shading), on the head's bounding box only.
+        image = np.array(nv.image, copy=True)
+        box = _bbox(head > 0)
+        image[box] = analytic.relight_by_shading(nv.image[box], head[box], nv.source_shading[box], diffuse[box])
         if specular is not None:
             image = image + np.asarray(specular, np.float32) * head[..., None]
+        passes = dict(self._light_free_passes(nv))
+        passes["shading"] = np.asarray(diffuse, np.float32)
+        return RelitCrop(image.astype(np.float32), nv.alpha, passes, list(nv.notes))
+
+    @staticmethod
+    def _light_free_passes(nv: render.NovelView) -> dict[str, np.ndarray]:
+        """Albedo, normal, depth, alpha and the blend weights of a new view (kept with it: a light change reuses)."""
+        cached = getattr(nv, "_passes", None)
+        if cached is not None:
+            return cached
+        from blender_relight.lighting import sh as shmath
+
         covered = np.asarray(nv.gbuffer.mask, bool)
         albedo = np.where(covered[..., None], nv.image * np.pi / np.maximum(nv.source_shading, 1e-4), 0.0)
-        normal = shmath.rotate_eg3d_to_sh(np.asarray(nv.gbuffer.normal, np.float64)) * covered[..., None]
+        normal = np.zeros(covered.shape + (3,), np.float32)
+        normal[covered] = shmath.rotate_eg3d_to_sh(np.asarray(nv.gbuffer.normal, np.float64)[covered])
         depth = np.where(covered, nv.gbuffer.depth, 0.0)[..., None]
-        passes = {"albedo": albedo.astype(np.float32), "normal": normal.astype(np.float32),
-                  "depth": depth.astype(np.float32), "shading": np.asarray(diffuse, np.float32),
+        passes = {"albedo": albedo.astype(np.float32), "normal": normal, "depth": depth.astype(np.float32),
                   "alpha": nv.alpha[..., None].astype(np.float32)}
         for name, w in nv.weights.items():
             passes[f"source_{name}"] = w[..., None].astype(np.float32)
-        relit = RelitCrop(image.astype(np.float32), nv.alpha, passes)
-        relit.notes = list(nv.notes)  # e.g. "clamped to ±30° yaw" (also logged once)
-        return relit
+        nv._passes = passes
+        return passes

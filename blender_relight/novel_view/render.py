@@ -85,6 +85,16 @@ def source_irradiance(normals_world: np.ndarray, source_sh: np.ndarray) -> np.nd
     return tex.normalising_shading(normals_world.reshape(-1, 3), source_sh).reshape(normals_world.shape[:-1] + (3,))
 
 
+def _smooth_fill(weighted_colour: np.ndarray, weight: np.ndarray, work: int = 256) -> np.ndarray:
+    """Push-pull fill at ``work``² (the fill is smooth; a quarter of the pixels), upsampled. ``weighted_colour`` is
+    colour × weight."""
+    size = weight.shape[0]
+    c = cv2.resize(weighted_colour, (work, work), interpolation=cv2.INTER_AREA)
+    w = cv2.resize(weight, (work, work), interpolation=cv2.INTER_AREA)
+    filled = fill.push_pull(c / np.maximum(w, 1e-6)[..., None], w)
+    return cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
 def plate_trust(matte: np.ndarray, coverage: np.ndarray) -> np.ndarray:
     """Where a filmed pixel is the head (H, W) [0, 1]: the matte, and the geometry's own silhouette a few pixels in
     (the shell is fitted to the matte but reaches below it at the neck, which a matte may leave out)."""
@@ -241,8 +251,7 @@ class NovelViewRenderer:
             seen = w_plate[:, None] * plate + other * e
             known[pixels] = seen
             known_w[pixels] = 1.0 - rest
-            filled = fill.push_pull((known / np.maximum(known_w, 1e-6)[:, None]).reshape(size, size, 3),
-                                    known_w.reshape(size, size)).reshape(-1, 3)[pixels]
+            filled = _smooth_fill(known.reshape(size, size, 3), known_w.reshape(size, size)).reshape(-1, 3)[pixels]
             weights["plate"][pixels] = w_plate
             weights["fill"][pixels] = np.maximum(rest, 0.0)
             head[pixels] = seen + np.maximum(rest, 0.0)[:, None] * filled
