@@ -141,6 +141,155 @@ class AnalyticEngine:
         return RelitCrop(image.astype(np.float32), geo.alpha, passes)
 
 
+@dataclass
+class _HeadFrame:
+    """Per-frame, light-independent state of the geometry engine (crop size S, shading size s)."""
+
+    geometry: object  # geometry.HeadGeometry
+    inputs: object  # shading.ShadingInputs of the shading-size G-buffer
+    shading_mask: np.ndarray  # (s, s) bool
+    source: np.ndarray  # (s, s, 3) source irradiance, carried past the mesh's edge
+    alpha: np.ndarray  # (S, S) soft head matte
+    albedo: np.ndarray  # (S, S, 3)
+    normal_sh: np.ndarray  # (S, S, 3) head (SH) frame
+    depth: np.ndarray  # (S, S, 1) camera-space depth, 0 where empty
+    shadows: object  # shading.ShadowCache of this frame's geometry
+    caster: object  # the geometry shadow maps draw (geometry.head.shadow_caster)
+    source_specular: np.ndarray  # (s, s, 3) the highlight the source light's key gives (already in the plate)
+
+
+def pass_name(light: str, kind: str) -> str:
+    """Name of a per-light pass (``light_<name>_<kind>``; kind: diffuse, specular, shadow), safe as an EXR layer."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in light) or "light"
+    return f"light_{safe}_{kind}"
+
+
+class GeometryEngine:
+    """The head's 3D geometry shaded per light: at the filmed view ``plate × E_target / E_source + specular`` under
+    a soft whole-head matte.
+
+    Geometry: the tracked face mesh lifted along the crop camera's rays, joined to a head shell fitted to the plate's
+    head matte (``geometry.head``). ``E_target`` is every Blender light's Lambert irradiance with its falloff, cone,
+    area extent and cast shadow (shadow maps of that mesh) plus the SH remainder; the specular is a GGX skin lobe
+    (``shading.shade``). ``E_source`` is the frame's estimated source SH on the same normals. Per frame, geometry,
+    G-buffers, matte, source shading and albedo are kept (``_keep``), so a light change costs only the shading, done
+    at ``shading_size``² and resized to the crop (shading is smooth; the plate keeps its full detail).
+    """
+
+    name = "geometry"
+    supports_novel_view = False  # engineer "view" fills _novel_view; until then the filmed view is rendered
+
+    def __init__(self, shading_size: int = 256, shadow_resolution: int = 128) -> None:
+        self.shading_size = int(shading_size)
+        self.shadow_resolution = int(shadow_resolution)
+        self._frames: OrderedDict[int, _HeadFrame] = OrderedDict()
+        self._warned_view = False
+
+    def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
+        return None
+
+    def _frame(self, index: int, crop_linear: np.ndarray, track) -> _HeadFrame:
+        """Everything of frame ``index`` that does not depend on the target light (kept for the last few frames)."""
+        from blender_relight import colour, head_proxy
+        from blender_relight.geometry import head_geometry, rasterize
+        from blender_relight.geometry.head import shadow_caster
+        from blender_relight.geometry.raster import feather_seam
+        from blender_relight.lighting import sh as shmath
+        from blender_relight.shading import ShadowCache, prepare, shade
+        from blender_relight.shading.shade import extend, split_key
+
+        if index in self._frames:
+            return self._frames[index]
+        size = crop_linear.shape[0]
+        srgb = colour.linear_to_uint8_srgb(crop_linear)
+        prior = head_geometry(track)
+        prior_gb = rasterize(prior, track.camera, size // 4)
+        up = (size, size)
+        import cv2
+
+        shell_cover = cv2.resize(prior_gb.mask.astype(np.uint8), up, interpolation=cv2.INTER_NEAREST)
+        face_cover = cv2.resize((prior_gb.mask & (prior_gb.part == 0)).astype(np.uint8), up,
+                                interpolation=cv2.INTER_NEAREST)
+        matte = head_proxy.head_matte(srgb, shell_cover, face_cover)
+        geometry = head_geometry(track, matte)
+        full = feather_seam(rasterize(geometry, track.camera, size))
+        small = feather_seam(rasterize(geometry, track.camera, self.shading_size))
+        inputs = prepare(small, track.camera)
+        # The plate's own light, shaded as a target is (its key exact and with its cast shadow, the rest SH): the
+        # same light as target then changes nothing, and shadows already in the plate are not added twice.
+        caster = shadow_caster(geometry)
+        source = shade(None, split_key(_source_sh(track)), caster, inputs=inputs, per_light=False,
+                       shadow_resolution=self.shadow_resolution)
+        e_src = extend(source.diffuse, small.mask)
+        # the matte ends where the mesh ends (softly): beyond it there are no normals to shade
+        cover = cv2.GaussianBlur(cv2.erode(full.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32),
+                                 (0, 0), 3.0)
+        alpha = (matte * cover).astype(np.float32)
+        src_full = cv2.resize(e_src, up, interpolation=cv2.INTER_LINEAR)
+        albedo = (crop_linear * np.pi / np.maximum(src_full, 1e-3) * (alpha[..., None] > 1e-3)).astype(np.float32)
+        normal_sh = shmath.rotate_eg3d_to_sh(full.normal).astype(np.float32)
+        depth = np.where(full.mask, full.depth, 0.0).astype(np.float32)[..., None]
+        entry = _HeadFrame(geometry, inputs, small.mask, e_src, alpha, albedo, normal_sh, depth, ShadowCache(),
+                           caster, source.specular)
+        return _keep(self._frames, index, entry)
+
+    def _novel_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting,
+                    camera_label: np.ndarray, cache) -> RelitCrop:
+        """A new camera: engineer "view"'s reprojection goes here. Until then: the filmed view, said once."""
+        if not self._warned_view:
+            log.warning("the geometry engine renders the filmed view only for now; new camera angles show the source "
+                        "view relit")
+            self._warned_view = True
+        return self._filmed_view(index, crop_linear, track, lighting, with_passes=True)
+
+    def _filmed_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting,
+                     with_passes: bool = True) -> RelitCrop:
+        import cv2
+
+        from blender_relight.lighting import analytic
+        from blender_relight.shading import shade
+        from blender_relight.shading.shade import extend, split_key
+
+        frame = self._frame(index, crop_linear, track)
+        # the SH part's directional key is shaded like a light (exact cosine, cast shadow), as the source's is:
+        # the plate's own light as target then gives the plate back, and an SH-only light (a DPR file) has shadows
+        world = split_key(lighting.sh)
+        lighting = SceneLighting(sh=world.sh, lights=tuple(lighting.lights) + world.lights)
+        result = shade(None, lighting, frame.caster, inputs=frame.inputs, shadows=frame.shadows,
+                       shadow_resolution=self.shadow_resolution, per_light=with_passes)
+        size = crop_linear.shape[0]
+        up = (size, size)
+        target = extend(result.diffuse, frame.shading_mask)
+        # The ratio E_target / E_source (analytic.relight_by_shading's: guarded, clamped) at shading size, then
+        # resized: smooth, so the plate keeps its full-resolution detail under it.
+        reach = (frame.source.max(axis=2) > 0).astype(np.float32)  # the mesh and the band carried past its edge
+        ratio = analytic.relight_by_shading(np.ones_like(target), reach, frame.source, target)
+        ratio = cv2.resize(ratio, up, interpolation=cv2.INTER_LINEAR)
+        # only the highlight the plate does not already have: the target's over the source key's (same lobe)
+        specular = cv2.resize(np.maximum(result.specular - frame.source_specular, 0.0), up,
+                              interpolation=cv2.INTER_LINEAR)
+        a = frame.alpha[..., None]
+        image = crop_linear + a * (crop_linear * (ratio - 1.0) + specular)
+        if not with_passes:
+            return RelitCrop(np.maximum(image, 0.0).astype(np.float32), frame.alpha, {})
+        target = cv2.resize(target, up, interpolation=cv2.INTER_LINEAR)
+        passes = {"albedo": frame.albedo, "normal": frame.normal_sh, "depth": frame.depth,
+                  "shading": np.maximum(target, 0.0).astype(np.float32), "alpha": frame.alpha[..., None],
+                  "specular": np.maximum(specular, 0.0).astype(np.float32)}
+        for name, lp in result.per_light.items():
+            for kind, value in (("diffuse", lp.diffuse), ("specular", lp.specular), ("shadow", lp.shadow)):
+                big = cv2.resize(value, up, interpolation=cv2.INTER_LINEAR)
+                passes[pass_name(name, kind)] = np.maximum(big.reshape(size, size, -1), 0.0).astype(np.float32)
+        return RelitCrop(np.maximum(image, 0.0).astype(np.float32), frame.alpha, passes)
+
+    def relight(self, index: int, crop_linear: np.ndarray, track, lighting: "SceneLighting | np.ndarray",
+                camera_label: np.ndarray | None, cache) -> RelitCrop:
+        lighting = SceneLighting.coerce(lighting)
+        if camera_label is not None:
+            return self._novel_view(index, crop_linear, track, lighting, camera_label, cache)
+        return self._filmed_view(index, crop_linear, track, lighting)
+
+
 class NeuralEngine:
     """The trained model through ONNX Runtime, with per-frame planes cached and a G-buffer cache for light changes."""
 
@@ -259,10 +408,12 @@ def weights_are_trained(weights_dir: Path) -> bool:
 
 def make_engine(name: str = "auto", provider: str = "auto", weights_dir: str | Path | None = None) -> RelightEngine:
     """``auto``: the neural engine when trained weights are installed, else the analytic engine (said in the log)."""
-    if name not in ("auto", "neural", "analytic"):
-        raise RelightError(f"unknown engine {name!r}; use auto, neural or analytic")
+    if name not in ("auto", "neural", "analytic", "geometry"):
+        raise RelightError(f"unknown engine {name!r}; use auto, neural, analytic or geometry")
     if name == "analytic":
         return AnalyticEngine()
+    if name == "geometry":
+        return GeometryEngine()
     if name == "neural":
         return NeuralEngine(weights_dir, provider)
     from inference.runtime import find_weights

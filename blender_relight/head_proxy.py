@@ -89,3 +89,35 @@ def head_normals(mesh_normals: np.ndarray, mesh_coverage: np.ndarray, head_mask:
     blended = weight[..., None] * np.asarray(mesh_normals, np.float32) + (1.0 - weight[..., None]) * proxy
     blended /= np.maximum(np.linalg.norm(blended, axis=2, keepdims=True), 1e-6)
     return blended.astype(np.float32)
+
+
+#: Fraction of the crop side over which the head matte fades out toward the crop's edges (the bottom: the neck runs
+#: on below the crop, and a relit neck ending in a straight line at the crop's edge would be a seam in the frame).
+EDGE_FADE = 0.04
+BOTTOM_FADE = 0.14
+
+
+def edge_fade(size: int) -> np.ndarray:
+    """(size, size) weights: 1 inside, easing to 0 at the crop's borders (wider at the bottom)."""
+    u = (np.arange(size, dtype=np.float32) + 0.5) / size
+
+    def ease(x: np.ndarray, width: float) -> np.ndarray:
+        t = np.clip(x / width, 0.0, 1.0)
+        return t * t * (3.0 - 2.0 * t)
+
+    rows = ease(u, EDGE_FADE) * ease(1.0 - u, BOTTOM_FADE)
+    cols = ease(u, EDGE_FADE) * ease(1.0 - u, EDGE_FADE)
+    return (rows[:, None] * cols[None, :]).astype(np.float32)
+
+
+def head_matte(crop_srgb: np.ndarray, shell_coverage: np.ndarray, face_coverage: np.ndarray,
+               grow: float = 0.10, feather_px: float = 3.0) -> np.ndarray:
+    """The whole head's soft matte (hair, ears, neck included) for the geometry engine: GrabCut (``head_alpha``)
+    inside the head shell's silhouette grown by ``grow`` × the crop side (hair reaches past any prior shape), seeded
+    with the face mesh as sure foreground; faded toward the crop's edges (:func:`edge_fade`)."""
+    size = crop_srgb.shape[0]
+    cover = np.asarray(shell_coverage, np.uint8)
+    radius = max(int(round(grow * size)), 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    region = cv2.GaussianBlur(cv2.dilate(cover, kernel).astype(np.float32), (0, 0), max(radius / 3.0, 1.0))
+    return head_alpha(crop_srgb, region, face_coverage, feather_px) * edge_fade(size)

@@ -112,8 +112,9 @@ def spot_mask(cos_angle: float | np.ndarray, spot_size: float, spot_blend: float
     return t * t * (3.0 - 2.0 * t)
 
 
-def _area_patches(spec: LightSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Patch centres (K, 3) relative to the light and patch areas (K,) of an area light's emitting surface."""
+def _area_patches(spec: LightSpec, grid: int = _AREA_GRID) -> tuple[np.ndarray, np.ndarray]:
+    """Patch centres (K, 3) relative to the light and patch areas (K,) of an area light's emitting surface
+    (``grid``² patches, fewer for a disk or ellipse)."""
     normal = _unit(spec.direction)
     if spec.axis_x is not None:
         ax = np.asarray(spec.axis_x, dtype=np.float64).reshape(3)
@@ -125,32 +126,54 @@ def _area_patches(spec: LightSpec) -> tuple[np.ndarray, np.ndarray]:
     ay = np.cross(normal, ax)
     sx = float(spec.size)
     sy = float(spec.size_y) if spec.shape in ("RECTANGLE", "ELLIPSE") else sx
-    g = (np.arange(_AREA_GRID) + 0.5) / _AREA_GRID - 0.5  # patch centres in [-0.5, 0.5]
+    g = (np.arange(grid) + 0.5) / grid - 0.5  # patch centres in [-0.5, 0.5]
     u, v = np.meshgrid(g, g, indexing="ij")
     u, v = u.reshape(-1), v.reshape(-1)
     if spec.shape in ("DISK", "ELLIPSE"):
         keep = u * u + v * v <= 0.25
         u, v = u[keep], v[keep]
-    area = np.full(u.size, sx * sy / _AREA_GRID**2)
+    area = np.full(u.size, sx * sy / grid**2)
     return np.outer(u * sx, ax) + np.outer(v * sy, ay), area
 
 
 def light_irradiance(spec: LightSpec) -> float:
     """Irradiance (W/m², before colour) the light gives a surface at the head facing it (small-light formulas)."""
+    if spec.type != "SUN" and float(np.dot(spec.position, spec.position)) < 1e-12:
+        raise ValueError(f"light {spec.name!r} sits at the head's centre; move it away from the head anchor")
+    return float(irradiance_at(spec, np.zeros((1, 3)))[0][0])
+
+
+def irradiance_at(spec: LightSpec, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per surface point (N, 3; anchor axes, Blender units): the irradiance (N,) the light gives a surface there
+    that faces it, and the unit direction (N, 3) from the point to the light. The same small-light formulas as
+    :func:`light_irradiance` (which is this at the head's centre), evaluated where each point is: falloff with its
+    own distance, the spot cone and an area light's emission angle as that point sees them."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     power = float(spec.power)
     if spec.type == "SUN":
-        return power
-    offset = np.asarray(spec.position, dtype=np.float64).reshape(3)
-    r2 = float(offset @ offset)
-    if r2 < 1e-12:
-        raise ValueError(f"light {spec.name!r} sits at the head's centre; move it away from the head anchor")
-    to_head = -offset / np.sqrt(r2)
+        return np.full(len(pts), power), np.broadcast_to(-_unit(spec.direction), pts.shape)
+    offset = np.asarray(spec.position, dtype=np.float64).reshape(3) - pts
+    r2 = np.maximum(np.einsum("ij,ij->i", offset, offset), 1e-12)
+    towards = offset / np.sqrt(r2)[:, None]
     if spec.type == "POINT":
-        return power / (4.0 * np.pi * r2)
+        return power / (4.0 * np.pi * r2), towards
     if spec.type == "SPOT":
-        return power / (4.0 * np.pi * r2) * float(spot_mask(to_head @ _unit(spec.direction), spec.spot_size,
-                                                             spec.spot_blend))
-    return power / (np.pi * r2) * max(0.0, float(to_head @ _unit(spec.direction)))  # AREA
+        cone = spot_mask(-(towards @ _unit(spec.direction)), spec.spot_size, spec.spot_blend)
+        return power / (4.0 * np.pi * r2) * cone, towards
+    return power / (np.pi * r2) * np.maximum(0.0, -(towards @ _unit(spec.direction))), towards  # AREA
+
+
+def area_samples(spec: LightSpec, grid: int) -> list[LightSpec]:
+    """An area light as ``grid``² small area lights (its patches, each with its share of the power): what a shader
+    sums to get the size of a large or near area light into its falloff and cosine terms."""
+    if spec.type != "AREA":
+        return [spec]
+    rel, areas = _area_patches(spec, grid)
+    share = areas / areas.sum()
+    centre = np.asarray(spec.position, dtype=np.float64).reshape(3)
+    return [LightSpec("AREA", spec.colour, float(spec.power) * float(w), centre + r, spec.direction, size=0.0,
+                      size_y=0.0, shape="SQUARE", temperature=spec.temperature, exposure=spec.exposure,
+                      name=spec.name) for r, w in zip(rel, share)]
 
 
 def light_to_sh(spec: LightSpec) -> np.ndarray:

@@ -1,0 +1,146 @@
+"""Per-light shading of G-buffers: Blender's units at each pixel, cast shadows (hard and soft), the specular lobe, the
+SH remainder, and the one conversion between EG3D geometry and the lights' frame."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from blender_relight import camera as cam
+from blender_relight.geometry import HeadGeometry, rasterize
+from blender_relight.lighting import sh as shlib
+from blender_relight.lighting.blender_lights import LightSpec, irradiance_at, light_irradiance, light_to_sh
+from blender_relight.lighting.scene import SceneLighting
+from blender_relight.shading import frames, shade
+from blender_relight.shading.shade import split_key
+
+
+def _quad(x0, x1, y0, y1, z, n=8):
+    """A grid of triangles in the plane z = const facing +z (toward the frontal camera), EG3D world."""
+    xs, ys = np.linspace(x0, x1, n + 1), np.linspace(y0, y1, n + 1)
+    gx, gy = np.meshgrid(xs, ys, indexing="ij")
+    v = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, z)], 1)
+    idx = np.arange(v.shape[0]).reshape(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel()
+    t = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+    return v, t
+
+
+def _scene(with_blocker: bool = True):
+    """A wall at z = 0 and, 0.1 in front of it, a small square blocker: seen from the frontal camera."""
+    v, t = _quad(-0.3, 0.3, -0.3, 0.3, 0.0, 16)
+    parts = [np.zeros(len(v), np.uint8)]
+    if with_blocker:
+        vb, tb = _quad(-0.05, 0.05, -0.05, 0.05, 0.1, 2)
+        t = np.concatenate([t, tb + len(v)])
+        v = np.concatenate([v, vb])
+        parts.append(np.ones(len(vb), np.uint8))
+    geo = HeadGeometry(v.astype(np.float32), t.astype(np.int32), np.zeros((len(v), 2), np.float32),
+                       np.concatenate(parts))
+    return geo, rasterize(geo, cam.frontal_label(), 96)
+
+
+def test_frames_conversion_is_the_rig_axis_change():
+    p = np.array([[0.1, 0.2, 0.3]])
+    q = frames.eg3d_to_light_frame(p)
+    np.testing.assert_allclose(q, [[0.1, -0.3, 0.2]])  # EG3D (x, y up, z to viewer) -> anchor (x, -z, y)
+    np.testing.assert_allclose(frames.light_frame_to_eg3d(q), p)
+    np.testing.assert_allclose(frames.direction_to_eg3d(shlib.rotate_eg3d_to_sh(p)), p)
+    # the EG3D camera sits at -y in the anchor frame, as the Blender rig's camera does
+    eye = cam.split_label(cam.frontal_label())[0][:3, 3]
+    assert frames.eg3d_to_light_frame(eye[None])[0, 1] < -2.0
+
+
+def test_irradiance_at_is_light_irradiance_at_the_head_centre():
+    for spec in (LightSpec("POINT", power=80, position=(0.5, -1.0, 0.3)),
+                 LightSpec("SPOT", power=80, position=(0.0, -1.5, 0.0), direction=(0, 1, 0), spot_size=0.6),
+                 LightSpec("AREA", power=50, position=(-1.0, -1.0, 0.5), direction=(1, 1, -0.5)),
+                 LightSpec("SUN", power=3.0, direction=(0.3, 1.0, -0.2))):
+        e, to_light = irradiance_at(spec, np.zeros((1, 3)))
+        assert e[0] == pytest.approx(light_irradiance(spec))
+        np.testing.assert_allclose(np.linalg.norm(to_light, axis=1), 1.0)
+
+
+def test_point_light_falloff_and_cosine_on_a_wall():
+    geo, gb = _scene(with_blocker=False)
+    light = LightSpec("POINT", power=100.0, position=(0.0, -0.8, 0.0), name="p")  # 0.8 in front of the wall
+    result = shade(gb, SceneLighting(lights=(light,)), geo)
+    pos = frames.eg3d_to_light_frame(gb.position[gb.mask])
+    offset = np.asarray(light.position) - pos
+    r = np.sqrt((offset**2).sum(1))
+    # the wall's normal is EG3D +z = anchor -y (toward the camera and the light)
+    expected = 100.0 / (4 * np.pi * r**2) * np.maximum(-offset[:, 1] / r, 0.0)
+    np.testing.assert_allclose(result.diffuse[gb.mask][:, 0], expected, rtol=2e-3, atol=1e-4)
+    assert result.per_light["p"].shadow[gb.mask].min() > 0.99  # nothing blocks
+
+
+def test_blocker_casts_a_shadow_and_an_area_light_softens_it():
+    geo, gb = _scene()
+    wall = gb.mask & (gb.part == 0)
+    # off the camera's axis, so the shadow falls beside the blocker's image (x > 0 light: shadow toward -x)
+    point = LightSpec("POINT", power=100.0, position=(0.4, -0.8, 0.0), name="k")
+    hard = shade(gb, SceneLighting(lights=(point,)), geo).per_light["k"].shadow[..., 0]
+    assert (wall & (hard < 0.5)).sum() > 20  # a visible shadow on the wall
+    xs = np.broadcast_to(np.arange(96), hard.shape)
+    shadowed = wall & (hard < 0.5)
+    assert xs[shadowed].mean() < 47.5  # on the side away from the light
+    far = wall.copy()
+    far[24:72, 10:72] = False
+    assert hard[far].min() > 0.99  # the rest of the wall is lit
+    area = LightSpec("AREA", power=100.0, position=(0.4, -0.8, 0.0), direction=(-0.4, 0.8, 0), size=0.4, name="k")
+    soft = shade(gb, SceneLighting(lights=(area,)), geo).per_light["k"].shadow[..., 0]
+    partial = lambda s: int((wall & (s > 0.1) & (s < 0.9)).sum())  # noqa: E731
+    umbra = lambda s: int((wall & (s <= 0.1)).sum())  # noqa: E731
+    assert partial(soft) > 1.3 * max(partial(hard), 1)  # a wider penumbra ...
+    assert umbra(soft) < umbra(hard)  # ... eating into the umbra
+    assert abs(float((1 - soft)[wall].sum()) - float((1 - hard)[wall].sum())) < 0.5 * float((1 - hard)[wall].sum())
+
+
+def test_specular_peaks_at_the_mirror_direction_and_vanishes_behind():
+    geo, gb = _scene(with_blocker=False)
+    eye = cam.split_label(cam.frontal_label())[0][:3, 3]
+    light = LightSpec("POINT", power=100.0, position=tuple(frames.eg3d_to_light_frame(eye[None])[0] * 0.4), name="s")
+    res = shade(gb, SceneLighting(lights=(light,)), None)
+    spec = res.specular[..., 0]
+    r, c = np.unravel_index(np.argmax(spec), spec.shape)
+    assert abs(r - 47.5) < 4 and abs(c - 47.5) < 4  # light beside the camera: the highlight faces it
+    behind = LightSpec("POINT", power=100.0, position=(0.0, 0.8, 0.0), name="b")  # behind the wall
+    res_b = shade(gb, SceneLighting(lights=(behind,)), None)
+    assert res_b.specular.max() == 0.0 and res_b.diffuse.max() == 0.0
+
+
+def test_sh_remainder_and_split_key_give_back_the_same_light():
+    geo, gb = _scene(with_blocker=False)
+    sh = shlib.directional_light_sh(np.array([0.3, -1.0, 0.2]), np.full(3, 2.0)) + shlib.ambient_sh(np.full(3, 0.1))
+    res = shade(gb, SceneLighting(sh=sh), geo)
+    n_sh = shlib.rotate_eg3d_to_sh(gb.normal[gb.mask])
+    np.testing.assert_allclose(res.diffuse[gb.mask], np.maximum(shlib.irradiance(n_sh, sh), 0), rtol=1e-4, atol=1e-5)
+    split = split_key(sh)
+    assert len(split.lights) == 1
+    np.testing.assert_allclose(split.total_sh(), sh, atol=1e-9)  # key + remainder is the same SH
+    key = split.lights[0]
+    np.testing.assert_allclose(-np.asarray(key.direction), np.array([0.3, -1.0, 0.2]) / np.linalg.norm([0.3, -1, .2]),
+                               atol=1e-9)
+    assert key.power == pytest.approx(2.0)
+
+
+def test_real_head_side_light_shadows_the_far_cheek_only():
+    from tests.test_geometry_head import _matte, _tracked
+    from blender_relight.geometry import head_geometry
+    from blender_relight.geometry.head import shadow_caster
+
+    track, crop = _tracked("lp_d3.mp4", 30)
+    geo = head_geometry(track, _matte(track, crop)[1])
+    gb = rasterize(geo, track.camera, 256)
+    key = LightSpec("POINT", power=60.0, position=(-1.0, -1.0, 0.3), name="key")  # 45° to the image left
+    res = shade(gb, SceneLighting(lights=(key,)), shadow_caster(geo))
+    for a in (res.diffuse, res.specular, res.per_light["key"].shadow):
+        assert np.isfinite(a).all() and a.min() >= 0.0
+    vis = res.per_light["key"].shadow[..., 0]
+    nose = track.points_crop()[4, :2] / 2.0  # landmark 4 (below the nose tip) in shading pixels
+    r, c = int(nose[1]), int(nose[0])
+    right = vis[r - 4:r + 12, c + 6:c + 24]  # beside the nose on the far (image-right) side
+    left = vis[r - 4:r + 12, c - 24:c - 6]
+    assert right.min() < 0.3, "the nose casts a shadow onto the far cheek"
+    assert left.min() > 0.9, "nothing shadows the near cheek"
+    lit = res.diffuse[..., 0]
+    assert lit[r, c - 30] > 2.0 * lit[r, c + 30]  # the near cheek is brighter than the far one
