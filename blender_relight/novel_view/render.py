@@ -34,8 +34,8 @@ EDGE_FEATHER_PX = 1.2
 KEEP_FRAMES = 4
 #: How far (fraction of the crop side, Gaussian sigma) the head's motion carries its surroundings along.
 SURROUND_SIGMA = 0.06
-#: Distance inside the new silhouette (px) over which the coverage becomes opaque whatever the filmed matte said.
-INTERIOR_PX = (4.0, 16.0)
+#: Matte values over which a filmed point goes from background to head in the new view's coverage.
+MATTE_ALPHA = (0.3, 0.7)
 #: Matte values over which a filmed pixel goes from background (colour from elsewhere) to head (its own colour).
 MATTE_COLOUR = (0.5, 0.95)
 #: View offsets (degrees) over which the matte-edge colour rule fades in.
@@ -95,11 +95,14 @@ def _smooth_fill(weighted_colour: np.ndarray, weight: np.ndarray, work: int = 25
     return cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-def plate_trust(matte: np.ndarray, coverage: np.ndarray) -> np.ndarray:
-    """Where a filmed pixel is the head (H, W) [0, 1]: the matte, and the geometry's own silhouette a few pixels in
-    (the shell is fitted to the matte but reaches below it at the neck, which a matte may leave out)."""
-    inside = cv2.erode(np.asarray(coverage, np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (13, 13)))
-    return np.maximum(np.asarray(matte, np.float32), cv2.GaussianBlur(inside, (0, 0), 2.0)).astype(np.float32)
+def plate_trust(matte: np.ndarray) -> np.ndarray:
+    """Where a filmed pixel's colour is the head's (H, W) [0, 1]: well inside the matte (eroded by
+    ``COLOUR_ERODE_PX``, then ``MATTE_COLOUR``). The matte's soft edge (GrabCut at 128², feathered) is wider than the
+    hair's and its pixels there are part wall; taken as head colour they painted a grey, glassy band on a turned
+    head's side. The plate lookup and the clip texture use the same rule."""
+    k = 2 * COLOUR_ERODE_PX + 1
+    inner = cv2.erode(np.asarray(matte, np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return reproject.smoothstep(MATTE_COLOUR[0], MATTE_COLOUR[1], inner).astype(np.float32)
 
 
 class NovelViewRenderer:
@@ -133,12 +136,7 @@ class NovelViewRenderer:
         # The filmed head as the background sees it: the matte grown by a few pixels (its soft edge stops short of
         # the last hair), and a wider hole the inpainting takes no colour from (also the new-view paste's extent).
         head = grown((matte > 0.5).astype(np.float32), OLD_HEAD_GROW_PX)
-        # Colour is taken from the plate only well inside the matte: its soft edge (GrabCut at 128², feathered) is
-        # wider than the hair's, and its pixels there are part wall (a grey, glassy band on a turned head's side).
-        k = 2 * COLOUR_ERODE_PX + 1
-        colour_matte = cv2.erode(matte, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-        entry = {"label": np.asarray(source.label, np.float32), "trust": plate_trust(matte, source.gbuffer.mask),
-                 "colour_matte": colour_matte,
+        entry = {"label": np.asarray(source.label, np.float32), "colour_trust": plate_trust(matte),
                  "depth_min": reproject.min_depth(source.gbuffer.depth), "head": np.maximum(head, matte),
                  "old_head": grown(np.maximum(matte, covered), 2 * OLD_HEAD_GROW_PX), "background": None}
         self._frames[key] = entry
@@ -215,9 +213,9 @@ class NovelViewRenderer:
             hit = reproject.lookup(gb.position, gb.normal, pixels, source.label, entry["depth_min"], None,
                                    self.project, view.label)
             plate = reproject.sample(crop, hit.xy)
-            mattes = reproject.sample(np.stack([np.asarray(source.matte, np.float32), entry["colour_matte"]], -1),
+            mattes = reproject.sample(np.stack([np.asarray(source.matte, np.float32), entry["colour_trust"]], -1),
                                       hit.xy)
-            matte_at, colour_at = mattes[:, 0], mattes[:, 1]
+            matte_at, colour_ok = mattes[:, 0], mattes[:, 1]
             e = tex.normalising_shading(normals, source.source_sh).astype(np.float32)
             e_src[pixels] = e
             # The plate's colour is taken where the frame saw the point and the point is head there; on the
@@ -228,7 +226,6 @@ class NovelViewRenderer:
             # over as the view turns away (continuously: no pop).
             away = float(reproject.smoothstep(EDGE_RULE_DEG[0], EDGE_RULE_DEG[1], np.hypot(view.yaw_deg,
                                                                                             view.pitch_deg)))
-            colour_ok = reproject.smoothstep(MATTE_COLOUR[0], MATTE_COLOUR[1], colour_at)
             w_plate = w_seen * (1.0 - away * (1.0 - colour_ok))
             # What the plate does not give, in order: the clip texture, its mirror image, a smooth fill. Colours of
             # these are shading-normalised (÷ E_source), so they are blended as such and re-shaded once.
@@ -257,12 +254,11 @@ class NovelViewRenderer:
             head[pixels] = seen + np.maximum(rest, 0.0)[:, None] * filled
             # Coverage: the geometry's silhouette, softened by the plate's matte where the frame saw the point (hair
             # edges keep the matte's softness).
-            head_alpha[pixels] = w_seen * matte_at + (1.0 - w_seen)
+            # Coverage: where the frame saw the point, whether it was head there (the matte, sharpened: its soft
+            # edge is wider than the hair's, and a turned head stretches it); points it did not see are head.
+            v = hit.visible
+            head_alpha[pixels] = v * reproject.smoothstep(MATTE_ALPHA[0], MATTE_ALPHA[1], matte_at) + (1.0 - v)
         head_alpha = head_alpha.reshape(size, size)
-        # The matte's softness belongs at the new view's silhouette: a point the frame saw on its matte's soft edge
-        # may lie well inside the new silhouette (a head side turned toward the camera), where it must be opaque.
-        depth_in = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
-        head_alpha = np.maximum(head_alpha, reproject.smoothstep(INTERIOR_PX[0], INTERIOR_PX[1], depth_in) * mask)
         inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
         head_alpha = np.clip(np.minimum(head_alpha, cv2.GaussianBlur(inner, (0, 0), EDGE_FEATHER_PX) * 1.5), 0.0, 1.0)
         background, moved = self._surroundings(source, entry, pixels, hit.xy if pixels.size else None, mask)

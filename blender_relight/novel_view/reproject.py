@@ -53,6 +53,9 @@ class SourceLookup:
     pixels: np.ndarray
     xy: np.ndarray
     weight: np.ndarray
+    #: whether the source saw the point at all (in front, facing it, inside the crop), stretch aside: where the
+    #: source's matte says whether the point is head
+    visible: np.ndarray | None = None
 
 
 def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_label: np.ndarray,
@@ -89,10 +92,13 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
         cos_t = np.einsum("ij,ij->i", nrm, ray_t) / np.maximum(np.linalg.norm(ray_t, axis=1), 1e-9)
         stretch = np.maximum(cos_t, 0.0) / np.maximum(cos, 1e-3)
         facing = smoothstep(0.0, COS_FRONT, cos) * (1.0 - smoothstep(STRETCH[0], STRETCH[1], stretch))
+    seen = (visible * smoothstep(0.0, COS_FRONT, cos) * inside).astype(np.float32)
     weight = visible * facing * inside
+    if target_label is None:
+        seen = (visible * facing * inside).astype(np.float32)
     if source_matte is not None:
         weight = weight * np.asarray(source_matte, dtype=np.float32)[yi, xi]
-    return SourceLookup(pixels, xy, weight.astype(np.float32))
+    return SourceLookup(pixels, xy, weight.astype(np.float32), seen)
 
 
 def sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
