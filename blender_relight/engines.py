@@ -226,13 +226,14 @@ class GeometryEngine:
     """
 
     name = "geometry"
-    supports_novel_view = False  # engineer "view" fills _novel_view; until then the filmed view is rendered
+    supports_novel_view = True  # new views: blender_relight.novel_view (the plate reprojected on this head)
 
     def __init__(self, shading_size: int = 256, shadow_resolution: int = 128) -> None:
         self.shading_size = int(shading_size)
         self.shadow_resolution = int(shadow_resolution)
         self._frames: OrderedDict[int, _HeadFrame] = OrderedDict()
         self._warned_view = False
+        self._novel_path = None
 
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
         return None
@@ -300,12 +301,22 @@ class GeometryEngine:
 
     def _novel_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting,
                     camera_label: np.ndarray, cache) -> RelitCrop:
-        """A new camera: engineer "view"'s reprojection goes here. Until then: the filmed view, said once."""
-        if not self._warned_view:
-            log.warning("the geometry engine renders the filmed view only for now; new camera angles show the source "
-                        "view relit")
-            self._warned_view = True
-        return self._filmed_view(index, crop_linear, track, lighting)
+        """A new camera: the plate reprojected onto this frame's head (``blender_relight.novel_view``), relit by the
+        same shading as the filmed view."""
+        return self.novel_view_path().relight(index, crop_linear, track, lighting, camera_label, cache)
+
+    def novel_view_path(self):
+        """The novel-view path on this engine's heads (geometry and matte of :meth:`_frame`) and shading."""
+        if self._novel_path is None:
+            from blender_relight.novel_view.path import GeometryShading, NovelViewPath
+
+            from blender_relight.novel_view.source import whole_head
+
+            def head(index: int, crop_linear: np.ndarray, track):
+                return whole_head(track, crop_linear, self._frame(index, crop_linear, track).alpha)
+
+            self._novel_path = NovelViewPath(head, GeometryShading(self.shading_size, self.shadow_resolution))
+        return self._novel_path
 
     def _filmed_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting) -> RelitCrop:
         import cv2
@@ -408,6 +419,12 @@ class NeuralEngine:
             log.warning("%s: model.json says these weights are not trained (%s); relit frames will be wrong",
                         weights, self.runtime.meta.get("warning", "random initial weights"))
 
+    def novel_view_path(self):
+        """The plate-reprojection path new views take: the geometry engine's (its heads and shading)."""
+        if self._novel_path is None:
+            self._novel_path = GeometryEngine().novel_view_path()
+        return self._novel_path
+
     def _head_matte(self, index: int, crop_linear: np.ndarray, track) -> np.ndarray:
         """The plate's head and hair (GrabCut seeded by the face mesh, as the analytic engine's): the model's
         coverage is a learnt, smoother silhouette that spills onto the background beside the head, where the shading
@@ -502,12 +519,8 @@ class NeuralEngine:
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
         if camera_label is not None and self.novel_views:
             # New views re-pose the filmed plate on the tracked head geometry (blender_relight.novel_view): the
-            # model's render is a blurry stranger at new views (identity 0.83 vs 0.95+, docs/novel_views.md).
-            if self._novel_path is None:
-                from blender_relight.novel_view.path import NovelViewPath
-
-                self._novel_path = NovelViewPath()
-            return self._novel_path.relight(index, crop_linear, track, lighting, camera_label, cache)
+            # model's render is a blurry stranger at new views (docs/novel_views.md has the measurement).
+            return self.novel_view_path().relight(index, crop_linear, track, lighting, camera_label, cache)
         sh_rgb = SceneLighting.coerce(lighting).total_sh()
         camera = np.asarray(track.camera if camera_label is None else camera_label, dtype=np.float32)
         key = (index, camera.tobytes())

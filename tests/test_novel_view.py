@@ -77,6 +77,9 @@ def test_filmed_camera_gives_the_plate_back(astronaut_track) -> None:
     assert (w > 0.99).sum() > 0.8 * src.gbuffer.mask.sum()
     sure = (w > 0.99) & (nv.head_alpha > 0.99)
     np.testing.assert_allclose(nv.image[sure], src.crop[sure], atol=2e-4)
+    head = src.gbuffer.mask
+    off = np.abs(nv.image - src.crop).max(axis=2)[head] > 0.03
+    assert off.mean() < 0.01, off.mean()  # silhouettes and depth edges included: no seam, no fill at the filmed view
     outside = nv.alpha < 1e-3
     assert outside.mean() > 0.3
     np.testing.assert_allclose(nv.image[outside], src.crop[outside], atol=1e-5)
@@ -110,7 +113,7 @@ def test_clip_texture_shows_what_another_frame_saw(astronaut_track) -> None:
     acc = tex.TextureAccumulator(a.geometry.uv, a.geometry.triangles)
     for s in (a, b):
         acc.add(s.index, s.crop, s.geometry.vertices, s.label, reproject.min_depth(s.gbuffer.depth),
-                plate_trust(s.matte, s.gbuffer.mask), s.source_sh, project)
+                plate_trust(s.matte), s.source_sh, project)
     texture = acc.result()
     texture.attach(a.geometry.uv, a.geometry.triangles, a.geometry.vertices)
     assert texture.frames == [0, 1] and (texture.trust > 0.5).mean() > 0.1
@@ -140,7 +143,7 @@ def test_mirror_texture_fills_the_unseen_side_of_a_symmetric_texture(astronaut_t
     crop[gb.mask] = sym_albedo(gb.uv[gb.mask]) * _e0()
     src = SourceView(0, crop, label, geometry, gb, gb.mask.astype(np.float32), AMBIENT)
     acc = tex.TextureAccumulator(geometry.uv, geometry.triangles)
-    acc.add(0, crop, geometry.vertices, label, reproject.min_depth(gb.depth), plate_trust(src.matte, gb.mask),
+    acc.add(0, crop, geometry.vertices, label, reproject.min_depth(gb.depth), plate_trust(src.matte),
             AMBIENT, project)
     texture = acc.result()
     texture.attach(geometry.uv, geometry.triangles, geometry.vertices)
@@ -187,3 +190,24 @@ def test_pick_frames_spreads_over_pose(astronaut_track) -> None:
     picked = clip.pick_frames(tracks)
     assert picked == [0, 3, 5, 6]
     assert clip.pick_frames(tracks, max_frames=2) == [5, 6]
+
+
+def test_geometry_engine_new_view_through_the_pipeline_says_when_it_clamps(tmp_path) -> None:
+    """The Blender camera's path (ClipSession.relight_frame with a camera label) on the shipped sample: a view
+    inside the range is re-posed and relit with passes; one far outside is clamped and the result says so."""
+    from blender_relight.engines import GeometryEngine
+    from blender_relight.pipeline import ClipSession
+
+    session = ClipSession(sample_path(), cache_dir=tmp_path, engine=GeometryEngine())
+    session.track()
+    source = session.source_camera(0)
+    frame = session.relight_frame(0, AMBIENT, views.offset_label(source, 15.0, 5.0), with_passes=True)
+    assert frame.status == "tracked" and np.isfinite(frame.image).all()
+    assert {"albedo", "normal", "depth", "shading", "alpha"} <= set(frame.passes)
+    track = session.frame_track(0)
+    crop = session.crop_linear(0, track)
+    relit = session.engine.relight(0, crop, track, AMBIENT, views.offset_label(source, 60.0, 0.0), session.cache)
+    assert relit.notes and "clamped" in relit.notes[0]
+    inside = session.engine.relight(0, crop, track, AMBIENT, views.offset_label(source, 10.0, 0.0), session.cache)
+    assert not inside.notes
+    assert (session.cache.root / "novel_view").is_dir()  # the clip texture is stored with the clip

@@ -108,7 +108,7 @@ def build_texture(video: Path, tracks: dict, source_fn: Callable, size: int = te
             if acc is None:
                 acc = tex.TextureAccumulator(src.geometry.uv, src.geometry.triangles, size)
             acc.add(index, crop, src.geometry.vertices, src.label, reproject.min_depth(src.gbuffer.depth),
-                    plate_trust(src.matte, src.gbuffer.mask), src.source_sh, project)
+                    plate_trust(src.matte), src.source_sh, project)
             done += 1
             if progress is not None:
                 progress(done, len(wanted))

@@ -37,21 +37,20 @@ def push_pull(colour: np.ndarray, weight: np.ndarray, levels: int = 8) -> np.nda
     return filled.astype(np.float32)
 
 
-def inpainted_background(crop: np.ndarray, hole: np.ndarray, work_size: int = 192, radius: float = 6.0
-                         ) -> np.ndarray:
+def inpainted_background(crop: np.ndarray, hole: np.ndarray, work_size: int = 128) -> np.ndarray:
     """The crop with ``hole`` (H, W) [0, 1] (the filmed head grown by a margin, so hair wisps and the matte's soft
     edge do not bleed in) painted over from its surroundings: what was behind the head, as far as one frame can tell.
 
-    cv2.inpaint (Telea) runs at ``work_size`` for speed (what it paints is smooth anyway); outside the hole the
-    result is the crop itself."""
+    Why push-pull and not cv2.inpaint: Telea's inpainting carries the colours on the hole's border inward along
+    straight streaks; where hair touches the crop's edge (a tall hairdo) those streaks drew a second, ghostly head
+    beside the re-posed one. The push-pull fill (weights 1 − hole, so nothing near the head counts) is a smooth
+    wash of the background's colours, which is what an out-of-focus wall behind a head looks like. It runs at
+    ``work_size`` (the result is smooth anyway); outside the hole the crop is untouched."""
     img = np.asarray(crop, dtype=np.float32)
     h, w = img.shape[:2]
+    a = np.clip(np.asarray(hole, np.float32), 0.0, 1.0)
     small = cv2.resize(img, (work_size, work_size), interpolation=cv2.INTER_AREA)
-    holes = (cv2.resize(np.asarray(hole, np.float32), (work_size, work_size), interpolation=cv2.INTER_AREA)
-             > 0.02).astype(np.uint8)
-    holes = cv2.dilate(holes, np.ones((3, 3), np.uint8))
-    encoded = np.clip(np.sqrt(np.clip(small, 0.0, 1.0)) * 255.0 + 0.5, 0, 255).astype(np.uint8)  # perceptual-ish
-    painted = cv2.inpaint(encoded, holes, radius, cv2.INPAINT_TELEA).astype(np.float32) / 255.0
-    painted = cv2.resize(painted ** 2, (w, h), interpolation=cv2.INTER_LINEAR)
-    a = np.clip(np.asarray(hole, np.float32), 0.0, 1.0)[..., None]
-    return (img * (1.0 - a) + painted * a).astype(np.float32)
+    known = cv2.resize((1.0 - a) ** 2, (work_size, work_size), interpolation=cv2.INTER_AREA)
+    known = np.where(known > 0.98, 1.0, known * 0.25).astype(np.float32)  # only clean background counts fully
+    painted = cv2.resize(push_pull(small, known), (w, h), interpolation=cv2.INTER_LINEAR)
+    return (img * (1.0 - a[..., None]) + painted * a[..., None]).astype(np.float32)

@@ -3,11 +3,13 @@ camera, relit with the same shading as the filmed view.
 
 ``NovelViewPath.relight`` re-poses the frame (``NovelViewRenderer``: plate, clip texture, mirror, fill; background
 behind the old head), then relights the re-posed plate by the ratio the filmed view uses,
-``plate × E_target / E_source``, both irradiances taken at the new view's G-buffer normals: ``E_source`` from the
-frame's estimated light, ``E_target`` from ``shade`` (the geometry engine's per-light shading with shadows when it
-hands one over; else the target's total SH). Per-frame work (matte, geometry, source G-buffer, background) is kept
-for the last few frames and the last new view's G-buffer is kept too, so a light change at a fixed new view costs
-only the shading.
+``plate × E_target / E_source (+ the highlight the plate lacks)``, both taken at the new view's G-buffer: with
+:class:`GeometryShading` (the default) that is the geometry engine's shading (``blender_relight.shading``: every
+Blender light with falloff, cone, area, cast shadow and specular, the SH remainder, the source light's key shaded the
+same way), so a light means the same at the filmed and at a new view; :func:`sh_shade` is the plain SH fallback.
+Per-frame work (geometry, matte, source G-buffer, background) is kept for the last few frames and per-view work
+(G-buffer, shading inputs, source shading, passes) for the last few views, so a light change at a fixed new view
+costs only the target shading.
 """
 from __future__ import annotations
 
@@ -24,38 +26,109 @@ log = logging.getLogger(__name__)
 
 KEEP = 4
 
-#: ``shade(gbuffer, lighting, geometry, camera_label) -> (diffuse irradiance (H, W, 3), specular (H, W, 3) or None)``
-ShadeFn = Callable[[object, SceneLighting, object, np.ndarray], tuple[np.ndarray, "np.ndarray | None"]]
+#: ``shade(view, source, lighting) -> (E_target (H, W, 3), E_source (H, W, 3) or None, specular to add or None,
+#: per-light passes {name: (diffuse, specular, shadow)})``; E_source None: the view's own SH source shading.
+ShadeFn = Callable[..., tuple]
 
 
-def sh_shade(gbuffer, lighting: SceneLighting, geometry, camera_label: np.ndarray):
+def sh_shade(view: render.NovelView, source: render.SourceView, lighting: SceneLighting):
     """Target irradiance as the lighting's total second-order SH at the G-buffer's normals (no shadows, no
-    specular): what engines without per-light shading use."""
-    from blender_relight.lighting import analytic
+    specular), evaluated on covered pixels only: the plain fallback."""
     from blender_relight.lighting import sh as shmath
 
-    normals_sh = shmath.rotate_eg3d_to_sh(np.asarray(gbuffer.normal, np.float64))
-    normals_sh[~np.asarray(gbuffer.mask, bool)] = 0.0
-    return analytic.shading_image(normals_sh, lighting.total_sh()), None
+    gbuffer = view.gbuffer
+    mask = np.asarray(gbuffer.mask, bool)
+    out = np.zeros(mask.shape + (3,), np.float32)
+    n_sh = shmath.rotate_eg3d_to_sh(np.asarray(gbuffer.normal, np.float64)[mask])
+    out[mask] = shmath.irradiance_basis(n_sh) @ shmath.as_rgb(lighting.total_sh())
+    return out, None, None, {}
+
+
+class GeometryShading:
+    """The geometry engine's shading at a new view: ``shading.shade`` at ``size``² (the new view's G-buffer taken
+    every other pixel: shading is smooth), target and source light shaded alike (the SH's key as a light with its
+    cast shadow, ``shade.split_key``), carried past the mesh's edge and resized to the crop."""
+
+    def __init__(self, size: int = 256, shadow_resolution: int = 128) -> None:
+        self.size = int(size)
+        self.shadow_resolution = int(shadow_resolution)
+
+    def _view_state(self, view: render.NovelView, source: render.SourceView) -> dict:
+        state = getattr(view, "_shading", None)
+        if state is None:
+            from blender_relight.geometry.head import shadow_caster
+            from blender_relight.shading import ShadowCache, prepare, shade
+            from blender_relight.shading.shade import extend, split_key
+
+            full = view.gbuffer
+            step = max(full.mask.shape[0] // self.size, 1)
+            small = type(full)(**{k: (v[::step, ::step] if isinstance(v, np.ndarray) and v.ndim >= 2 else v)
+                                  for k, v in vars(full).items()})
+            inputs = prepare(small, view.view.label)
+            caster = getattr(source, "_caster", None)
+            if caster is None:
+                caster = source._caster = shadow_caster(source.geometry)
+                source._shadows = ShadowCache()
+            src = shade(None, split_key(source.source_sh), caster, inputs=inputs, per_light=False,
+                        shadow_resolution=self.shadow_resolution)
+            state = {"inputs": inputs, "mask": small.mask, "caster": caster, "shadows": source._shadows,
+                     "source": extend(src.diffuse, small.mask), "source_specular": src.specular}
+            view._shading = state
+        return state
+
+    def __call__(self, view: render.NovelView, source: render.SourceView, lighting: SceneLighting):
+        import cv2
+
+        from blender_relight.shading import shade
+        from blender_relight.shading.shade import extend, split_key
+
+        state = self._view_state(view, source)
+        world = split_key(lighting.sh)
+        lighting = SceneLighting(sh=world.sh, lights=tuple(lighting.lights) + world.lights)
+        result = shade(None, lighting, state["caster"], inputs=state["inputs"], shadows=state["shadows"],
+                       shadow_resolution=self.shadow_resolution, per_light=True)
+        size = view.gbuffer.mask.shape[0]
+        up = (size, size)
+
+        def big(img: np.ndarray) -> np.ndarray:
+            out = cv2.resize(np.asarray(img, np.float32), up, interpolation=cv2.INTER_LINEAR)
+            return out.reshape(size, size, -1)
+
+        target = big(extend(result.diffuse, state["mask"]))
+        specular = big(np.maximum(result.specular - state["source_specular"], 0.0))
+        per_light = {name: (big(lp.diffuse), big(lp.specular), big(lp.shadow)) for name, lp in result.per_light.items()}
+        return target, big(state["source"]), specular, per_light
+
+
+def _bbox(mask: np.ndarray, pad: int = 2) -> tuple[slice, slice]:
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return slice(0, 0), slice(0, 0)
+    h, w = mask.shape
+    return (slice(max(ys.min() - pad, 0), min(ys.max() + pad + 1, h)),
+            slice(max(xs.min() - pad, 0), min(xs.max() + pad + 1, w)))
 
 
 class NovelViewPath:
     """Re-pose + relight for engines. ``shade`` (see :data:`ShadeFn`) defaults to :func:`sh_shade`."""
 
-    def __init__(self, shade: ShadeFn | None = None, use_clip_texture: bool = True) -> None:
-        from blender_relight.geometry import project, rasterize
+    def __init__(self, frame_fn: Callable, shade: ShadeFn | None = None, use_clip_texture: bool = True) -> None:
+        """``frame_fn(index, crop_linear, track) -> (HeadGeometry, matte)``: the engine's head of a frame."""
+        from blender_relight.geometry import project
 
-        self.shade = shade or sh_shade
+        self.frame_fn = frame_fn
+        self.shade = shade or GeometryShading()
         self._sources: OrderedDict[int, render.SourceView] = OrderedDict()
         self._views: OrderedDict[tuple, render.NovelView] = OrderedDict()
         self._cache = None
-        self.textures = clip.ClipTextures(self._source_for_texture)
+        self.textures = clip.ClipTextures(self._make_source)
         self.use_clip_texture = use_clip_texture
-        self.renderer = render.NovelViewRenderer(rasterize, project, self._texture)
+        self.renderer = render.NovelViewRenderer(source_mod.rasterize_feathered, project, self._texture)
         self._current_geometry = None
 
-    def _source_for_texture(self, index: int, crop: np.ndarray, track) -> render.SourceView:
-        return source_mod.source_view(index, crop, track)
+    def _make_source(self, index: int, crop: np.ndarray, track) -> render.SourceView:
+        geometry, matte = self.frame_fn(index, crop, track)
+        return source_mod.source_view(index, crop, track, geometry, matte)
 
     def _texture(self):
         if not self.use_clip_texture or self._cache is None or self._current_geometry is None:
@@ -66,7 +139,7 @@ class NovelViewPath:
         """The frame as a source (kept for the last few frames)."""
         src = self._sources.get(index)
         if src is None:
-            src = source_mod.source_view(index, crop_linear, track)
+            src = self._make_source(index, crop_linear, track)
             self._sources[index] = src
             while len(self._sources) > KEEP:
                 self._sources.popitem(last=False)
@@ -89,25 +162,49 @@ class NovelViewPath:
         """A RelitCrop of frame ``index`` seen from ``camera_label`` under ``lighting``."""
         from blender_relight.engines import RelitCrop
         from blender_relight.lighting import analytic
-        from blender_relight.lighting import sh as shmath
 
         lighting = SceneLighting.coerce(lighting)
         nv = self.view(index, crop_linear, track, camera_label, cache)
         src = self._sources.get(index) or self.source(index, crop_linear, track)
-        diffuse, specular = self.shade(nv.gbuffer, lighting, src.geometry, nv.view.label)
+        target, source_shading, specular, per_light = self.shade(nv, src, lighting)
+        if source_shading is None:
+            source_shading = nv.source_shading
         head = nv.head_alpha
-        image = analytic.relight_by_shading(nv.image, head, nv.source_shading, diffuse)
+        # The filmed view's ratio (lighting.analytic.relight_by_shading: guarded, clamped), on the head's box only.
+        image = np.array(nv.image, copy=True)
+        box = _bbox(head > 0)
+        ratio = analytic.relight_by_shading(np.ones_like(target[box]), (head[box] > 0).astype(np.float32),
+                                            source_shading[box], target[box])
+        a = head[box][..., None]
+        add = 0.0 if specular is None else specular[box]
+        image[box] = nv.image[box] + a * (nv.image[box] * (ratio - 1.0) + add)
+        passes = dict(self._light_free_passes(nv))
+        passes["shading"] = np.maximum(target, 0.0).astype(np.float32)
         if specular is not None:
-            image = image + np.asarray(specular, np.float32) * head[..., None]
+            passes["specular"] = (specular * head[..., None]).astype(np.float32)
+        from blender_relight.engines import pass_name
+
+        for name, (diffuse, spec, shadow) in per_light.items():
+            for kind, value in (("diffuse", diffuse), ("specular", spec), ("shadow", shadow)):
+                passes[pass_name(name, kind)] = np.maximum(value, 0.0).astype(np.float32)
+        return RelitCrop(np.maximum(image, 0.0).astype(np.float32), nv.alpha, passes, list(nv.notes))
+
+    @staticmethod
+    def _light_free_passes(nv: render.NovelView) -> dict[str, np.ndarray]:
+        """Albedo, normal, depth, alpha and the blend weights of a new view (kept with it: a light change reuses)."""
+        cached = getattr(nv, "_passes", None)
+        if cached is not None:
+            return cached
+        from blender_relight.lighting import sh as shmath
+
         covered = np.asarray(nv.gbuffer.mask, bool)
         albedo = np.where(covered[..., None], nv.image * np.pi / np.maximum(nv.source_shading, 1e-4), 0.0)
-        normal = shmath.rotate_eg3d_to_sh(np.asarray(nv.gbuffer.normal, np.float64)) * covered[..., None]
+        normal = np.zeros(covered.shape + (3,), np.float32)
+        normal[covered] = shmath.rotate_eg3d_to_sh(np.asarray(nv.gbuffer.normal, np.float64)[covered])
         depth = np.where(covered, nv.gbuffer.depth, 0.0)[..., None]
-        passes = {"albedo": albedo.astype(np.float32), "normal": normal.astype(np.float32),
-                  "depth": depth.astype(np.float32), "shading": np.asarray(diffuse, np.float32),
+        passes = {"albedo": albedo.astype(np.float32), "normal": normal, "depth": depth.astype(np.float32),
                   "alpha": nv.alpha[..., None].astype(np.float32)}
         for name, w in nv.weights.items():
             passes[f"source_{name}"] = w[..., None].astype(np.float32)
-        relit = RelitCrop(image.astype(np.float32), nv.alpha, passes)
-        relit.notes = list(nv.notes)  # e.g. "clamped to ±30° yaw" (also logged once)
-        return relit
+        nv._passes = passes
+        return passes

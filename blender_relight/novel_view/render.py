@@ -22,7 +22,7 @@ import numpy as np
 
 from blender_relight.lighting import sh as shmath
 from blender_relight.novel_view import fill, reproject, texture as tex
-from blender_relight.novel_view.views import ViewRequest, clamp_view
+from blender_relight.novel_view.views import ViewRequest, clamp_view  # noqa: F401 - ViewRequest in NovelView
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,14 @@ EDGE_FEATHER_PX = 1.2
 KEEP_FRAMES = 4
 #: How far (fraction of the crop side, Gaussian sigma) the head's motion carries its surroundings along.
 SURROUND_SIGMA = 0.06
+#: Matte values over which a filmed point goes from background to head in the new view's coverage.
+MATTE_ALPHA = (0.3, 0.7)
+#: Matte values over which a filmed pixel goes from background (colour from elsewhere) to head (its own colour).
+MATTE_COLOUR = (0.5, 0.95)
+#: View offsets (degrees) over which the matte-edge colour rule fades in.
+EDGE_RULE_DEG = (2.0, 8.0)
+#: How far inside the matte (px, erosion) a filmed pixel must be for its colour to count as head.
+COLOUR_ERODE_PX = 4
 #: Head motion (crop px) over which what was behind the filmed head takes over from the filmed head itself.
 REVEAL_PX = (0.5, 4.0)
 
@@ -77,11 +85,24 @@ def source_irradiance(normals_world: np.ndarray, source_sh: np.ndarray) -> np.nd
     return tex.normalising_shading(normals_world.reshape(-1, 3), source_sh).reshape(normals_world.shape[:-1] + (3,))
 
 
-def plate_trust(matte: np.ndarray, coverage: np.ndarray) -> np.ndarray:
-    """Where a filmed pixel is the head (H, W) [0, 1]: the matte, and the geometry's own silhouette a few pixels in
-    (the shell is fitted to the matte but reaches below it at the neck, which a matte may leave out)."""
-    inside = cv2.erode(np.asarray(coverage, np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (13, 13)))
-    return np.maximum(np.asarray(matte, np.float32), cv2.GaussianBlur(inside, (0, 0), 2.0)).astype(np.float32)
+def _smooth_fill(weighted_colour: np.ndarray, weight: np.ndarray, work: int = 256) -> np.ndarray:
+    """Push-pull fill at ``work``² (the fill is smooth; a quarter of the pixels), upsampled. ``weighted_colour`` is
+    colour × weight."""
+    size = weight.shape[0]
+    c = cv2.resize(weighted_colour, (work, work), interpolation=cv2.INTER_AREA)
+    w = cv2.resize(weight, (work, work), interpolation=cv2.INTER_AREA)
+    filled = fill.push_pull(c / np.maximum(w, 1e-6)[..., None], w)
+    return cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def plate_trust(matte: np.ndarray) -> np.ndarray:
+    """Where a filmed pixel's colour is the head's (H, W) [0, 1]: well inside the matte (eroded by
+    ``COLOUR_ERODE_PX``, then ``MATTE_COLOUR``). The matte's soft edge (GrabCut at 128², feathered) is wider than the
+    hair's and its pixels there are part wall; taken as head colour they painted a grey, glassy band on a turned
+    head's side. The plate lookup and the clip texture use the same rule."""
+    k = 2 * COLOUR_ERODE_PX + 1
+    inner = cv2.erode(np.asarray(matte, np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return reproject.smoothstep(MATTE_COLOUR[0], MATTE_COLOUR[1], inner).astype(np.float32)
 
 
 class NovelViewRenderer:
@@ -115,7 +136,7 @@ class NovelViewRenderer:
         # The filmed head as the background sees it: the matte grown by a few pixels (its soft edge stops short of
         # the last hair), and a wider hole the inpainting takes no colour from (also the new-view paste's extent).
         head = grown((matte > 0.5).astype(np.float32), OLD_HEAD_GROW_PX)
-        entry = {"label": np.asarray(source.label, np.float32), "trust": plate_trust(matte, source.gbuffer.mask),
+        entry = {"label": np.asarray(source.label, np.float32), "colour_trust": plate_trust(matte),
                  "depth_min": reproject.min_depth(source.gbuffer.depth), "head": np.maximum(head, matte),
                  "old_head": grown(np.maximum(matte, covered), 2 * OLD_HEAD_GROW_PX), "background": None}
         self._frames[key] = entry
@@ -168,8 +189,7 @@ class NovelViewRenderer:
     def render(self, source: SourceView, target_label: np.ndarray, clamp: bool = True) -> NovelView:
         """``source`` seen from ``target_label`` (clamped to the range around the filmed pose unless ``clamp`` is
         False), at the source light."""
-        view = clamp_view(source.label, target_label) if clamp else ViewRequest(
-            np.asarray(target_label, np.float32), 0.0, 0.0, False, 0.0, 0.0)
+        view = clamp_view(source.label, target_label) if clamp else clamp_view(source.label, target_label, 1e9, 1e9)
         notes = []
         if view.clamped:
             notes.append(view.describe())
@@ -188,12 +208,25 @@ class NovelViewRenderer:
         e_src = np.zeros((hw, 3), np.float32)
         head_alpha = np.zeros(hw, np.float32)
         if pixels.size:
-            hit = reproject.lookup(gb.position, gb.normal, pixels, source.label, entry["depth_min"], entry["trust"],
-                                   self.project)
+            # No matte factor here: where the shell reaches past the filmed head, the plate's colour there is
+            # background and the coverage below takes the matte's value, so it stays see-through.
+            hit = reproject.lookup(gb.position, gb.normal, pixels, source.label, entry["depth_min"], None,
+                                   self.project, view.label)
             plate = reproject.sample(crop, hit.xy)
+            mattes = reproject.sample(np.stack([np.asarray(source.matte, np.float32), entry["colour_trust"]], -1),
+                                      hit.xy)
+            matte_at, colour_ok = mattes[:, 0], mattes[:, 1]
             e = tex.normalising_shading(normals, source.source_sh).astype(np.float32)
             e_src[pixels] = e
-            w_plate = hit.weight
+            # The plate's colour is taken where the frame saw the point and the point is head there; on the
+            # matte's soft edge the filmed pixel is part background, so its colour comes from the other sources
+            # while the coverage below keeps the edge's transparency.
+            w_seen = hit.weight
+            # Near the filmed pose the edge stays as filmed (it composites back to the plate); the rule takes
+            # over as the view turns away (continuously: no pop).
+            away = float(reproject.smoothstep(EDGE_RULE_DEG[0], EDGE_RULE_DEG[1], np.hypot(view.yaw_deg,
+                                                                                            view.pitch_deg)))
+            w_plate = w_seen * (1.0 - away * (1.0 - colour_ok))
             # What the plate does not give, in order: the clip texture, its mirror image, a smooth fill. Colours of
             # these are shading-normalised (÷ E_source), so they are blended as such and re-shaded once.
             other = np.zeros((pixels.size, 3), np.float32)
@@ -207,21 +240,24 @@ class NovelViewRenderer:
                     other += w[:, None] * colour
                     weights[name][pixels] = w
                     rest = rest - w
-            # The fill: push-pull of the known shading-normalised colour over the whole head, in image space.
+            # The fill: push-pull of the colour known so far over the whole head, in image space. It works on the
+            # colour as seen, not shading-normalised: dividing grazing filmed pixels by a small source irradiance
+            # and re-shading them at a squarer normal drew bright streaks (a glassy look) at the head's sides.
             known = np.zeros((hw, 3), np.float32)
             known_w = np.zeros(hw, np.float32)
-            known[pixels] = (w_plate[:, None] * plate / e) + other
+            seen = w_plate[:, None] * plate + other * e
+            known[pixels] = seen
             known_w[pixels] = 1.0 - rest
-            filled = fill.push_pull((known / np.maximum(known_w, 1e-6)[:, None]).reshape(size, size, 3),
-                                    known_w.reshape(size, size)).reshape(-1, 3)[pixels]
+            filled = _smooth_fill(known.reshape(size, size, 3), known_w.reshape(size, size)).reshape(-1, 3)[pixels]
             weights["plate"][pixels] = w_plate
             weights["fill"][pixels] = np.maximum(rest, 0.0)
-            head[pixels] = (w_plate[:, None] * plate
-                            + (other + np.maximum(rest, 0.0)[:, None] * filled) * e)
+            head[pixels] = seen + np.maximum(rest, 0.0)[:, None] * filled
             # Coverage: the geometry's silhouette, softened by the plate's matte where the frame saw the point (hair
             # edges keep the matte's softness).
-            matte_at = reproject.sample(np.asarray(source.matte, np.float32)[..., None], hit.xy)[:, 0]
-            head_alpha[pixels] = np.where(w_plate > 0.0, w_plate * matte_at + (1.0 - w_plate), 1.0)
+            # Coverage: where the frame saw the point, whether it was head there (the matte, sharpened: its soft
+            # edge is wider than the hair's, and a turned head stretches it); points it did not see are head.
+            v = hit.visible
+            head_alpha[pixels] = v * reproject.smoothstep(MATTE_ALPHA[0], MATTE_ALPHA[1], matte_at) + (1.0 - v)
         head_alpha = head_alpha.reshape(size, size)
         inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
         head_alpha = np.clip(np.minimum(head_alpha, cv2.GaussianBlur(inner, (0, 0), EDGE_FEATHER_PX) * 1.5), 0.0, 1.0)

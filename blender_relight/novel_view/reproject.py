@@ -1,8 +1,8 @@
 """Where a new view's surface points fall in the filmed crop, and how much to trust the filmed pixel there.
 
 For each pixel the new view's G-buffer covers: its world point is projected into the source camera; it counts as
-*seen* when the source depth there is not in front of it (a min-filtered depth, so points just behind an occluding
-edge count as hidden rather than taking the edge's colour), when the source saw the surface from the front (cosine
+*seen* when the source depth at the nearest source pixel is not in front of it (within a tolerance), when the source
+saw the surface from the front (cosine
 between normal and view ray), inside the crop, and on the plate's head matte. Every factor is a smooth ramp, not a
 threshold, so as the camera moves the blend toward other sources changes continuously (no popping).
 """
@@ -22,6 +22,10 @@ OCCLUSION_RAMP = 0.03
 #: Cosine between normal and the source's view ray: no trust below COS_LOW (grazing: stretched, mixed with the
 #: silhouette), full trust above COS_HIGH.
 COS_LOW, COS_HIGH = 0.08, 0.35
+#: For a new view: the source must face the point at least a little (cosine ramp to COS_FRONT) ...
+COS_FRONT = 0.03
+#: ... and the new view may see it at most this many times more squarely (a filmed pixel stretched 2-3.5x blurs).
+STRETCH = (2.0, 3.5)
 
 
 def smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
@@ -29,12 +33,16 @@ def smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def min_depth(depth: np.ndarray, radius: int = 1) -> np.ndarray:
-    """Depth map with each pixel the nearest depth of its (2r+1)² neighbourhood (inf stays inf where all empty)."""
+def min_depth(depth: np.ndarray, radius: int = 0) -> np.ndarray:
+    """Depth map with each pixel the nearest depth of its (2r+1)² neighbourhood; empty pixels far away (1e9).
+
+    ``radius`` 0 (the default) keeps the depth as it is: a min filter marks a one-pixel band along every depth edge
+    as hidden, which at the filmed camera itself replaced filmed pixels by the fill (a dark line along the jaw)."""
     d = np.asarray(depth, dtype=np.float32)
-    big = np.where(np.isfinite(d), d, np.float32(1e9))
-    out = cv2.erode(big, np.ones((2 * radius + 1, 2 * radius + 1), np.uint8))
-    return out
+    big = np.where(np.isfinite(d), d, np.float32(1e9)).astype(np.float32)
+    if radius <= 0:
+        return big
+    return cv2.erode(big, np.ones((2 * radius + 1, 2 * radius + 1), np.uint8))
 
 
 @dataclass
@@ -45,14 +53,22 @@ class SourceLookup:
     pixels: np.ndarray
     xy: np.ndarray
     weight: np.ndarray
+    #: whether the source saw the point at all (in front, facing it, inside the crop), stretch aside: where the
+    #: source's matte says whether the point is head
+    visible: np.ndarray | None = None
 
 
 def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_label: np.ndarray,
-           source_depth_min: np.ndarray, source_matte: np.ndarray | None, project) -> SourceLookup:
+           source_depth_min: np.ndarray, source_matte: np.ndarray | None, project,
+           target_label: np.ndarray | None = None) -> SourceLookup:
     """Project the new view's world points ``position[pixels]`` into the source camera and weigh them.
 
     ``project`` is the geometry package's ``project(points, label, size) -> (xy, depth)`` so the depth test uses the
-    same camera model as the raster that made ``source_depth_min``.
+    same camera model as the raster that made ``source_depth_min``. Facing: with ``target_label`` the trust falls
+    where the new view sees the surface much more squarely than the source did (the filmed pixel would be
+    stretched: ratio of the two cosines between ``STRETCH`` bounds), so the filmed camera itself trusts every pixel
+    it sees, silhouettes included; without it (the clip texture, which has no one target) it falls with the
+    source's own grazing angle (``COS_LOW``..``COS_HIGH``).
     """
     size = source_depth_min.shape[0]
     pts = position.reshape(-1, 3)[pixels]
@@ -68,10 +84,21 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
     centre = camera.split_label(source_label)[0][:3, 3]
     ray = centre[None, :] - pts
     cos = np.einsum("ij,ij->i", nrm, ray) / np.maximum(np.linalg.norm(ray, axis=1), 1e-9)
-    weight = visible * smoothstep(COS_LOW, COS_HIGH, cos) * inside
+    if target_label is None:
+        facing = smoothstep(COS_LOW, COS_HIGH, cos)
+    else:
+        eye = camera.split_label(target_label)[0][:3, 3]
+        ray_t = eye[None, :] - pts
+        cos_t = np.einsum("ij,ij->i", nrm, ray_t) / np.maximum(np.linalg.norm(ray_t, axis=1), 1e-9)
+        stretch = np.maximum(cos_t, 0.0) / np.maximum(cos, 1e-3)
+        facing = smoothstep(0.0, COS_FRONT, cos) * (1.0 - smoothstep(STRETCH[0], STRETCH[1], stretch))
+    seen = (visible * smoothstep(0.0, COS_FRONT, cos) * inside).astype(np.float32)
+    weight = visible * facing * inside
+    if target_label is None:
+        seen = (visible * facing * inside).astype(np.float32)
     if source_matte is not None:
         weight = weight * np.asarray(source_matte, dtype=np.float32)[yi, xi]
-    return SourceLookup(pixels, xy, weight.astype(np.float32))
+    return SourceLookup(pixels, xy, weight.astype(np.float32), seen)
 
 
 def sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:

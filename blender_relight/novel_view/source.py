@@ -1,45 +1,57 @@
-"""The filmed frame as a novel-view source: a head-and-hair matte, the head geometry fitted to it, its G-buffer.
+"""The filmed frame as a novel-view source: its crop, camera, head geometry (fitted to the whole-head matte) and the
+geometry's G-buffer at the filmed camera, with the frame's estimated light.
 
-Why a matte of its own: the relighting matte (``head_proxy.head_alpha`` seeded by the tracker's face mask) stops a
-little above the hairline, which is right for relighting skin but wrong for moving the head: hair outside it would
-stay behind when the head turns. Here GrabCut is seeded with a mask grown over the whole hair (the face mask with a
-taller forehead band and a wider margin), and the head shell is fitted to that outline, so the hair moves with the
-head.
+The matte: the engine's whole-head matte (``head_proxy.head_matte``, seeded inside the prior shell) united with a
+GrabCut seeded by the tracker's face mask grown over the whole hairdo (``hair_matte``): a head is moved as one piece
+only if all of its hair is in the matte — hair left outside stays on the wall when the head turns, with the old
+head's inpainted hole between them (seen on the sample's wide hairdo). The head shell is refitted to that matte.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from blender_relight import colour, face_geometry, head_proxy
-from blender_relight.novel_view.render import SourceView
+from blender_relight.errors import RelightError
 from blender_relight.tracking import align
+from blender_relight.novel_view.render import SourceView
 
-#: The GrabCut seed: the tracker's face mask with its forehead band raised to this many eye-to-mouth distances ...
+
+#: The hair seed: the tracker's face mask with its forehead band raised to this many eye-to-mouth distances and
+#: grown by this fraction of the crop side (hair beside the face, and a fringe of background to learn from).
 HAIR_FOREHEAD = 1.4
-#: ... and grown by this fraction of the crop side (hair beside the face, a fringe of background to learn from).
 HAIR_GROW = 0.10
 
 
-def head_and_hair_matte(crop_linear: np.ndarray, points_crop: np.ndarray) -> np.ndarray:
-    """(H, W) [0, 1] matte of head and hair in the crop."""
+def hair_matte(crop_linear: np.ndarray, points_crop: np.ndarray) -> np.ndarray:
+    """(H, W) [0, 1] GrabCut matte of head and hair seeded by the grown face mask."""
     size = crop_linear.shape[0]
     maps = face_geometry.render_face_maps(points_crop, crop_linear.shape[:2], fill_holes=True)
     seed = align.face_mask(points_crop, size, forehead=HAIR_FOREHEAD, grow=HAIR_GROW)
     return head_proxy.head_alpha(colour.linear_to_uint8_srgb(crop_linear), seed, maps.mask)
 
 
-def source_view(index: int, crop_linear: np.ndarray, track, matte: np.ndarray | None = None) -> SourceView:
+def whole_head(track, crop_linear: np.ndarray, engine_matte: np.ndarray):
+    """(HeadGeometry, matte) for moving the head: the union of the engine's matte and :func:`hair_matte`, and the
+    head shell fitted to it."""
+    from blender_relight.geometry import head_geometry
+
+    matte = np.maximum(np.asarray(engine_matte, np.float32), hair_matte(crop_linear, track.points_crop()))
+    return head_geometry(track, matte), matte
+
+
+def rasterize_feathered(geometry, camera_label: np.ndarray, size: int = 512):
+    """The geometry package's G-buffer with its normals blended across the face/shell border (what shading uses)."""
+    from blender_relight.geometry import rasterize
+    from blender_relight.geometry.raster import feather_seam
+
+    return feather_seam(rasterize(geometry, camera_label, size))
+
+
+def source_view(index: int, crop_linear: np.ndarray, track, geometry, matte: np.ndarray) -> SourceView:
     """Everything the renderer needs of a tracked frame (``track``: a FrameTrack with a source light)."""
-    from blender_relight.geometry import head_geometry, rasterize
-
-    crop = np.asarray(crop_linear, dtype=np.float32)
-    if matte is None:
-        matte = head_and_hair_matte(crop, track.points_crop())
-    geometry = head_geometry(track, matte)
-    gbuffer = rasterize(geometry, track.camera, crop.shape[0])
     if track.source_sh is None:
-        from blender_relight.errors import RelightError
-
         raise RelightError(f"frame {track.index}: no source lighting estimate in the cache; run `analyse` again")
-    return SourceView(index, crop, np.asarray(track.camera, np.float32), geometry, gbuffer, matte,
-                      np.asarray(track.source_sh, np.float64))
+    crop = np.asarray(crop_linear, dtype=np.float32)
+    gbuffer = rasterize_feathered(geometry, track.camera, crop.shape[0])
+    return SourceView(index, crop, np.asarray(track.camera, np.float32), geometry, gbuffer,
+                      np.clip(np.asarray(matte, np.float32), 0.0, 1.0), np.asarray(track.source_sh, np.float64))

@@ -38,7 +38,7 @@ WEIGHT_POWER = 4.0
 #: A vertex whose reflected twin lies further than this (EG3D world units) is not part of the symmetric head.
 MIRROR_MAX_DIST = 0.02
 #: Frames a lazily built clip texture samples at most (evenly spread): bounds the one-off build time.
-MAX_FRAMES = 48
+MAX_FRAMES = 24
 FORMAT_VERSION = 1
 
 
@@ -241,10 +241,24 @@ class ClipTexture:
         return ClipTexture(colour, trust, frames)
 
 
-def texture_key(uv: np.ndarray, triangles: np.ndarray, size: int, frames: Iterable[int], extra: str = "") -> str:
-    """What a stored clip texture depends on: the UV layout, the topology, its size and frames, and ``extra``
-    (the tracking settings, which change every frame's pose)."""
+def _code_identity() -> bytes:
+    """The source of the modules a texture's content depends on (head geometry, matte, reprojection, this one): a
+    change to any of them makes stored textures stale."""
+    from blender_relight import head_proxy
+    from blender_relight.geometry import head
+    from blender_relight.novel_view import render
+
     h = hashlib.sha1()
+    for module in (head, head_proxy, reproject, render):
+        h.update(Path(module.__file__).read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.digest()
+
+
+def texture_key(uv: np.ndarray, triangles: np.ndarray, size: int, frames: Iterable[int], extra: str = "") -> str:
+    """What a stored clip texture depends on: the UV layout, the topology, its size and frames, the code that makes
+    it, and ``extra`` (the tracking settings, which change every frame's pose)."""
+    h = hashlib.sha1(_code_identity())
     h.update(np.asarray(uv, np.float32).tobytes())
     h.update(np.asarray(triangles, np.int32).tobytes())
     h.update(f"{size}|{FORMAT_VERSION}|{list(frames)}|{extra}".encode())
