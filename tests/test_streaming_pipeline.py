@@ -348,15 +348,17 @@ def test_analyse_decodes_once_resumes_instantly_and_planes_fit_1mb(tmp_path, sma
     assert len(decoded) == 3 and "0 frames tracked, 3 prepared" in third
 
 
-def test_packed_planes_round_trip_within_a_code_step():
+def test_packed_planes_round_trip_within_half_a_code_step():
     rng = np.random.default_rng(1)
+    smooth = np.cumsum(np.cumsum(rng.normal(0, 1, (72, 32, 32)), axis=1), axis=2)  # extremes of the 2D coder
     planes = {"albedo_planes": rng.normal(0, 14, (72, 32, 32)).astype(np.float32),
-              "shading_planes": rng.normal(0, 2, (72, 32, 32)).astype(np.float32), "n": np.arange(3)}
+              "shading_planes": smooth.astype(np.float32), "n": np.arange(3),
+              "flat": np.full((2, 4, 4), 3.5, np.float32)}
     back = cache_mod.unpack_planes(cache_mod.pack_planes(planes))
-    for k in ("albedo_planes", "shading_planes"):
+    for k in ("albedo_planes", "shading_planes", "flat"):
         v = planes[k]
-        step = (v.max(axis=(1, 2)) - v.min(axis=(1, 2))) / 255
-        assert (np.abs(back[k] - v) <= step[:, None, None] * 0.5 + 1e-5).all()
+        step = (v.max(axis=(1, 2)) - v.min(axis=(1, 2))) / ((1 << cache_mod.PLANE_BITS) - 1)
+        assert (np.abs(back[k] - v) <= step[:, None, None] * 0.5 + 1e-5 * np.abs(v).max()).all(), k
     np.testing.assert_array_equal(back["n"], planes["n"])
 
 
