@@ -111,9 +111,10 @@ class _ExactPlanes:
     """A cache stand-in that keeps planes in memory, exactly as encoded (float32: the reference for the 8-bit plane
     cache) or through ``store`` (float16: the cache before)."""
 
-    def __init__(self, store=None) -> None:
+    def __init__(self, tracks, store=None) -> None:
         self.planes: dict[int, dict] = {}
         self.store = store or (lambda v: v)
+        self.get_track = tracks.get_track  # the clip's tracks (the temporal window reads them)
 
     def get_planes(self, index, model_id="", expected=None):
         return self.planes.get(index)
@@ -167,11 +168,13 @@ def streaming(args, tmp: Path) -> None:
             from blender_relight import camera as cam
 
             view = cam.make_label(cam.orbit_camera(np.radians(15.0), np.radians(5.0)))
-            fp16 = _ExactPlanes(lambda v: v.astype(np.float16).astype(np.float32))
+            fp16 = _ExactPlanes(session.cache, lambda v: v.astype(np.float16).astype(np.float32))
             for label, camera_label in (("filmed view", None), ("15° yaw view", view)):
                 relit: dict[str, list] = {"exact": [], "cache": [], "fp16": []}
-                for name, store in (("exact", _ExactPlanes()), ("cache", session.cache), ("fp16", fp16)):
+                for name, store in (("exact", _ExactPlanes(session.cache)), ("cache", session.cache), ("fp16", fp16)):
                     engine = NeuralEngine(weights)  # a fresh temporal memory for each
+                    if hasattr(engine, "frame_source"):  # the temporal window rebuilt from the frames before
+                        engine.frame_source = session._window_frame
                     for i in range(1, min(n, 12) + 1):
                         track = session.cache.get_track(i)
                         if track.tracked:

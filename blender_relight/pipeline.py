@@ -203,7 +203,9 @@ class ClipSession:
         needs = getattr(self.engine, "needs_prepare", None)
 
         def needs_prepare(index: int) -> bool:
-            return needs(index, self.cache) if needs is not None else True
+            """Whether an already tracked frame still needs the engine's prepare (an engine that cannot say gets
+            it on newly tracked frames only, so a re-analysis stays instant)."""
+            return bool(needs(index, self.cache)) if needs is not None else False
 
         self.cache.verify_tracks(frames)
         missing = set(self.cache.missing(frames))
@@ -229,7 +231,8 @@ class ClipSession:
         in_flight: deque = deque()
 
         def on_frame(track, frame, tracker) -> None:
-            if track is None or not track.tracked or not needs_prepare(track.index):
+            # Newly tracked frames (tracker given) always; visited frames were chosen because they need it.
+            if track is None or not track.tracked:
                 return
             made = getattr(tracker, "last_crop_linear", None)
             crop = made[1] if made is not None and made[0] == track.index else \

@@ -169,8 +169,11 @@ def _wait_for_done(manifest: Path, at_least: int, proc: subprocess.Popen, timeou
             done = 0
         if done >= at_least:
             return done
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            assert proc.returncode == 0, err
+            pytest.skip("the run finished before it could be interrupted (a fast machine)")
+        time.sleep(0.02)
     raise AssertionError("the tracker never reached the disk")
 
 
@@ -183,6 +186,8 @@ def test_sigterm_and_kill_9_then_resume_exactly(tmp_path, small_clip, how):
     _wait_for_done(manifest, tracker_mod.FLUSH_EVERY, proc)
     proc.send_signal(getattr(signal, how))
     out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived (a fast machine)")
     if how == "SIGTERM":
         assert proc.returncode == 130 and "cancelled" in err and "Traceback" not in err, err
     else:
@@ -348,15 +353,17 @@ def test_analyse_decodes_once_resumes_instantly_and_planes_fit_1mb(tmp_path, sma
     assert len(decoded) == 3 and "0 frames tracked, 3 prepared" in third
 
 
-def test_packed_planes_round_trip_within_a_code_step():
+def test_packed_planes_round_trip_within_half_a_code_step():
     rng = np.random.default_rng(1)
+    smooth = np.cumsum(np.cumsum(rng.normal(0, 1, (72, 32, 32)), axis=1), axis=2)  # extremes of the 2D coder
     planes = {"albedo_planes": rng.normal(0, 14, (72, 32, 32)).astype(np.float32),
-              "shading_planes": rng.normal(0, 2, (72, 32, 32)).astype(np.float32), "n": np.arange(3)}
+              "shading_planes": smooth.astype(np.float32), "n": np.arange(3),
+              "flat": np.full((2, 4, 4), 3.5, np.float32)}
     back = cache_mod.unpack_planes(cache_mod.pack_planes(planes))
-    for k in ("albedo_planes", "shading_planes"):
+    for k in ("albedo_planes", "shading_planes", "flat"):
         v = planes[k]
-        step = (v.max(axis=(1, 2)) - v.min(axis=(1, 2))) / 255
-        assert (np.abs(back[k] - v) <= step[:, None, None] * 0.5 + 1e-5).all()
+        step = (v.max(axis=(1, 2)) - v.min(axis=(1, 2))) / ((1 << cache_mod.PLANE_BITS) - 1)
+        assert (np.abs(back[k] - v) <= step[:, None, None] * 0.5 + 1e-5 * np.abs(v).max()).all(), k
     np.testing.assert_array_equal(back["n"], planes["n"])
 
 
