@@ -82,14 +82,17 @@ def new_job(context: bpy.types.Context) -> worker.AnalysisJob:
     """An analysis job for the scene's clip (RelightError when the video or the model files are missing)."""
     settings = context.scene.portrait_relight
     session = sessions.get_session(settings, context)
-    return worker.AnalysisJob(session, analysed_frames(settings, session))
+    frames = analysed_frames(settings, session)
+    job = worker.AnalysisJob(session, frames)
+    job.tracked_before = len(frames) - len(session.cache.missing(frames))  # the status says what was resumed
+    return job
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def finish_analysis(context: bpy.types.Context, state: worker.JobState) -> str:
+def finish_analysis(context: bpy.types.Context, state: worker.JobState, job: Any = None) -> str:
     """Main-thread end of an analysis: place the rig from the tracking, update status; returns the status line."""
     scene = context.scene
     settings = scene.portrait_relight
@@ -105,8 +108,11 @@ def finish_analysis(context: bpy.types.Context, state: worker.JobState) -> str:
         frames = analysed_frames(settings, session)
         keyed = rig.key_anchor(scene, settings, session, frames)
         settings.analysed = keyed > 0
-        settings.status = (f"analysed {_plural(len(frames), 'frame')} in {state.elapsed_s:.1f} s, head tracked in "
-                           f"{_plural(keyed, 'frame')}; {settings.engine_note}"
+        before = getattr(job, "tracked_before", 0)
+        resumed = (" (all from the cache)" if before == len(frames) else
+                   f" ({before} already in the cache)" if before else "")
+        settings.status = (f"analysed {_plural(len(frames), 'frame')}{resumed} in {state.elapsed_s:.1f} s, head "
+                           f"tracked in {_plural(keyed, 'frame')}; {settings.engine_note}"
                            if keyed else "no face was found in any frame: choose a clip with a visible face")
         settings.progress = 1.0
     return settings.status
@@ -145,7 +151,7 @@ def _console(verb: str, state: worker.JobState) -> None:
 
 
 def start_job(context: bpy.types.Context, job: worker.BackgroundJob, verb: str, done) -> worker.BackgroundJob:
-    """Start ``job`` in its thread as the scene's running job; ``done(context, state) -> (ok, level, status)`` is
+    """Start ``job`` in its thread as the scene's running job; ``done(context, state, job) -> (ok, level, status)`` is
     its main-thread end, run by :func:`finish_job` (or the modal operator's timer)."""
     settings = context.scene.portrait_relight
     job.on_done, job.verb = done, verb
@@ -190,8 +196,8 @@ def finish_job(context: bpy.types.Context, timeout: float | None = None, console
     RUNNING.pop(scene.name, None)
     settings = scene.portrait_relight
     settings.busy = False
-    job.outcome = job.on_done(context, state) if job.on_done else (not state.error, "INFO", settings.status)
-    ok, _, status = job.outcome
+    job.outcome = job.on_done(context, state, job) if job.on_done else (not state.error, "INFO", settings.status)
+    status = job.outcome[2]
     if console and status:
         print(f"Portrait Relight: {status}", flush=True)
     if interrupted:
@@ -199,6 +205,23 @@ def finish_job(context: bpy.types.Context, timeout: float | None = None, console
             settings.status = f"{job.name} stopped by Ctrl-C; {settings.status}"
         raise KeyboardInterrupt
     return state
+
+
+def _finish_when_done(job: worker.BackgroundJob, scene_name: str) -> None:
+    """A UI timer that ends ``job`` on the main thread once it is done (unless a script did already)."""
+
+    def check() -> float | None:
+        if RUNNING.get(scene_name) is not job:
+            return None  # ended by finish_job, or replaced
+        if not job.future.done() or bpy.context.scene is None or bpy.context.scene.name != scene_name:
+            return 0.25
+        finish_job(bpy.context, console=False)
+        for window in bpy.context.window_manager.windows:
+            for area in window.screen.areas:
+                area.tag_redraw()
+        return None
+
+    bpy.app.timers.register(check, first_interval=0.25)
 
 
 class _BackgroundModal:
@@ -225,7 +248,9 @@ class _BackgroundModal:
     def run_blocking(self, context: bpy.types.Context, job: worker.BackgroundJob, done) -> set[str]:
         start_job(context, job, self.verb, done)
         if not getattr(self, "wait", True):
-            return {"FINISHED"}  # the script owns the job now: progress, cancel and finish_job are its
+            if not bpy.app.background:  # with a UI, a timer ends it when done (headless, timers never fire)
+                _finish_when_done(job, context.scene.name)
+            return {"FINISHED"}  # the script holds the job now: progress, cancel, and finish_job to end it
         finish_job(context)
         return self._end(context, *job.outcome)
 
@@ -259,8 +284,8 @@ class _BackgroundModal:
         return self._end(context, *self._job.outcome)
 
 
-def _analysis_done(context: bpy.types.Context, state: worker.JobState) -> tuple[bool, str, str]:
-    status = finish_analysis(context, state)
+def _analysis_done(context: bpy.types.Context, state: worker.JobState, job: Any) -> tuple[bool, str, str]:
+    status = finish_analysis(context, state, job)
     analysed = context.scene.portrait_relight.analysed
     return analysed, "INFO" if analysed else "WARNING", status
 
@@ -268,7 +293,7 @@ def _analysis_done(context: bpy.types.Context, state: worker.JobState) -> tuple[
 def _output_done(what: str, task: output.OutputTask, view_note: str, where_note: str):
     """``done`` callback of a render/export job: finish on the main thread (strip, video) and say where it went."""
 
-    def done(context: bpy.types.Context, state: worker.JobState) -> tuple[bool, str, str]:
+    def done(context: bpy.types.Context, state: worker.JobState, job: Any) -> tuple[bool, str, str]:
         settings = context.scene.portrait_relight
         settings.progress = state.fraction
         if state.cancelled:

@@ -402,7 +402,7 @@ def test_a_running_job_owns_the_session_and_disables_the_buttons(scene, bpy_modu
         return None
 
     job = worker.BackgroundJob(hold, "render", session)
-    operators.start_job(bpy.context, job, "rendering", lambda context, state: (True, "INFO", "done"))
+    operators.start_job(bpy.context, job, "rendering", lambda context, state, job: (True, "INFO", "done"))
     try:
         ops = bpy.ops.portrait_relight
         for op in (ops.import_video, ops.analyse, ops.relight_frame, ops.render_sequencer, ops.export):
@@ -437,6 +437,8 @@ def test_script_analysis_without_waiting_cancels_and_resumes(scene, bpy_module, 
         assert "cancelled" in settings.status and "resume" in settings.status, settings.status
         assert bpy.ops.portrait_relight.analyse("EXEC_DEFAULT") == {"FINISHED"}, settings.status
         assert "head tracked in 4 frames" in settings.status, settings.status
+        assert bpy.ops.portrait_relight.analyse("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+        assert "analysed 4 frames (all from the cache)" in settings.status, settings.status  # says it resumed
     finally:
         prefs.cache_dir = ""
 
