@@ -140,14 +140,14 @@ class AnalyticEngine:
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
         from blender_relight.lighting import analytic
 
-        sh_rgb = SceneLighting.coerce(lighting).total_sh()
+        lighting = SceneLighting.coerce(lighting)  # direct lights shaded exactly (no shadow), the rest as SH
         if camera_label is not None and not self._warned_view:
             log.warning("the analytic engine renders the source view only; install trained weights "
                         "(the neural engine) for new camera angles")
             self._warned_view = True
         geo = self._geometry(index, crop_linear, track)
-        image = analytic.relight_ratio(crop_linear, geo.normals_sh, geo.alpha, _source_sh(track), sh_rgb)
-        passes = {"albedo": geo.albedo, "shading": analytic.shading_image(geo.normals_sh, sh_rgb),
+        image = analytic.relight_to_lighting(crop_linear, geo.normals_sh, geo.alpha, _source_sh(track), lighting)
+        passes = {"albedo": geo.albedo, "shading": analytic.lighting_shading(geo.normals_sh, lighting),
                   "normal": geo.normals_sh, "depth": geo.depth, "alpha": geo.alpha[..., None]}
         return RelitCrop(image.astype(np.float32), geo.alpha, passes)
 

@@ -209,8 +209,9 @@ def _score_demo(res: SystemResult, estimators: Estimators, identity: metrics.Ide
     res.est_geo.append(geo if geo is not None else np.full((9, 3), np.nan))
     if geo is not None:
         res.err_geo.append(float(metrics.lighting_error(estimators.to_gray(geo)[None], target_gray[None])[0]))
-        # RGB in DPR's units (per channel, /π) so it reads on the same scale as the gray error.
-        res.err_geo_rgb.append(float(metrics.lighting_error(geo[None] / np.pi, sh.as_rgb(target_gray)[None])[0]))
+        # RGB in DPR's units (per channel, through the one conversion) so it reads on the gray error's scale.
+        res.err_geo_rgb.append(float(metrics.lighting_error(
+            geo[None] / sh.band_gains_vector(sh.DPR_BAND_GAINS)[None, :, None], sh.as_rgb(target_gray)[None])[0]))
     if identity is not None and input_face is not None:
         desc, shape = input_face
         res.identity.append(metrics.cosine(desc, identity.embed(srgb, shape)))

@@ -46,15 +46,18 @@ EPS = 0.01
 SHEET_ROWS = 3
 
 
-def target_lighting(direction: np.ndarray, ambient_fraction: float = AMBIENT_FRACTION):
-    """The known light of a photo as the engines take it: a SUN toward ``direction`` plus uniform ambient."""
+def target_lighting(direction: np.ndarray, ambient_fraction: float = AMBIENT_FRACTION, level: float = 1.0):
+    """The known light of a photo as the engines take it: a SUN toward ``direction`` plus uniform ambient, scaled so
+    the key's irradiance on a surface facing it is ``level`` (the input's light level: DPR works on 8-bit L, so a far
+    too dark or bright target would score its quantisation, not its light)."""
     from blender_relight.lighting import sh
     from blender_relight.lighting.blender_lights import LightSpec
     from blender_relight.lighting.scene import SceneLighting
 
     d = np.asarray(direction, dtype=np.float64)
-    spec = LightSpec("SUN", colour=(1.0, 1.0, 1.0), power=1.0, direction=tuple(-d / np.linalg.norm(d)), name="yale")
-    return SceneLighting(sh=sh.ambient_sh(np.full(3, ambient_fraction / np.pi)), lights=(spec,))
+    spec = LightSpec("SUN", colour=(1.0, 1.0, 1.0), power=float(level), direction=tuple(-d / np.linalg.norm(d)),
+                     name="yale")
+    return SceneLighting(sh=sh.ambient_sh(np.full(3, level * ambient_fraction / np.pi)), lights=(spec,))
 
 
 class _MemoryCache:
@@ -135,7 +138,7 @@ class YaleResult:
 
 
 def evaluate(root: str | Path, systems: list, max_photos: int = 0, subjects: int = 0) -> YaleResult:
-    from blender_relight.lighting import estimate
+    from blender_relight.lighting import estimate, sh
 
     result = YaleResult()
     folders = yale_data.subject_folders(root)
@@ -149,12 +152,14 @@ def evaluate(root: str | Path, systems: list, max_photos: int = 0, subjects: int
         track = subject.track
         track.index = si
         track.source_sh = estimate.estimate_frame_sh(source, track.points_crop(), track.camera_c2w())
+        # the input's light level: its estimated irradiance on a surface facing the camera
+        level = float(np.maximum(sh.irradiance(np.array([0.0, -1.0, 0.0]), track.source_sh), 1e-3) @ sh.LUMINANCE)
         targets = [p for p in subject.photos if p.name != yale_data.INPUT_NAME]
         picks = {targets[int(round(i))].name for i in np.linspace(0, len(targets) - 1, min(SHEET_ROWS, len(targets)))}
         cells = []
         for photo in targets:
             real = subject.crop_linear(photo)
-            lighting = target_lighting(photo.direction)
+            lighting = target_lighting(photo.direction, level=level)
             row_cells = [source, real]
             for system in systems:
                 out = system.relight(si, source, track, lighting)

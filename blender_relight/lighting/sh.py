@@ -124,7 +124,7 @@ def interpolate(sh_a: np.ndarray, sh_b: np.ndarray, t: float) -> np.ndarray:
 #: project's linear radiance SH: fitted so that our ratio relight under the converted light changes a face's linear
 #: luminance as DPR's own relight does under the DPR light (``python -m evaluation.dpr_units``; docs/lighting.md).
 #: One map per band because a linear map that commutes with rotations of the light can only scale each band.
-DPR_BAND_GAINS = (1.971, 3.704, 6.770)
+DPR_BAND_GAINS = (1.924, 3.677, 6.712)
 
 
 def band_gains_vector(gains) -> np.ndarray:

@@ -1,0 +1,97 @@
+"""Pixel checks of relit frames: no negative or NaN values in any output or pass, and no colour blotch: under a white
+light the face's chroma stays near the input's.
+
+``python -m evaluation.pixels [IMAGES...] [--engine analytic]`` prints one line per image and light and the worst
+figures. Chroma: the face's mean linear RGB over its own mean, per channel (1, 1, 1 is grey); the drift is the largest
+per-channel change between input and relit, over the face mean and over its 5×5 grid cells (a blotch moves a cell's
+chroma, not the mean's). Why white lights: under a white light the relight should change brightness and shading,
+never the skin's colour (the estimate is white-balanced, ``lighting.estimate``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_IMAGES = ["dpr_obama.jpg", "lp_d8.jpg", "lp_s1.jpg", "lp_s6.jpg", "lp_d30.jpg", "lp_s12.jpg",
+                  "skimage_astronaut.png"]
+#: White lights the check relights to (direction toward the light, head frame), strength 3, ambient 0.1.
+WHITE_LIGHTS = {"key left": "-1,-0.8,0.4", "key right": "1,-0.8,0.4", "top": "0,-0.5,1", "front": "0,-1,0.2"}
+GRID = 5
+
+
+def chroma(pixels: np.ndarray) -> np.ndarray:
+    m = np.asarray(pixels, dtype=np.float64).reshape(-1, 3).mean(axis=0)
+    return m / max(m.mean(), 1e-9)
+
+
+def check_image(path: Path, engine: str = "analytic") -> list[dict]:
+    import tempfile
+
+    from blender_relight import colour
+    from blender_relight.lighting import inputs
+    from blender_relight.pipeline import ClipSession
+
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        session = ClipSession(path, cache_dir=cache, engine=engine)
+        track = session.frame_track(0)
+        if track is None or not track.tracked:
+            return rows
+        frame = colour.uint8_srgb_to_linear(session._frame(0))
+        # the face in the frame: the tracker's crop mask mapped back, its interior only
+        m = cv2.warpAffine(track.crop_mask(), track.transform.matrix, frame.shape[1::-1],
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) > 0.99
+        ys, xs = np.nonzero(m)
+        cells = [(m & (np.arange(m.shape[0])[:, None] >= y0) & (np.arange(m.shape[0])[:, None] < y1)
+                  & (np.arange(m.shape[1])[None, :] >= x0) & (np.arange(m.shape[1])[None, :] < x1))
+                 for y0, y1 in _edges(ys) for x0, x1 in _edges(xs)]
+        cells = [c for c in cells if c.sum() > 50]
+        for name, direction in WHITE_LIGHTS.items():
+            lighting = inputs.directional_lighting(direction, "1,1,1", 3.0, "0.1")
+            relit = session.relight_frame(0, lighting, with_passes=True)
+            values = [relit.image, *relit.passes.values()]
+            lit = relit.image[m]
+            keep = lit.mean(axis=1) > 0.02  # chroma is meaningless in black shadow
+            drift_mean = float(np.abs(chroma(lit[keep]) - chroma(frame[m][keep])).max())
+            drift_cells = max(float(np.abs(chroma(relit.image[c]) - chroma(frame[c])).max())
+                              for c in cells if relit.image[c].mean() > 0.02)
+            rows.append({"image": path.name, "light": name,
+                         "min": float(min(np.nanmin(v) for v in values)),
+                         "nonfinite": int(sum((~np.isfinite(v)).sum() for v in values)),
+                         "chroma_drift_mean": drift_mean, "chroma_drift_cell": drift_cells})
+    return rows
+
+
+def _edges(coords: np.ndarray) -> list[tuple[int, int]]:
+    e = np.linspace(coords.min(), coords.max() + 1, GRID + 1).astype(int)
+    return list(zip(e[:-1], e[1:]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m evaluation.pixels", description=__doc__.split("\n\n")[0])
+    p.add_argument("images", nargs="*", default=[str(DATA / "images" / n) for n in DEFAULT_IMAGES])
+    p.add_argument("--engine", default="analytic")
+    args = p.parse_args(argv)
+    rows = []
+    for path in map(Path, args.images):
+        got = check_image(path, args.engine)
+        for r in got:
+            print(f"{r['image']:>24} {r['light']:>9}: min {r['min']:.4f}, non-finite {r['nonfinite']}, chroma drift "
+                  f"face mean {r['chroma_drift_mean']:.3f}, worst cell {r['chroma_drift_cell']:.3f}")
+        rows += got
+    if not rows:
+        print("no face found in any image", file=sys.stderr)
+        return 1
+    print(f"worst over {len(rows)} relights: min value {min(r['min'] for r in rows):.4f}, non-finite "
+          f"{sum(r['nonfinite'] for r in rows)}, chroma drift of the face mean "
+          f"{max(r['chroma_drift_mean'] for r in rows):.3f}, of a face cell {max(r['chroma_drift_cell'] for r in rows):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
