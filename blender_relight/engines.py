@@ -170,6 +170,7 @@ class _HeadFrame:
     alpha: np.ndarray  # (S, S) soft head matte
     plate_in: np.ndarray  # (box, 3) plate × alpha inside the box
     plate_out: np.ndarray  # (box, 3) plate × (1 - alpha) inside the box
+    alpha_box: np.ndarray  # (box, 3) alpha inside the box, per channel
     albedo: np.ndarray  # (S, S, 3)
     normal_sh: np.ndarray  # (S, S, 3) head (SH) frame
     depth: np.ndarray  # (S, S, 1) camera-space depth, 0 where empty
@@ -284,7 +285,8 @@ class GeometryEngine:
         depth = np.where(full.mask, full.depth, 0.0).astype(np.float32)[..., None]
         entry = _HeadFrame(geometry, caster, inputs, shadows, e_src, source.specular.reshape(-1, 3)[flat], guard,
                            fill, box, alpha, (crop_linear[box] * a3).astype(np.float32),
-                           (crop_linear[box] * (1.0 - a3)).astype(np.float32), albedo, normal_sh, depth)
+                           (crop_linear[box] * (1.0 - a3)).astype(np.float32),
+                           np.repeat(a3, 3, axis=2).astype(np.float32), albedo, normal_sh, depth)
         return _keep(self._frames, index, entry)
 
     def _novel_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting,
@@ -294,9 +296,12 @@ class GeometryEngine:
             log.warning("the geometry engine renders the filmed view only for now; new camera angles show the source "
                         "view relit")
             self._warned_view = True
-        return self._filmed_view(index, crop_linear, track, lighting)
+        return self._filmed_view(index, crop_linear, track, lighting, with_passes=True)
 
-    def _filmed_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting) -> RelitCrop:
+    def _filmed_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting,
+                     with_passes: bool = True) -> RelitCrop:
+        """The filmed camera: the plate times the shading ratio plus new highlights under the matte. Passes are made
+        when read (:class:`LazyPasses`); ``with_passes`` False leaves them out altogether."""
         import cv2
 
         from blender_relight.lighting import analytic
@@ -309,32 +314,26 @@ class GeometryEngine:
         world = split_key(lighting.sh)
         lighting = SceneLighting(sh=world.sh, lights=tuple(lighting.lights) + world.lights)
         result = shade(None, lighting, frame.caster, inputs=frame.inputs, shadows=frame.shadows,
-                       shadow_resolution=self.shadow_resolution, per_light=True)
+                       shadow_resolution=self.shadow_resolution, per_light=False, images=False)
         flat = frame.inputs.index
         s = self.shading_size
         size = crop_linear.shape[0]
-        target = result.diffuse.reshape(-1, 3)[flat]
+        target = result.diffuse_values
         ratio = _shading_ratio(frame.source, target, frame.guard)
-        extra = np.maximum(result.specular.reshape(-1, 3)[flat] - frame.source_specular, 0.0)  # highlights to add
+        extra = np.maximum(result.specular_values - frame.source_specular, 0.0)  # highlights the plate lacks
         ones = np.ones((1, 3), np.float32)
         ratio_img = np.concatenate([ratio, ones]).astype(np.float32)[frame.fill].reshape(s, s, 3)
         rows, cols = frame.box
         h, w = rows.stop - rows.start, cols.stop - cols.start
         image = crop_linear.copy()
         if h and w:
-            scale = size / s  # resize the shading image to the crop, then cut the matte's box out of it
+            def to_box(img: np.ndarray) -> np.ndarray:  # the shading image at crop size, the matte's box of it
+                return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)[rows, cols]
 
-            def to_box(img: np.ndarray) -> np.ndarray:
-                m = np.float32([[1 / scale, 0, (cols.start + 0.5) / scale - 0.5],
-                                [0, 1 / scale, (rows.start + 0.5) / scale - 0.5]])
-                return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                      borderMode=cv2.BORDER_REPLICATE)
-
-            out = cv2.multiply(to_box(ratio_img), frame.plate_in)
-            out = cv2.add(out, frame.plate_out)
+            out = cv2.add(cv2.multiply(to_box(ratio_img), frame.plate_in), frame.plate_out)
             if extra.max(initial=0.0) > 0:
                 spec_img = np.concatenate([extra, 0 * ones]).astype(np.float32)[frame.fill].reshape(s, s, 3)
-                out = cv2.add(out, cv2.multiply(to_box(spec_img), np.repeat(frame.alpha[rows, cols][..., None], 3, 2)))
+                out = cv2.add(out, cv2.multiply(to_box(spec_img), frame.alpha_box))
             image[rows, cols] = np.maximum(out, 0.0)
         up = (size, size)
 
@@ -344,11 +343,19 @@ class GeometryEngine:
 
         ready = {"albedo": frame.albedo, "normal": frame.normal_sh, "depth": frame.depth,
                  "alpha": frame.alpha[..., None]}
-        makers = {"shading": lambda: resized(result.diffuse),
+        makers = {"shading": lambda: resized(np.concatenate([target, 0 * ones])[frame.fill].reshape(s, s, 3)),
                   "specular": lambda: resized(np.concatenate([extra, 0 * ones])[frame.fill].reshape(s, s, 3))}
-        for name, lp in result.per_light.items():
-            for kind in ("diffuse", "specular", "shadow"):
-                makers[pass_name(name, kind)] = lambda v=getattr(lp, kind): resized(v)
+        def light_pass(values: np.ndarray) -> np.ndarray:
+            channels = values.shape[1] if values.ndim == 2 else 1
+            img = np.zeros((s * s, channels), np.float32)
+            img[flat] = values.reshape(len(flat), channels)
+            return resized(img.reshape(s, s, channels))
+
+        for name, values in result.per_light_values.items():
+            for kind, v in zip(("diffuse", "specular", "shadow"), values):
+                makers[pass_name(name, kind)] = lambda v=v: light_pass(v)
+        if not with_passes:
+            return RelitCrop(image.astype(np.float32, copy=False), frame.alpha, {})
         return RelitCrop(image.astype(np.float32, copy=False), frame.alpha, LazyPasses(ready, makers))
 
     def relight(self, index: int, crop_linear: np.ndarray, track, lighting: "SceneLighting | np.ndarray",
