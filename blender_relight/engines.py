@@ -225,7 +225,12 @@ class GeometryEngine:
         self._warned_view = False
 
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
-        return None
+        return None if self.novel_view_engine is None else self.novel_view_engine.prepare(index, crop_linear, track,
+                                                                                           cache)
+
+    #: An engine that renders new camera angles for this one (``make_engine("auto")`` gives it the neural engine
+    #: when trained weights are installed); None: new views are :meth:`_novel_view`'s.
+    novel_view_engine: "RelightEngine | None" = None
 
     def _frame(self, index: int, crop_linear: np.ndarray, track) -> _HeadFrame:
         """Everything of frame ``index`` that does not depend on the target light (kept for the last few frames)."""
@@ -362,6 +367,8 @@ class GeometryEngine:
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
         lighting = SceneLighting.coerce(lighting)
         if camera_label is not None:
+            if self.novel_view_engine is not None:
+                return self.novel_view_engine.relight(index, crop_linear, track, lighting, camera_label, cache)
             return self._novel_view(index, crop_linear, track, lighting, camera_label, cache)
         return self._filmed_view(index, crop_linear, track, lighting)
 
@@ -465,7 +472,9 @@ def weights_are_trained(weights_dir: Path) -> bool:
 
 
 def make_engine(name: str = "auto", provider: str = "auto", weights_dir: str | Path | None = None) -> RelightEngine:
-    """``auto``: the neural engine when trained weights are installed, else the analytic engine (said in the log)."""
+    """``auto``: the geometry engine at the filmed view (measured better than the neural and analytic engines on
+    real photos under known lights: docs/ARCHITECTURE.md), with the neural engine for new camera angles when trained
+    weights are installed."""
     if name not in ("auto", "neural", "analytic", "geometry"):
         raise RelightError(f"unknown engine {name!r}; use auto, neural, analytic or geometry")
     if name == "analytic":
@@ -476,8 +485,11 @@ def make_engine(name: str = "auto", provider: str = "auto", weights_dir: str | P
         return NeuralEngine(weights_dir, provider)
     from inference.runtime import find_weights
 
+    engine = GeometryEngine()
     weights = Path(weights_dir) if weights_dir else find_weights()
     if weights is not None and weights_are_trained(weights):
-        return NeuralEngine(weights, provider)
-    log.info("engine auto: no trained neural weights found; using the analytic engine (source view only)")
-    return AnalyticEngine()
+        engine.novel_view_engine = NeuralEngine(weights, provider)
+        engine.supports_novel_view = True
+    else:
+        log.info("engine auto: no trained neural weights found; the geometry engine renders the filmed view only")
+    return engine
