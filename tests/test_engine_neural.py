@@ -28,8 +28,9 @@ def session(tmp_path_factory):
     s.close()
 
 
-def test_auto_engine_is_the_shipped_model():
-    assert isinstance(make_engine("auto"), NeuralEngine)
+def test_auto_engine_uses_the_shipped_model_for_new_views():
+    engine = make_engine("auto")  # the geometry engine at the filmed view (engines.make_engine)
+    assert isinstance(engine.novel_view_engine, NeuralEngine) and engine.supports_novel_view
 
 
 def test_own_light_at_the_source_view_returns_the_input(session):

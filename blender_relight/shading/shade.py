@@ -58,6 +58,12 @@ class ShadingResult:
     specular: np.ndarray
     sh_diffuse: np.ndarray
     per_light: dict[str, LightPasses] = field(default_factory=dict)
+    #: each light's (diffuse (N, 3), specular (N, 3), visibility (N,)) at the covered pixels, always filled: what a
+    #: caller that wants a light's pass only sometimes keeps instead of the images
+    per_light_values: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: the totals at the covered pixels (N, 3), always filled (``diffuse``/``specular`` images may be skipped)
+    diffuse_values: np.ndarray | None = None
+    specular_values: np.ndarray | None = None
 
 
 @dataclass
@@ -244,13 +250,15 @@ def _pool():
 def shade(gbuffer, lighting, shadow_geometry=None, camera_label: np.ndarray | None = None,
           inputs: ShadingInputs | None = None, shadows: ShadowCache | None = None,
           shadow_resolution: int = shadow.DEFAULT_RESOLUTION, roughness: float = ROUGHNESS, f0: float = F0_SKIN,
-          per_light: bool = True) -> ShadingResult:
+          per_light: bool = True, images: bool = True) -> ShadingResult:
     """Shade ``gbuffer`` (geometry.raster.GBuffer, any camera) under ``lighting`` (SceneLighting or SH array).
 
     ``shadow_geometry``: the HeadGeometry that casts shadows (None: no cast shadows, only the terminator).
     ``camera_label``: the camera of the G-buffer (for the view direction of the specular); ``inputs`` from
     :func:`prepare` instead, to reuse over light changes; ``shadows`` a :class:`ShadowCache` to reuse maps.
-    ``per_light``: also return each light's passes (images; skip them when only the total is needed).
+    ``per_light``: also return each light's passes as images; ``images`` False returns the totals only as values at
+    the covered pixels (``diffuse_values``, ``specular_values``; the image fields are then None): a light drag needs
+    no more.
     """
     from blender_relight.lighting.scene import SceneLighting
 
@@ -273,6 +281,7 @@ def shade(gbuffer, lighting, shadow_geometry=None, camera_label: np.ndarray | No
     total_d = sh_part.copy()
     total_s = np.zeros((n_pix, 3), np.float32)
     passes: dict[str, LightPasses] = {}
+    values: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     cache = shadows if shadows is not None else ShadowCache()
     names = _unique_names(lighting.lights)
     jobs = [(name, spec) for name, spec in zip(names, lighting.lights)]
@@ -289,10 +298,14 @@ def shade(gbuffer, lighting, shadow_geometry=None, camera_label: np.ndarray | No
         s_rgb = specular[:, None] * colour
         total_d += d_rgb
         total_s += s_rgb
+        values[name] = (d_rgb, s_rgb, vis)
         if per_light:
             passes[name] = LightPasses(image(d_rgb), image(s_rgb), image(vis, 1))
-    return ShadingResult(image(np.nan_to_num(total_d, nan=0.0, posinf=0.0)),
-                         image(np.nan_to_num(total_s, nan=0.0, posinf=0.0)), image(sh_part), passes)
+    total_d = np.nan_to_num(total_d, nan=0.0, posinf=0.0, copy=False)
+    total_s = np.nan_to_num(total_s, nan=0.0, posinf=0.0, copy=False)
+    if not images:
+        return ShadingResult(None, None, None, passes, values, total_d, total_s)
+    return ShadingResult(image(total_d), image(total_s), image(sh_part), passes, values, total_d, total_s)
 
 
 def extend(image: np.ndarray, mask: np.ndarray, sigmas: tuple[float, ...] = (2.0, 6.0)) -> np.ndarray:

@@ -321,7 +321,7 @@ def test_shipped_model_follows_a_camera_moved_around_the_head(scene, bpy_module,
     settings = scene.portrait_relight
     assert _import_and_analyse(bpy, short_clip, engine="auto") == {"FINISHED"}, settings.status
     session = _mod("session").get_session(settings)
-    assert session.engine.name == "neural"
+    assert session.engine.name == "geometry" and session.engine.novel_view_engine.name == "neural"
     scene.frame_set(scene.frame_start)
     _side_light(bpy, scene, +1.0)
     relight = _mod("relight")
