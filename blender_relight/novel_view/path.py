@@ -136,8 +136,11 @@ class NovelViewPath:
         return self.textures.get(self._cache, self._current_geometry)
 
     def source(self, index: int, crop_linear: np.ndarray, track) -> render.SourceView:
-        """The frame as a source (kept for the last few frames)."""
+        """The frame as a source (kept for the last few frames; a frame whose camera changed, another clip's frame
+        of the same index, is made again)."""
         src = self._sources.get(index)
+        if src is not None and src.label.tobytes() != np.asarray(track.camera, np.float32).tobytes():
+            src = None
         if src is None:
             src = self._make_source(index, crop_linear, track)
             self._sources[index] = src
@@ -147,7 +150,7 @@ class NovelViewPath:
 
     def view(self, index: int, crop_linear: np.ndarray, track, camera_label: np.ndarray, cache) -> render.NovelView:
         """The re-posed frame at its source light (kept for the last few (frame, camera) pairs)."""
-        key = (index, np.asarray(camera_label, np.float32).tobytes())
+        key = (index, np.asarray(track.camera, np.float32).tobytes(), np.asarray(camera_label, np.float32).tobytes())
         nv = self._views.get(key)
         if nv is None:
             src = self.source(index, crop_linear, track)
@@ -165,7 +168,7 @@ class NovelViewPath:
 
         lighting = SceneLighting.coerce(lighting)
         nv = self.view(index, crop_linear, track, camera_label, cache)
-        src = self._sources.get(index) or self.source(index, crop_linear, track)
+        src = self.source(index, crop_linear, track)
         target, source_shading, specular, per_light = self.shade(nv, src, lighting)
         if source_shading is None:
             source_shading = nv.source_shading
