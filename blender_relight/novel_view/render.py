@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 #: How far the old head region (the plate's matte) is grown before the background behind it is inpainted (crop px):
 #: hair wisps and the matte's soft edge must not stay behind as a ghost.
-OLD_HEAD_GROW_PX = 8
+OLD_HEAD_GROW_PX = 11
 #: Feather of the new head's coverage edge (px): the geometry's silhouette is hard, a filmed edge is not.
 EDGE_FEATHER_PX = 1.2
 KEEP_FRAMES = 4
