@@ -246,10 +246,10 @@ def _code_identity() -> bytes:
     change to any of them makes stored textures stale."""
     from blender_relight import head_proxy
     from blender_relight.geometry import head
-    from blender_relight.novel_view import render
+    from blender_relight.novel_view import render, source
 
     h = hashlib.sha1()
-    for module in (head, head_proxy, reproject, render):
+    for module in (head, head_proxy, reproject, render, source):
         h.update(Path(module.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
     return h.digest()
