@@ -22,7 +22,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -263,14 +263,3 @@ def texture_key(uv: np.ndarray, triangles: np.ndarray, size: int, frames: Iterab
     h.update(np.asarray(triangles, np.int32).tobytes())
     h.update(f"{size}|{FORMAT_VERSION}|{list(frames)}|{extra}".encode())
     return h.hexdigest()[:16]
-
-
-def pick_frames(tracked: list[int], max_frames: int = MAX_FRAMES) -> list[int]:
-    """Evenly spread frames of a clip to build its texture from (all of them for a short clip)."""
-    if len(tracked) <= max_frames:
-        return list(tracked)
-    picks = np.linspace(0, len(tracked) - 1, max_frames).round().astype(int)
-    return [tracked[i] for i in sorted(set(picks.tolist()))]
-
-
-ProgressFn = Callable[[int, int], None]
