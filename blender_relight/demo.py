@@ -2,9 +2,11 @@
 at the filmed viewpoint, then (with the neural engine) seen from a camera orbiting the head, written as image
 sequences, videos and contact sheets.
 
-Why two sequences: at the filmed viewpoint the product keeps the plate and applies the model's shading ratio, which
-is what an artist keying lights on a filmed face uses; the orbit shows the model's own render, which a short
-training leaves blurry (docs/training.md). Kept apart, each is judged for what it is.
+Why two sequences: at the filmed viewpoint the product keeps the plate and applies the engine's shading ratio, which
+is what an artist keying lights on a filmed face uses; the orbit re-poses the same plate on the tracked head
+geometry (``blender_relight.novel_view``: the filmed pixels reprojected to the new camera, what the frame did not see
+from the clip's other frames, its mirror image or a smooth fill) and relights it with the same ratio. The orbit is
+relative to each frame's filmed pose (±25° yaw, ±6° pitch), inside the novel views' range.
 
 Why a still made into a clip: the project must run offline with nothing downloaded, and the only real portrait it may
 ship is the public-domain astronaut photo (NASA, via scikit-image). A slow hand-held drift and zoom give the tracker,
@@ -61,11 +63,18 @@ def demo_light(t: float) -> np.ndarray:
     return key + fill
 
 
-def demo_camera(t: float, max_yaw_deg: float = 25.0, max_pitch_deg: float = 6.0) -> np.ndarray:
-    """EG3D camera label at time ``t``: an orbit swinging ±25° in yaw and gently in pitch around the head."""
-    yaw = math.radians(max_yaw_deg) * math.sin(2.0 * math.pi * t)
-    pitch = math.radians(max_pitch_deg) * math.sin(4.0 * math.pi * t)
-    return camera.make_label(camera.orbit_camera(yaw, pitch))
+def demo_camera(t: float, max_yaw_deg: float = 25.0, max_pitch_deg: float = 6.0,
+                source_label: np.ndarray | None = None) -> np.ndarray:
+    """EG3D camera label at time ``t``: an orbit swinging ±25° in yaw and gently in pitch around the head, relative
+    to ``source_label`` (the frame's filmed camera: the orbit starts where the frame was filmed) or, without it,
+    around EG3D's frontal camera."""
+    yaw = max_yaw_deg * math.sin(2.0 * math.pi * t)
+    pitch = max_pitch_deg * math.sin(4.0 * math.pi * t)
+    if source_label is not None:
+        from blender_relight.novel_view.views import offset_label
+
+        return offset_label(source_label, yaw, pitch)
+    return camera.make_label(camera.orbit_camera(math.radians(yaw), math.radians(pitch)))
 
 
 def run_demo(out_dir: Path, frames: int = 48, engine: str = "auto", provider: str = "auto",
@@ -74,8 +83,8 @@ def run_demo(out_dir: Path, frames: int = 48, engine: str = "auto", provider: st
     can show new viewpoints; export.
 
     Outputs in ``out_dir``: ``input.mp4`` (the clip), ``frames/frame_*.png`` and ``relit.mp4`` (filmed viewpoint,
-    moving light), ``relit.contact.png``, ``orbit/frame_*.png`` and ``orbit.mp4`` (orbiting camera, same light; neural
-    engine only) and ``comparison.png`` (input, relit and orbit rows on the same frames).
+    moving light), ``relit.contact.png``, ``orbit/frame_*.png`` and ``orbit.mp4`` (orbiting camera, same light; engines
+    that show new views) and ``comparison.png`` (input, relit and orbit rows on the same frames).
     """
     from blender_relight.contact_sheet import save_contact_sheet
     from blender_relight.export import export_sequence
@@ -95,8 +104,11 @@ def run_demo(out_dir: Path, frames: int = 48, engine: str = "auto", provider: st
     exported = export_sequence(out_dir / "frames", out_dir / "relit.mp4", fps=session.info.fps, progress=bar("export"))
     sequences = [("relit", out_dir / "frames")]
     if novel:
-        session.render_sequence(out_dir / "orbit", light=light, camera=lambda i: demo_camera(i / max(n - 1, 1)),
-                                progress=bar("orbit"))
+        def orbit(i: int) -> np.ndarray | None:
+            source = session.source_camera(i)  # frames without a face pass through untouched
+            return None if source is None else demo_camera(i / max(n - 1, 1), source_label=source)
+
+        session.render_sequence(out_dir / "orbit", light=light, camera=orbit, progress=bar("orbit"))
         export_sequence(out_dir / "orbit", out_dir / "orbit.mp4", fps=session.info.fps, progress=bar("export orbit"))
         sequences.append(("orbit", out_dir / "orbit"))
     picks = [round(k * (n - 1) / 5) for k in range(6)]

@@ -94,8 +94,9 @@ def face_region(points_crop: np.ndarray, size: int = 512, erode_px: int = 6) -> 
 
 def similarity_warp(crop: np.ndarray, points_from: np.ndarray, points_to: np.ndarray) -> np.ndarray:
     """The 2D baseline: ``crop`` warped by the similarity that best maps its landmarks onto ``points_to``."""
-    m, _ = cv2.estimateAffinePartial2D(np.asarray(points_from[:, :2], np.float32),
-                                       np.asarray(points_to[:, :2], np.float32), method=cv2.LMEDS)
+    src = np.ascontiguousarray(np.asarray(points_from, np.float32)[:, :2]).reshape(-1, 1, 2)
+    dst = np.ascontiguousarray(np.asarray(points_to, np.float32)[:, :2]).reshape(-1, 1, 2)
+    m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
     if m is None:
         return crop.copy()
     return cv2.warpAffine(crop, m, crop.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
@@ -129,6 +130,7 @@ class Evaluator:
         from evaluation import metrics
 
         self.cache_dir = cache_dir
+        self.neural = neural
         self.engine = NeuralEngine(novel_views=True)
         self.render_engine = NeuralEngine(novel_views=False) if neural else None
         self.embedder, reason = metrics.identity_embedder_or_reason() if identity else (None, "not asked")
@@ -149,8 +151,12 @@ class Evaluator:
         return self.embedder.embed(np.ascontiguousarray(img8))
 
     def session(self, clip: Path):
+        """The clip's session, with fresh engines: engines keep per-frame state by frame index, for one clip."""
+        from blender_relight.engines import NeuralEngine
         from blender_relight.pipeline import ClipSession
 
+        self.engine = NeuralEngine(novel_views=True)
+        self.render_engine = NeuralEngine(novel_views=False) if self.neural else None
         s = ClipSession(clip, cache_dir=self.cache_dir, engine=self.engine)
         s.track()
         return s

@@ -10,8 +10,11 @@ away, the background is inpainted; the torso stays put. The result is a plate at
 view's G-buffer, so the engine relights it with the same shading as the filmed view (``plate × E_target/E_source``).
 
 Modules: ``views`` (the allowed range around the filmed pose and the clamp), ``reproject`` (source visibility and
-sampling), ``texture`` (the per-clip UV texture and its mirror), ``fill`` (push-pull fill, background inpaint),
-``render`` (``NovelViewRenderer``: all of it per frame, with the caches a camera or light change reuses).
+sampling), ``texture`` (the per-clip UV texture and its mirror), ``clip`` (which frames build it, streaming, its
+cache file), ``fill`` (push-pull fill, background behind the head), ``source`` (a frame as a source: whole-head matte,
+refitted shell, G-buffer), ``render`` (``NovelViewRenderer``: one new view at the source light), ``path``
+(``NovelViewPath``: what an engine's camera branch calls: re-pose + the geometry engine's shading, with caches).
+Method and figures: docs/novel_views.md.
 """
 from blender_relight.novel_view.render import NovelView, NovelViewRenderer, SourceView
 from blender_relight.novel_view.views import MAX_PITCH_DEG, MAX_YAW_DEG, clamp_view

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 KEEP = 4
 
 #: ``shade(view, source, lighting) -> (E_target (H, W, 3), E_source (H, W, 3) or None, specular to add or None,
-#: per-light passes {name: (diffuse, specular, shadow)})``; E_source None: the view's own SH source shading.
+#: per-light passes {name: (diffuse, specular, shadow)}[, ratio (H, W, 3)])``; E_source None: the view's own SH
+#: source shading; a ratio given is used as it is (the shading computed it at its own size).
 ShadeFn = Callable[..., tuple]
 
 
@@ -41,7 +42,7 @@ def sh_shade(view: render.NovelView, source: render.SourceView, lighting: SceneL
     out = np.zeros(mask.shape + (3,), np.float32)
     n_sh = shmath.rotate_eg3d_to_sh(np.asarray(gbuffer.normal, np.float64)[mask])
     out[mask] = shmath.irradiance_basis(n_sh) @ shmath.as_rgb(lighting.total_sh())
-    return out, None, None, {}
+    return out, None, None, {}, None
 
 
 class GeometryShading:
@@ -94,10 +95,15 @@ class GeometryShading:
             out = cv2.resize(np.asarray(img, np.float32), up, interpolation=cv2.INTER_LINEAR)
             return out.reshape(size, size, -1)
 
-        target = big(extend(result.diffuse, state["mask"]))
+        from blender_relight.lighting import analytic
+
+        target_small = extend(result.diffuse, state["mask"])
+        # The ratio at shading size, then resized (smooth), as the filmed view does it: a light change costs the same.
+        reach = (state["source"].max(axis=2) > 0).astype(np.float32)
+        ratio = big(analytic.relight_by_shading(np.ones_like(target_small), reach, state["source"], target_small))
         specular = big(np.maximum(result.specular - state["source_specular"], 0.0))
         per_light = {name: (big(lp.diffuse), big(lp.specular), big(lp.shadow)) for name, lp in result.per_light.items()}
-        return target, big(state["source"]), specular, per_light
+        return big(target_small), None, specular, per_light, ratio
 
 
 def _bbox(mask: np.ndarray, pad: int = 2) -> tuple[slice, slice]:
@@ -136,8 +142,11 @@ class NovelViewPath:
         return self.textures.get(self._cache, self._current_geometry)
 
     def source(self, index: int, crop_linear: np.ndarray, track) -> render.SourceView:
-        """The frame as a source (kept for the last few frames)."""
+        """The frame as a source (kept for the last few frames; a frame whose camera changed, another clip's frame
+        of the same index, is made again)."""
         src = self._sources.get(index)
+        if src is not None and src.label.tobytes() != np.asarray(track.camera, np.float32).tobytes():
+            src = None
         if src is None:
             src = self._make_source(index, crop_linear, track)
             self._sources[index] = src
@@ -147,7 +156,7 @@ class NovelViewPath:
 
     def view(self, index: int, crop_linear: np.ndarray, track, camera_label: np.ndarray, cache) -> render.NovelView:
         """The re-posed frame at its source light (kept for the last few (frame, camera) pairs)."""
-        key = (index, np.asarray(camera_label, np.float32).tobytes())
+        key = (index, np.asarray(track.camera, np.float32).tobytes(), np.asarray(camera_label, np.float32).tobytes())
         nv = self._views.get(key)
         if nv is None:
             src = self.source(index, crop_linear, track)
@@ -165,16 +174,17 @@ class NovelViewPath:
 
         lighting = SceneLighting.coerce(lighting)
         nv = self.view(index, crop_linear, track, camera_label, cache)
-        src = self._sources.get(index) or self.source(index, crop_linear, track)
-        target, source_shading, specular, per_light = self.shade(nv, src, lighting)
-        if source_shading is None:
-            source_shading = nv.source_shading
+        src = self.source(index, crop_linear, track)
+        target, source_shading, specular, per_light, *rest = self.shade(nv, src, lighting)
         head = nv.head_alpha
-        # The filmed view's ratio (lighting.analytic.relight_by_shading: guarded, clamped), on the head's box only.
         image = np.array(nv.image, copy=True)
         box = _bbox(head > 0)
-        ratio = analytic.relight_by_shading(np.ones_like(target[box]), (head[box] > 0).astype(np.float32),
-                                            source_shading[box], target[box])
+        if rest and rest[0] is not None:  # the shading made the ratio itself (at its own size)
+            ratio = rest[0][box]
+        else:  # the filmed view's ratio (lighting.analytic.relight_by_shading: guarded, clamped), on the head's box
+            source_shading = nv.source_shading if source_shading is None else source_shading
+            ratio = analytic.relight_by_shading(np.ones_like(target[box]), (head[box] > 0).astype(np.float32),
+                                                source_shading[box], target[box])
         a = head[box][..., None]
         add = 0.0 if specular is None else specular[box]
         image[box] = nv.image[box] + a * (nv.image[box] * (ratio - 1.0) + add)

@@ -6,7 +6,7 @@ of the clip), else its ``mirror`` image, else a push-pull ``fill``. Texture colo
 re-shaded with the frame's source irradiance, so the result is a plate at the source light throughout; the engine
 then relights it exactly as it relights the filmed view (``plate × E_target / E_source`` at the new view's normals).
 
-Outside the new head: the frame's background with the old head inpainted (``fill.background_plate``), the torso
+Outside the new head: the frame's background with the old head inpainted (``fill.inpainted_background``), carried along by the head's motion near it, the torso
 untouched. The returned ``alpha`` covers the old head and the new one, so a replace-paste of the crop into the full
 frame leaves no ghost of the old head.
 """
@@ -20,7 +20,6 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from blender_relight.lighting import sh as shmath
 from blender_relight.novel_view import fill, reproject, texture as tex
 from blender_relight.novel_view.views import ViewRequest, clamp_view  # noqa: F401 - ViewRequest in NovelView
 
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 
 #: How far the old head region (the plate's matte) is grown before the background behind it is inpainted (crop px):
 #: hair wisps and the matte's soft edge must not stay behind as a ghost.
-OLD_HEAD_GROW_PX = 8
+OLD_HEAD_GROW_PX = 11
 #: Feather of the new head's coverage edge (px): the geometry's silhouette is hard, a filmed edge is not.
 EDGE_FEATHER_PX = 1.2
 KEEP_FRAMES = 4

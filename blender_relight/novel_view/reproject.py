@@ -16,7 +16,8 @@ import numpy as np
 from blender_relight import camera
 
 #: Depth test (EG3D world units; the outer eye corners are 0.205 apart): a point up to OCCLUSION_TOL behind the
-#: source surface is the surface itself (the head shell sits 0.012 behind the face mesh's border); the trust falls to 0 over a further OCCLUSION_RAMP.
+#: source surface is the surface itself (the head shell sits 0.012 behind the face mesh's border); the trust falls
+#: to 0 over a further OCCLUSION_RAMP.
 OCCLUSION_TOL = 0.025
 OCCLUSION_RAMP = 0.03
 #: Cosine between normal and the source's view ray: no trust below COS_LOW (grazing: stretched, mixed with the

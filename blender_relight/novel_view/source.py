@@ -20,6 +20,8 @@ from blender_relight.novel_view.render import SourceView
 #: grown by this fraction of the crop side (hair beside the face, and a fringe of background to learn from).
 HAIR_FOREHEAD = 1.4
 HAIR_GROW = 0.10
+#: Matte holes up to about this radius (crop px) are closed.
+HOLE_PX = 6
 
 
 def hair_matte(crop_linear: np.ndarray, points_crop: np.ndarray) -> np.ndarray:
@@ -35,7 +37,13 @@ def whole_head(track, crop_linear: np.ndarray, engine_matte: np.ndarray):
     head shell fitted to it."""
     from blender_relight.geometry import head_geometry
 
+    import cv2
+
     matte = np.maximum(np.asarray(engine_matte, np.float32), hair_matte(crop_linear, track.points_crop()))
+    # GrabCut leaves small holes where skin is shadowed like the wall (beside the jaw, under the ear); seen through,
+    # they showed the background as pale patches on a turned head. A closing fills holes up to ~HOLE_PX across.
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * HOLE_PX + 1, 2 * HOLE_PX + 1))
+    matte = np.maximum(matte, cv2.morphologyEx(matte, cv2.MORPH_CLOSE, k))
     return head_geometry(track, matte), matte
 
 

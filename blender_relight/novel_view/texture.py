@@ -22,7 +22,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -246,10 +246,10 @@ def _code_identity() -> bytes:
     change to any of them makes stored textures stale."""
     from blender_relight import head_proxy
     from blender_relight.geometry import head
-    from blender_relight.novel_view import render
+    from blender_relight.novel_view import render, source
 
     h = hashlib.sha1()
-    for module in (head, head_proxy, reproject, render):
+    for module in (head, head_proxy, reproject, render, source):
         h.update(Path(module.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
     return h.digest()
@@ -263,14 +263,3 @@ def texture_key(uv: np.ndarray, triangles: np.ndarray, size: int, frames: Iterab
     h.update(np.asarray(triangles, np.int32).tobytes())
     h.update(f"{size}|{FORMAT_VERSION}|{list(frames)}|{extra}".encode())
     return h.hexdigest()[:16]
-
-
-def pick_frames(tracked: list[int], max_frames: int = MAX_FRAMES) -> list[int]:
-    """Evenly spread frames of a clip to build its texture from (all of them for a short clip)."""
-    if len(tracked) <= max_frames:
-        return list(tracked)
-    picks = np.linspace(0, len(tracked) - 1, max_frames).round().astype(int)
-    return [tracked[i] for i in sorted(set(picks.tolist()))]
-
-
-ProgressFn = Callable[[int, int], None]
