@@ -227,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("video", help="portrait video (or a still image)")
         p.add_argument("--cache", default=None, help="cache folder (default: ~/.cache/blender-relight)")
         p.add_argument("--frames", default=None, help=FRAMES_HELP)
-        p.add_argument("--engine", default="auto", choices=("auto", "neural", "analytic"),
-                       help="neural: the trained 3D model (novel views); analytic: tracked geometry + SH ratio")
+        p.add_argument("--engine", default="auto", choices=("auto", "geometry", "neural", "analytic"),
+                       help="auto = geometry: tracked head mesh, per-light shading with cast shadows, new views by "
+                            "reprojecting the plate; neural: the trained 3D model; analytic: face mesh + SH ratio")
         p.add_argument("--provider", default="auto", help="ONNX Runtime provider: auto, cuda, cpu, tensorrt")
         p.add_argument("--weights", default=None,
                        help="model folder (default: the shipped weights); one that is not a model is an error")
@@ -269,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the embedded default: shipped portrait, moving light, orbiting camera")
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     p.add_argument("--num-frames", type=int, default=48, help="clip length in frames")
-    p.add_argument("--engine", default="auto", choices=("auto", "neural", "analytic"))
+    p.add_argument("--engine", default="auto", choices=("auto", "geometry", "neural", "analytic"))
     p.add_argument("--provider", default="auto")
     p.set_defaults(func=cmd_demo)
     return parser

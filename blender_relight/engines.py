@@ -603,7 +603,8 @@ def make_engine(name: str = "auto", provider: str = "auto", weights_dir: str | P
     tracked head: identity 0.97-0.99 where the model's render scores 0.88, docs/novel_views.md).
 
     A model folder that was asked for (``weights_dir``) must be a model, under every engine choice: an empty,
-    missing or unreadable one is a ModelFileError, never a silent fall-back to another engine."""
+    missing or unreadable one is a ModelFileError, never a silent fall-back to another engine; under ``auto`` a
+    model folder that was asked for runs the neural engine with it."""
     if name not in ("auto", "neural", "analytic", "geometry"):
         raise RelightError(f"unknown engine {name!r}; use auto, neural, analytic or geometry")
     if weights_dir is not None:
@@ -616,6 +617,9 @@ def make_engine(name: str = "auto", provider: str = "auto", weights_dir: str | P
         return AnalyticEngine()
     if name == "geometry":
         return GeometryEngine()
-    if name == "neural":
+    if name == "neural" or weights_dir is not None:  # a model folder asked for under auto: that model runs
+        if name == "auto" and not weights_are_trained(Path(weights_dir)):
+            raise ModelFileError(f"{weights_dir}: its model.json says the weights are not trained; train them "
+                                 "(docs/training.md) or leave the model folder empty")
         return NeuralEngine(weights_dir, provider)
     return GeometryEngine()

@@ -9,8 +9,9 @@ import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty)
 
 ENGINES = [
-    ("auto", "Auto", "The shipped neural model (or the preferences' Model folder, which must then hold a valid "
-                     "model: a broken one is an error), else the analytic engine"),
+    ("auto", "Auto", "The geometry engine: the tracked head mesh, each light shaded with cast shadows and "
+                     "highlights, new camera angles by reprojecting the filmed plate"),
+    ("geometry", "Geometry", "Same as Auto"),
     ("analytic", "Analytic", "Tracked face geometry and an SH shading ratio (no model files needed)"),
     ("neural", "Neural", "The 3D-aware relighting network (needs the ONNX model files)"),
 ]

@@ -106,6 +106,8 @@ def describe_engine(session: Any) -> str:
         provider = getattr(runtime, "provider", "") if runtime is not None else ""
         where = f" on {str(provider).replace('ExecutionProvider', '')}" if provider else ""
         return f"Neural engine{where}: new views follow the camera"
+    if engine.name == "geometry":
+        return "Geometry engine: lights cast shadows; new views reproject the filmed plate (±30° yaw, ±20° pitch)"
     return "Analytic engine: filmed view only; camera moves are ignored"
 
 

@@ -28,9 +28,9 @@ def session(tmp_path_factory):
     s.close()
 
 
-def test_auto_engine_uses_the_shipped_model_for_new_views():
-    engine = make_engine("auto")  # the geometry engine at the filmed view (engines.make_engine)
-    assert isinstance(engine.novel_view_engine, NeuralEngine) and engine.supports_novel_view
+def test_auto_engine_renders_new_views_by_reprojection():
+    engine = make_engine("auto")  # the geometry engine at the filmed view and at new views (engines.make_engine)
+    assert engine.name == "geometry" and engine.supports_novel_view and engine.novel_view_engine is None
 
 
 def test_own_light_at_the_source_view_returns_the_input(session):

@@ -68,7 +68,9 @@ def test_pose_error_against_reference_cameras(tmp_path: Path) -> None:
     np.save(clip.with_suffix(".cameras.npy"), cams)
     again = load_clip_frames(clip, stride=1, max_frames=3)
     assert len(again.pose_errors) == 3
-    assert np.allclose(again.pose_errors, 0.0, atol=1e-2)
+    # The reference is stored as float32 (EG3D labels are): the angle of R_a^T R_b through arccos near 1 then has a
+    # resolution of sqrt(2 * 6e-8) rad ~ 0.02 degrees, so 0.05 degrees is "the same camera".
+    assert np.allclose(again.pose_errors, 0.0, atol=5e-2)
     np.save(clip.with_suffix(".cameras.npy"), np.zeros((5, 24), np.float32))
     with pytest.raises(Exception, match="cameras.npy"):
         load_clip_frames(clip, stride=1, max_frames=1)
