@@ -219,7 +219,11 @@ class ClipSession:
             elif track.tracked:
                 visit.append(i)
         title = f"analysed {self.info.path.name} with the {self.engine.name} engine"
+        if cancel is not None and cancel():
+            raise Cancelled(f"analysis of {self.info.path.name} stopped before it started; a rerun resumes")
         if not missing and not visit:
+            if progress:
+                progress(len(frames), len(frames))
             summary = self._status_summary(title, [self.cache.get_track(i) for i in frames])
             summary.lines.insert(0, f"{len(frames)} frames already analysed (cache): nothing to do")
             return summary

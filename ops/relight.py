@@ -96,12 +96,16 @@ def status_words(status: str) -> str:
 
 
 def light_hint(session: Any, req: FrameRequest) -> str:
-    """Why the face looks dark (or blown out): the scene's light on the face against the filmed light (SH DC)."""
+    """Why the face looks dark (or blown out): the scene's irradiance on the face (the normal facing the camera)
+    against the filmed light's."""
+    from blender_relight.lighting import sh as shmath
+
     track = session.cache.get_track(req.index)
     if track is None or getattr(track, "source_sh", None) is None:
         return ""
-    source = float(np.mean(np.asarray(track.source_sh, dtype=np.float64).reshape(9, -1)[0]))
-    target = float(np.mean(np.asarray(req.sh, dtype=np.float64).reshape(9, -1)[0]))
+    facing = np.array([0.0, -1.0, 0.0])  # head frame: y points into the face
+    source = float(np.mean(shmath.irradiance(facing, shmath.as_rgb(np.asarray(track.source_sh, np.float64)))))
+    target = float(np.mean(shmath.irradiance(facing, shmath.as_rgb(np.asarray(req.sh, np.float64)))))
     if source <= 1e-6:
         return ""
     ratio = target / source
