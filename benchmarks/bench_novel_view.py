@@ -20,12 +20,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def rate(fn, n: int) -> float:
-    start = time.perf_counter()
-    for i in range(n):
-        fn(i)
-    return n / (time.perf_counter() - start)
+from benchmarks.bench_pipeline import rate  # noqa: E402  (one timing loop for the benchmarks)
 
 
 def main() -> None:

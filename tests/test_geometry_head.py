@@ -11,21 +11,14 @@ import pytest
 from blender_relight import camera as cam
 from blender_relight.geometry import HeadGeometry, head_geometry, project, rasterize
 from blender_relight.geometry import raster
-from tests.real_data import DATA
+from tests.real_data import real_frame_bgr
 
 
 @functools.lru_cache(maxsize=4)
 def _tracked(clip: str, frame: int):
     from blender_relight.tracking.tracker import FaceTracker
 
-    video = DATA / "videos" / clip
-    if not video.exists():
-        pytest.skip(f"{video} not found: the real-face checks need ../shared/data")
-    capture = cv2.VideoCapture(str(video))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
-    ok, image = capture.read()
-    capture.release()
-    assert ok
+    image = real_frame_bgr(clip, frame)
     tracker = FaceTracker(estimate_sh=False)
     track = tracker.track(frame, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
     tracker.close()
