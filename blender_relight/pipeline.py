@@ -359,7 +359,10 @@ class ClipSession:
         passes = {}
         if with_passes:
             zeros = np.zeros_like(frame_linear[..., :1])
-            for name in PASS_NAMES:
+            # The standard passes, then whatever else the engine gives (the geometry engine's per-light
+            # light_<name>_diffuse / _specular / _shadow and its specular), which the multilayer EXR carries.
+            names = [*PASS_NAMES, *(n for n in relit.passes if n not in PASS_NAMES)]
+            for name in names:
                 crop_pass = relit.passes.get(name)
                 if crop_pass is None:
                     continue

@@ -121,6 +121,7 @@ class SequenceWriter:
         else:
             layers: dict[str, np.ndarray] = {"": _rgba(relit.image)}
             layers.update({name: relit.passes[name] for name in PASS_NAMES if name in relit.passes})
+            layers.update({name: p for name, p in relit.passes.items() if name not in PASS_NAMES})  # per light
             exr.write(target, layers)
         if self.passes and self.format != "multilayer":
             for name in PASS_NAMES:

@@ -181,3 +181,22 @@ def test_unplayable_video_is_not_published(session, tmp_path):
     with pytest.raises(RelightError, match="unplayable"):
         sequence.publish_video(part, target, FRAMES)
     assert target.read_bytes() == good.read_bytes()
+
+
+def test_multilayer_exr_carries_each_lights_passes(tmp_path):
+    """A Blender light shaded by the geometry engine reaches the multilayer EXR as its own diffuse, specular and
+    shadow layers (issue 14: per-light passes), not only the standard five."""
+    from blender_relight.lighting.blender_lights import LightSpec
+    from blender_relight.lighting.scene import SceneLighting
+    from blender_relight.pipeline import ClipSession
+
+    session = ClipSession(ASTRONAUT, cache_dir=tmp_path / "cache", engine="geometry")
+    try:
+        key = LightSpec("SUN", power=3.0, direction=(-0.7, 0.7, -0.2), name="Key")
+        lighting = SceneLighting(sh=np.zeros((9, 3)), lights=(key,))
+        out = tmp_path / "ml"
+        sequence.render_sequence(session, out, frames=[0], light=lambda i: lighting, image_format="multilayer")
+        layers = {name.split(".")[0] for name in exr.channels(out / "frame_000000.exr")}
+    finally:
+        session.close()
+    assert {"light_Key_diffuse", "light_Key_specular", "light_Key_shadow"} <= layers, sorted(layers)
