@@ -82,21 +82,13 @@ class TooFewPixelsError(RelightError):
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
 
 
-def _fibonacci_sphere(count: int) -> np.ndarray:
-    i = np.arange(count) + 0.5
-    z = 1.0 - 2.0 * i / count
-    r = np.sqrt(1.0 - z * z)
-    phi = np.pi * (3.0 - np.sqrt(5.0)) * i
-    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
-
-
 #: Directions a camera sees of a face (the front hemisphere, y < 0 in the SH frame), for :func:`white_balance`.
-_SPHERE_128 = _fibonacci_sphere(128)
+_SPHERE_128 = shlib.fibonacci_sphere(128)
 _FRONT_BASIS = shlib.irradiance_basis(_SPHERE_128[_SPHERE_128[:, 1] < 0])
 
 #: Directions of the distant point lights the estimate is made of (Fibonacci sphere; 12-16° apart, finer than a
 #: second-order SH can tell apart).
-LOBE_DIRECTIONS = _fibonacci_sphere(160)
+LOBE_DIRECTIONS = shlib.fibonacci_sphere(160)
 #: Radiance SH ``(9, K + 1)`` of each lobe at unit strength: a point light per direction (``sh.directional_light_sh``)
 #: and, last, a uniform ambient of the same irradiance (``sh.ambient_sh``).
 LOBE_SH = np.concatenate([shlib.sh_basis(LOBE_DIRECTIONS).T, shlib.ambient_sh(np.full(3, 1.0 / np.pi))[:, :1]],

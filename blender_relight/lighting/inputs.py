@@ -66,15 +66,7 @@ def check_sh(sh: np.ndarray, source: str) -> np.ndarray:
     return sh
 
 
-def _fibonacci(count: int) -> np.ndarray:
-    i = np.arange(count) + 0.5
-    z = 1.0 - 2.0 * i / count
-    r = np.sqrt(1.0 - z * z)
-    phi = np.pi * (3.0 - np.sqrt(5.0)) * i
-    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
-
-
-_SPHERE = _fibonacci(256)
+_SPHERE = shlib.fibonacci_sphere(256)
 
 
 def load_sh_file(path: str | Path, scale: float = 1.0) -> np.ndarray:

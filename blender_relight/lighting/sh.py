@@ -31,6 +31,16 @@ COSINE_LOBE = np.array([np.pi] + [2.0 * np.pi / 3.0] * 3 + [np.pi / 4.0] * 5)
 EG3D_WORLD_TO_SH = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 
+def fibonacci_sphere(count: int) -> np.ndarray:
+    """``count`` nearly uniform unit directions (a Fibonacci spiral): where a light is tested or sampled over the
+    whole sphere (non-negativity checks, the estimate's lobes)."""
+    i = np.arange(count) + 0.5
+    z = 1.0 - 2.0 * i / count
+    r = np.sqrt(1.0 - z * z)
+    phi = np.pi * (3.0 - np.sqrt(5.0)) * i
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+
+
 def sh_basis(directions: np.ndarray) -> np.ndarray:
     """Real SH basis Y_k(d) for unit directions ``(..., 3)`` in the SH frame; returns ``(..., 9)``.
 
