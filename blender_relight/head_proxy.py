@@ -11,40 +11,26 @@ import cv2
 import numpy as np
 
 
-#: Side of the square GrabCut runs at: enough for a head's outline (upsampled and feathered), ~35 ms a frame.
-MATTE_SIZE = 128
-
-
 def head_alpha(crop_srgb: np.ndarray, head_mask: np.ndarray, mesh_coverage: np.ndarray,
                feather_px: float = 3.0) -> np.ndarray:
-    """Where a crop may be relit: the head and hair inside the tracker's head mask, background left out.
+    """Where a crop may be relit: the head and hair inside the caller's head region ``head_mask``, background left
+    out.
 
-    Why: the head mask is the landmarks' hull plus a forehead band; beside the cheeks, under the jaw and above thin
-    hair it takes in background, which the ratio then lit as if it were skin (a halo). GrabCut, seeded with the face
-    mesh as sure foreground and everything outside the mask as sure background, separates head and hair from what
-    is behind them by colour. If it finds nothing usable, the mask is returned as it was.
-    """
+    Why: a head region (the landmarks' hull plus a forehead band, or the head shell's silhouette grown) takes in
+    background beside the cheeks, under the jaw and above thin hair, which the ratio then lit as if it were skin (a
+    halo) and a new camera moved as if it were head (a pale balloon). The person matte (``matting.person_matte``,
+    a segmentation network) says which of its pixels are the person; the face mesh (feathered by ``feather_px``)
+    counts as person whatever the network says (glasses, a hand-shadowed cheek)."""
+    from blender_relight.matting import person_matte
+
     mask = np.asarray(head_mask, np.float32)
     h, w = mask.shape[:2]
-    s = MATTE_SIZE
-    small = cv2.resize(np.asarray(crop_srgb, np.uint8), (s, s), interpolation=cv2.INTER_AREA)
-    seeds = np.full((s, s), cv2.GC_BGD, np.uint8)
-    seeds[cv2.resize(mask, (s, s), interpolation=cv2.INTER_LINEAR) > 0.05] = cv2.GC_PR_FGD
-    face = cv2.resize(np.asarray(mesh_coverage, np.uint8), (s, s), interpolation=cv2.INTER_NEAREST)
-    seeds[cv2.erode(face, np.ones((3, 3), np.uint8)) > 0] = cv2.GC_FGD
-    if not (seeds == cv2.GC_FGD).any() or not (seeds == cv2.GC_BGD).any():
-        return mask
-    try:
-        # GrabCut seeds its colour models from OpenCV's thread RNG: seeded here, the matte of a frame does not depend
-        # on what ran before it (a scrub gave edges up to 67/255 apart).
-        cv2.setRNGSeed(0)
-        cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), seeds, None, np.zeros((1, 65)), np.zeros((1, 65)), 3,
-                    cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
-        return mask
-    head = ((seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)).astype(np.float32)
-    head = cv2.GaussianBlur(cv2.resize(head, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), feather_px)
-    return (mask * head).astype(np.float32)
+    person = person_matte(crop_srgb)
+    if person.shape != (h, w):
+        person = cv2.resize(person, (w, h), interpolation=cv2.INTER_LINEAR)
+    face = cv2.erode(np.asarray(mesh_coverage, np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
+    face = cv2.GaussianBlur(face, (0, 0), feather_px)
+    return (mask * np.maximum(person, face)).astype(np.float32)
 
 
 def ellipsoid_normals(mask: np.ndarray) -> np.ndarray:
@@ -115,7 +101,7 @@ def edge_fade(size: int) -> np.ndarray:
 
 def head_matte(crop_srgb: np.ndarray, shell_coverage: np.ndarray, face_coverage: np.ndarray,
                grow: float = 0.16, feather_px: float = 3.0) -> np.ndarray:
-    """The whole head's soft matte (hair, ears, neck included) for the geometry engine: GrabCut (``head_alpha``)
+    """The whole head's soft matte (hair, ears, neck included) for the geometry engine: the person matte (``head_alpha``)
     inside the head shell's silhouette grown by ``grow`` × the crop side (hair reaches past any prior shape), seeded
     with the face mesh as sure foreground; faded toward the crop's edges (:func:`edge_fade`)."""
     size = crop_srgb.shape[0]

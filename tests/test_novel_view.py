@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from blender_relight import camera
+from blender_relight.head_proxy import edge_fade
 from blender_relight.geometry import head_geometry, project, rasterize
 from blender_relight.lighting import sh as shmath
 from blender_relight.novel_view import NovelViewRenderer, SourceView, clip, fill, reproject, texture as tex, views
@@ -65,7 +66,7 @@ def test_range_clamp_keeps_views_inside_and_turns_others_back(astronaut_track) -
     again = views.clamp_view(src, req.label)  # the clamped camera is on the edge of the range
     assert abs(again.yaw_deg - 30.0) < 1e-3 and abs(again.pitch_deg - 20.0) < 1e-3
     c_far, c_new = camera.split_label(far)[0], camera.split_label(req.label)[0]
-    assert abs(np.linalg.norm(c_far[:3, 3] - camera.LOOK_AT) - np.linalg.norm(c_new[:3, 3] - camera.LOOK_AT)) < 1e-5
+    assert abs(np.linalg.norm(c_far[:3, 3] - views.PIVOT) - np.linalg.norm(c_new[:3, 3] - views.PIVOT)) < 1e-5
 
 
 def test_filmed_camera_gives_the_plate_back(astronaut_track) -> None:
@@ -80,8 +81,8 @@ def test_filmed_camera_gives_the_plate_back(astronaut_track) -> None:
     head = src.gbuffer.mask
     off = np.abs(nv.image - src.crop).max(axis=2)[head] > 0.03
     assert off.mean() < 0.01, off.mean()  # silhouettes and depth edges included: no seam, no fill at the filmed view
-    outside = nv.alpha < 1e-3
-    assert outside.mean() > 0.3
+    outside = (nv.alpha < 1e-3) & (edge_fade(512) > 0.999)  # the crop's border band is the paste's blend zone
+    assert outside.mean() > 0.2
     np.testing.assert_allclose(nv.image[outside], src.crop[outside], atol=1e-5)
 
 
@@ -157,11 +158,12 @@ def test_mirror_texture_fills_the_unseen_side_of_a_symmetric_texture(astronaut_t
 
 
 def test_blend_weights_change_continuously_with_the_camera(astronaut_track) -> None:
-    """An orbit step of 0.5° changes no blend weight by more than a small amount anywhere on the head (no popping)."""
+    """An orbit step of 0.3° changes no blend weight by more than a small amount anywhere on the head (no popping)."""
     src = _synthetic_source(astronaut_track, astronaut_track.camera)
     r = NovelViewRenderer(rasterize, project)
     one = r.render(src, views.offset_label(src.label, 20.0, 0.0))
-    two = r.render(src, views.offset_label(src.label, 20.5, 0.0))
+    # 0.3°: new views turn about the head's centre, so the face itself moves ~0.14 units × the angle in the image
+    two = r.render(src, views.offset_label(src.label, 20.3, 0.0))
     both = (one.head_alpha > 0.99) & (two.head_alpha > 0.99)
     for name in ("plate", "fill"):
         step = np.abs(one.weights[name] - two.weights[name])[both]

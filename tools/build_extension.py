@@ -41,9 +41,9 @@ ALL_PLATFORMS = ("linux-x64", "windows-x64", "macos-arm64", "macos-x64", "linux-
 
 
 #: mediapipe solutions whose model files (``.tflite``) the staged wheel leaves out: the add-on runs face detection and
-#: the face mesh only. Their Python modules stay (``mediapipe.solutions`` imports every solution at import time).
+#: the face mesh, and the selfie segmentation for the head matte (``blender_relight.matting``). Their Python modules stay (``mediapipe.solutions`` imports every solution at import time).
 MEDIAPIPE_UNUSED_MODELS = ("hand_landmark", "palm_detection", "pose_landmark", "pose_detection",
-                           "selfie_segmentation", "holistic_landmark", "objectron")
+                           "holistic_landmark", "objectron")
 
 
 class BuildError(RuntimeError):

@@ -1,4 +1,5 @@
-"""Filling what no source saw: a push-pull fill (smooth, weighted, fast) and the background behind a moved head.
+"""Filling what no source saw: a push-pull fill of the head (smooth, weighted, fast) and the background behind a
+moved head (Telea's inpainting: :func:`inpainted_background`).
 
 Why push-pull: the last fallback must be smooth and free of seams whatever the hole's shape; a weighted image pyramid
 (pull: average down with weights, push: fill each level's gaps from the coarser one) does that in a few ms at 512²,
@@ -37,20 +38,22 @@ def push_pull(colour: np.ndarray, weight: np.ndarray, levels: int = 8) -> np.nda
     return filled.astype(np.float32)
 
 
-def inpainted_background(crop: np.ndarray, hole: np.ndarray, work_size: int = 128) -> np.ndarray:
+def inpainted_background(crop: np.ndarray, hole: np.ndarray, work_size: int = 256) -> np.ndarray:
     """The crop with ``hole`` (H, W) [0, 1] (the filmed head grown by a margin, so hair wisps and the matte's soft
     edge do not bleed in) painted over from its surroundings: what was behind the head, as far as one frame can tell.
 
-    Why push-pull and not cv2.inpaint: Telea's inpainting carries the colours on the hole's border inward along
-    straight streaks; where hair touches the crop's edge (a tall hairdo) those streaks drew a second, ghostly head
-    beside the re-posed one. The push-pull fill (weights 1 − hole, so nothing near the head counts) is a smooth
-    wash of the background's colours, which is what an out-of-focus wall behind a head looks like. It runs at
-    ``work_size`` (the result is smooth anyway); outside the hole the crop is untouched."""
+    Telea's inpainting (``cv2.inpaint``) at ``work_size``, in sRGB 8-bit, carries the wall's colours in from the
+    hole's own border, so the strip a turned head uncovers continues the wall beside it. (A push-pull wash, used
+    while the matte was GrabCut's, averaged the whole background: a pale band beside every turned head; Telea had
+    been dropped then because hair left outside that matte streaked into the hole as a ghost head. The person
+    matte keeps the hair inside the hole.) Outside the hole the crop is untouched."""
+    from blender_relight import colour
+
     img = np.asarray(crop, dtype=np.float32)
     h, w = img.shape[:2]
     a = np.clip(np.asarray(hole, np.float32), 0.0, 1.0)
-    small = cv2.resize(img, (work_size, work_size), interpolation=cv2.INTER_AREA)
-    known = cv2.resize((1.0 - a) ** 2, (work_size, work_size), interpolation=cv2.INTER_AREA)
-    known = np.where(known > 0.98, 1.0, known * 0.25).astype(np.float32)  # only clean background counts fully
-    painted = cv2.resize(push_pull(small, known), (w, h), interpolation=cv2.INTER_LINEAR)
+    small = colour.linear_to_uint8_srgb(cv2.resize(img, (work_size, work_size), interpolation=cv2.INTER_AREA))
+    unknown = cv2.resize(a, (work_size, work_size), interpolation=cv2.INTER_AREA) > 0.01
+    painted = cv2.inpaint(small, unknown.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+    painted = cv2.resize(colour.uint8_srgb_to_linear(painted), (w, h), interpolation=cv2.INTER_LINEAR)
     return (img * (1.0 - a[..., None]) + painted * a[..., None]).astype(np.float32)

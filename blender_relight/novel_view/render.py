@@ -20,6 +20,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from blender_relight.head_proxy import edge_fade
 from blender_relight.novel_view import fill, reproject, texture as tex
 from blender_relight.novel_view.views import ViewRequest, clamp_view  # noqa: F401 - ViewRequest in NovelView
 
@@ -137,7 +138,7 @@ class NovelViewRenderer:
         head = grown((matte > 0.5).astype(np.float32), OLD_HEAD_GROW_PX)
         entry = {"label": np.asarray(source.label, np.float32), "colour_trust": plate_trust(matte),
                  "depth_min": reproject.min_depth(source.gbuffer.depth), "head": np.maximum(head, matte),
-                 "old_head": grown(np.maximum(matte, covered), 2 * OLD_HEAD_GROW_PX), "background": None}
+                 "old_head": grown((matte > 0.05).astype(np.float32), OLD_HEAD_GROW_PX), "background": None}
         self._frames[key] = entry
         while len(self._frames) > KEEP_FRAMES:
             self._frames.popitem(last=False)
@@ -251,19 +252,24 @@ class NovelViewRenderer:
             weights["plate"][pixels] = w_plate
             weights["fill"][pixels] = np.maximum(rest, 0.0)
             head[pixels] = seen + np.maximum(rest, 0.0)[:, None] * filled
-            # Coverage: the geometry's silhouette, softened by the plate's matte where the frame saw the point (hair
-            # edges keep the matte's softness).
-            # Coverage: where the frame saw the point, whether it was head there (the matte, sharpened: its soft
-            # edge is wider than the hair's, and a turned head stretches it); points it did not see are head.
-            v = hit.visible
-            head_alpha[pixels] = v * reproject.smoothstep(MATTE_ALPHA[0], MATTE_ALPHA[1], matte_at) + (1.0 - v)
+            # Coverage: the filmed head's silhouette bounds the head (a visual hull from one view): every point of
+            # the head, seen or hidden, projects into the filmed matte. So a point of the new view is head as far as
+            # the matte at its projection says (sharpened: its soft edge is wider than the hair's), whether the
+            # frame saw it or not; only points projecting outside the crop, where the frame cannot tell, count as
+            # head. (Counting every hidden point as head drew the prior shell's unseen sides, wider than the real
+            # head, as an opaque pale balloon filled from the background's colours.)
+            head_alpha[pixels] = np.where(hit.inside, reproject.smoothstep(MATTE_ALPHA[0], MATTE_ALPHA[1], matte_at),
+                                          1.0)
         head_alpha = head_alpha.reshape(size, size)
         inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
         head_alpha = np.clip(np.minimum(head_alpha, cv2.GaussianBlur(inner, (0, 0), EDGE_FEATHER_PX) * 1.5), 0.0, 1.0)
         background, moved = self._surroundings(source, entry, pixels, hit.xy if pixels.size else None, mask)
         a = head_alpha[..., None]
         image = background * (1.0 - a) + head.reshape(size, size, 3) * a
-        alpha = np.maximum(np.maximum(entry["old_head"], head_alpha), moved)
+        # The paste fades out toward the crop's edges as the engine's matte does (``head_proxy.edge_fade``): the
+        # torso and hair the head's motion carries along meet the untouched frame without a line at the crop's edge.
+        fade = edge_fade(size)
+        alpha = np.maximum(np.maximum(entry["old_head"], head_alpha), moved) * fade
         return NovelView(image.astype(np.float32), alpha.astype(np.float32), head_alpha.astype(np.float32), gb,
                          e_src.reshape(size, size, 3), {k: v.reshape(size, size) for k, v in weights.items()}, view,
                          notes)

@@ -57,6 +57,8 @@ class SourceLookup:
     #: whether the source saw the point at all (in front, facing it, inside the crop), stretch aside: where the
     #: source's matte says whether the point is head
     visible: np.ndarray | None = None
+    #: whether the point projects inside the source crop (where the source's matte can say whether it is head)
+    inside: np.ndarray | None = None
 
 
 def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_label: np.ndarray,
@@ -99,7 +101,7 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
         seen = (visible * facing * inside).astype(np.float32)
     if source_matte is not None:
         weight = weight * np.asarray(source_matte, dtype=np.float32)[yi, xi]
-    return SourceLookup(pixels, xy, weight.astype(np.float32), seen)
+    return SourceLookup(pixels, xy, weight.astype(np.float32), seen, inside)
 
 
 def sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:

@@ -3,7 +3,13 @@
 Why a range: a frame shows one side of a head; beyond about 30° of yaw and 20° of pitch from where it was filmed, most
 of what a new camera sees was never filmed in that frame (and a talking-head clip rarely shows it in others), so the
 view is clamped to the range and the caller is told. Angles are measured as the direction of the camera centre seen
-from EG3D's pivot (0, 0, 0.2), the point cameras look at, yaw about world y and pitch toward world y (up).
+from :data:`PIVOT`, the head's centre, yaw about world y and pitch toward world y (up).
+
+Why the head's centre and not EG3D's look-at point (0, 0, 0.2, on the face): a camera carried about a point on the
+face swings the rest of the head sideways in the image (0.14 units of the head lie behind that point: at 30° of yaw
+the silhouette moved by ~12 % of the crop), uncovering a strip of background the frame never saw, which could only
+be inpainted (a pale band beside every turned head). Carried about the head's centre, a turntable, the head's
+outline stays nearly where it was filmed and the face turns within it.
 """
 from __future__ import annotations
 
@@ -12,13 +18,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from blender_relight import camera
+from blender_relight.geometry.head import HEAD_CENTRE
 
 MAX_YAW_DEG = 30.0
+#: The point new views turn about: the prior head shape's centre in EG3D world, where the tracker's cameras put the
+#: template head.
+PIVOT = np.asarray(HEAD_CENTRE, dtype=np.float64)
 MAX_PITCH_DEG = 20.0
 
 
-def direction_angles(cam2world: np.ndarray, pivot: np.ndarray = camera.LOOK_AT) -> tuple[float, float]:
-    """(yaw, pitch) in radians of a camera centre seen from ``pivot`` (EG3D orbit convention)."""
+def direction_angles(cam2world: np.ndarray, pivot: np.ndarray = PIVOT) -> tuple[float, float]:
+    """(yaw, pitch) in radians of a camera centre seen from ``pivot`` (EG3D orbit axes)."""
     d = np.asarray(cam2world, dtype=np.float64)[:3, 3] - pivot
     d = d / max(np.linalg.norm(d), 1e-12)
     return float(np.arctan2(d[0], d[2])), float(np.arcsin(np.clip(d[1], -1.0, 1.0)))
@@ -40,7 +50,7 @@ def orbit_rotation(yaw_from: float, pitch_from: float, yaw_to: float, pitch_to: 
     return _rot_y(yaw_to) @ _rot_x(-pitch_to) @ _rot_x(pitch_from) @ _rot_y(-yaw_from)
 
 
-def move_camera(cam2world: np.ndarray, rotation: np.ndarray, pivot: np.ndarray = camera.LOOK_AT) -> np.ndarray:
+def move_camera(cam2world: np.ndarray, rotation: np.ndarray, pivot: np.ndarray = PIVOT) -> np.ndarray:
     """``cam2world`` carried rigidly by ``rotation`` about ``pivot`` (distance, roll and framing kept)."""
     m = np.array(cam2world, dtype=np.float64)
     out = np.eye(4)
