@@ -213,3 +213,26 @@ def test_geometry_engine_new_view_through_the_pipeline_says_when_it_clamps(tmp_p
     inside = session.engine.relight(0, crop, track, AMBIENT, views.offset_label(source, 10.0, 0.0), session.cache)
     assert not inside.notes
     assert (session.cache.root / "novel_view").is_dir()  # the clip texture is stored with the clip
+
+
+def test_a_shell_wider_than_the_filmed_head_is_see_through_at_a_new_view(astronaut_track) -> None:
+    """The filmed silhouette bounds the head (a visual hull): where the prior shell reaches past the plate's matte,
+    its points, seen or hidden from the source, are not head at a new view, so no pale balloon is drawn."""
+    import cv2
+
+    full = _synthetic_source(astronaut_track, astronaut_track.camera)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (41, 41))
+    matte = cv2.erode(full.gbuffer.mask.astype(np.uint8), k).astype(np.float32)  # the head: 20 px inside the shell
+    src = SourceView(full.index, full.crop, full.label, full.geometry, full.gbuffer, matte, full.source_sh)
+    target = views.offset_label(src.label, 30.0, 0.0)
+    nv = NovelViewRenderer(rasterize, project).render(src, target)
+    gb = nv.gbuffer
+    pixels = np.flatnonzero(gb.mask.reshape(-1))
+    xy, _ = project(gb.position.reshape(-1, 3)[pixels], src.label, 512)
+    xi = np.clip(np.rint(xy[:, 0]).astype(int), 0, 511)
+    yi = np.clip(np.rint(xy[:, 1]).astype(int), 0, 511)
+    far_outside = cv2.erode(1 - matte.astype(np.uint8), np.ones((7, 7), np.uint8))[yi, xi] > 0
+    assert far_outside.sum() > 500  # the test sees shell beyond the head
+    assert nv.head_alpha.reshape(-1)[pixels[far_outside]].max() < 0.02
+    inside = cv2.erode(matte.astype(np.uint8), np.ones((7, 7), np.uint8))[yi, xi] > 0
+    assert np.median(nv.head_alpha.reshape(-1)[pixels[inside]]) > 0.99

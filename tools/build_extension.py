@@ -40,8 +40,9 @@ PYTHON_VERSION = "3.11"
 ALL_PLATFORMS = ("linux-x64", "windows-x64", "macos-arm64", "macos-x64", "linux-arm64", "windows-arm64")
 
 
-#: mediapipe solutions whose model files (``.tflite``) the staged wheel leaves out: the add-on runs face detection and
-#: the face mesh, and the selfie segmentation for the head matte (``blender_relight.matting``). Their Python modules stay (``mediapipe.solutions`` imports every solution at import time).
+#: mediapipe solutions whose model files (``.tflite``) the staged wheel leaves out: the add-on runs face detection,
+#: the face mesh and the selfie segmentation (the head matte, ``blender_relight.matting``). Their Python modules stay
+#: (``mediapipe.solutions`` imports every solution at import time).
 MEDIAPIPE_UNUSED_MODELS = ("hand_landmark", "palm_detection", "pose_landmark", "pose_detection",
                            "holistic_landmark", "objectron")
 
