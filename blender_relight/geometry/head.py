@@ -241,6 +241,10 @@ def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return m.reshape(-1)
 
 
+#: Half-width (in the 90 direction bins) of the max filter that makes the fitted outline an envelope of the matte's.
+ENVELOPE_BINS = 3
+
+
 def _silhouette_scale(points_world: np.ndarray, centre_world: np.ndarray, matte: np.ndarray,
                       camera_label: np.ndarray, bins: int = 90) -> np.ndarray:
     """Per-point radial scale that moves the projected outline of ``points_world`` onto the matte's outline.
@@ -273,7 +277,10 @@ def _silhouette_scale(points_world: np.ndarray, centre_world: np.ndarray, matte:
     scale = np.where(extent > 0, scale, 1.0)
     scale = np.where(clipped, np.maximum(scale, 1.0), scale)
     scale = np.clip(scale, 0.75, 1.8)
-    # circular smoothing over ~4 bins
+    # the envelope of the outline (a circular max over ±ENVELOPE_BINS), then circular smoothing over ~4 bins: the
+    # shell reaches the tips of wavy hair instead of cutting through them; a new view's coverage is carved back to
+    # the matte's own outline (``novel_view.render``: the filmed silhouette bounds the head)
+    scale = np.max(np.stack([np.roll(scale, k) for k in range(-ENVELOPE_BINS, ENVELOPE_BINS + 1)]), axis=0)
     k = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
     k /= k.sum()
     scale = np.convolve(np.concatenate([scale[-6:], scale, scale[:6]]), k, mode="same")[6:-6]
