@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from blender_relight.lighting.scene import SceneLighting
-from blender_relight.novel_view import clip, render, source as source_mod
+from blender_relight.novel_view import background, clip, render, source as source_mod
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +128,15 @@ class NovelViewPath:
         self._views: OrderedDict[tuple, render.NovelView] = OrderedDict()
         self._cache = None
         self.textures = clip.ClipTextures(self._make_source)
+        self.plates = background.CleanPlates()
         self.use_clip_texture = use_clip_texture
         self.renderer = render.NovelViewRenderer(source_mod.rasterize_feathered, project, self._texture)
         self._current_geometry = None
 
     def _make_source(self, index: int, crop: np.ndarray, track) -> render.SourceView:
         geometry, matte = self.frame_fn(index, crop, track)
-        return source_mod.source_view(index, crop, track, geometry, matte)
+        plate = self.plates.get(self._cache) if self.use_clip_texture else None
+        return source_mod.source_view(index, crop, track, geometry, matte, plate)
 
     def _texture(self):
         if not self.use_clip_texture or self._cache is None or self._current_geometry is None:
@@ -159,8 +161,9 @@ class NovelViewPath:
         key = (index, np.asarray(track.camera, np.float32).tobytes(), np.asarray(camera_label, np.float32).tobytes())
         nv = self._views.get(key)
         if nv is None:
+            self._cache = cache
             src = self.source(index, crop_linear, track)
-            self._cache, self._current_geometry = cache, src.geometry
+            self._current_geometry = src.geometry
             nv = self.renderer.render(src, camera_label)
             self._views[key] = nv
             while len(self._views) > KEEP:

@@ -6,7 +6,8 @@ of the clip), else its ``mirror`` image, else a push-pull ``fill``. Texture colo
 re-shaded with the frame's source irradiance, so the result is a plate at the source light throughout; the engine
 then relights it exactly as it relights the filmed view (``plate × E_target / E_source`` at the new view's normals).
 
-Outside the new head: the frame's background with the old head inpainted (``fill.inpainted_background``), carried along by the head's motion near it, the torso
+Outside the new head: the frame's background with the old head filled from the clip's clean plate where other frames
+saw behind it (``background``), else inpainted (``fill.inpainted_background``), carried along by the head's motion near it, the torso
 untouched. The returned ``alpha`` covers the old head and the new one, so a replace-paste of the crop into the full
 frame leaves no ghost of the old head.
 """
@@ -58,6 +59,9 @@ class SourceView:
     gbuffer: object  # blender_relight.geometry.raster.GBuffer at ``label``
     matte: np.ndarray
     source_sh: np.ndarray
+    #: the clip's clean plate in this crop (``background.CleanPlate.crop``) and how far to trust it, if the clip has one
+    clean_background: np.ndarray | None = None
+    clean_weight: np.ndarray | None = None
 
 
 @dataclass
@@ -146,7 +150,12 @@ class NovelViewRenderer:
 
     def _background(self, source: SourceView, entry: dict) -> np.ndarray:
         if entry["background"] is None:
-            entry["background"] = fill.inpainted_background(source.crop, entry["old_head"])
+            background = fill.inpainted_background(source.crop, entry["old_head"])
+            if source.clean_background is not None and source.clean_weight is not None:
+                # what other frames of the clip saw behind the head, where they agree; the inpainting elsewhere
+                w = (np.asarray(source.clean_weight, np.float32) * entry["old_head"])[..., None]
+                background = background * (1.0 - w) + np.asarray(source.clean_background, np.float32) * w
+            entry["background"] = background.astype(np.float32)
         return entry["background"]
 
     def _surroundings(self, source: SourceView, entry: dict, pixels: np.ndarray, xy: np.ndarray | None,

@@ -55,11 +55,15 @@ def rasterize_feathered(geometry, camera_label: np.ndarray, size: int = 512):
     return feather_seam(rasterize(geometry, camera_label, size))
 
 
-def source_view(index: int, crop_linear: np.ndarray, track, geometry, matte: np.ndarray) -> SourceView:
-    """Everything the renderer needs of a tracked frame (``track``: a FrameTrack with a source light)."""
+def source_view(index: int, crop_linear: np.ndarray, track, geometry, matte: np.ndarray,
+                plate=None) -> SourceView:
+    """Everything the renderer needs of a tracked frame (``track``: a FrameTrack with a source light); ``plate``:
+    the clip's ``background.CleanPlate`` (None: the background behind the head is inpainted only)."""
     if track.source_sh is None:
         raise RelightError(f"frame {track.index}: no source lighting estimate in the cache; run `analyse` again")
     crop = np.asarray(crop_linear, dtype=np.float32)
     gbuffer = rasterize_feathered(geometry, track.camera, crop.shape[0])
+    clean = (None, None) if plate is None else plate.crop(track.transform.matrix, crop.shape[0])
     return SourceView(index, crop, np.asarray(track.camera, np.float32), geometry, gbuffer,
-                      np.clip(np.asarray(matte, np.float32), 0.0, 1.0), np.asarray(track.source_sh, np.float64))
+                      np.clip(np.asarray(matte, np.float32), 0.0, 1.0), np.asarray(track.source_sh, np.float64),
+                      *clean)
