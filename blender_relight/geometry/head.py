@@ -262,9 +262,13 @@ def _silhouette_scale(points_world: np.ndarray, centre_world: np.ndarray, matte:
     b = ((ang + np.pi) / (2 * np.pi) * bins).astype(np.int64) % bins
     prior = np.zeros(bins)
     np.maximum.at(prior, b, rho)
-    ys, xs = np.nonzero(matte > 0.5)
-    if ys.size < 100:
+    binary = (matte > 0.5).astype(np.uint8)
+    if cv2.countNonZero(binary) < 100:
         return np.ones(len(points_world))
+    # the farthest matte pixel of each direction lies on its outer outline: the outline's pixels are enough
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    outline = np.concatenate([c.reshape(-1, 2) for c in contours], axis=0)
+    xs, ys = outline[:, 0].astype(np.float64), outline[:, 1].astype(np.float64)
     mang = np.arctan2(ys - pc[1], xs - pc[0])
     mrho = np.hypot(ys - pc[1], xs - pc[0])
     mb = ((mang + np.pi) / (2 * np.pi) * bins).astype(np.int64) % bins
