@@ -134,6 +134,9 @@ class ClipSession:
         self._reader = None
         self._frame_cache: tuple[int, np.ndarray] | None = None
         self._linear_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        from blender_relight.body import BodyRelight
+
+        self._body = BodyRelight()
 
     # -- frames ------------------------------------------------------------------------------------------------
     def _frame(self, index: int) -> np.ndarray:
@@ -356,6 +359,12 @@ class ClipSession:
         # Source view: paste only the change, so the frame keeps its full-resolution detail; a new view replaces.
         reference = crop if camera_label is None or not self.engine.supports_novel_view else None
         image = track.transform.unwarp(relit.image, frame_linear, relit.alpha, reference=reference)
+        if track.source_sh is not None:  # neck, shoulders and chest follow the light too (``body``)
+            # how much of each pixel the head's paste changed: the engines' images are already blended by their
+            # alpha, and the ratio paste blends by it again (a new view's replace-paste once)
+            head = relit.alpha * relit.alpha if reference is not None else relit.alpha
+            image = self._body.apply(index, image, frame_linear, self._frame(index), track.transform, head,
+                                     track.camera, track.source_sh, lighting.total_sh())
         passes = {}
         if with_passes:
             zeros = np.zeros_like(frame_linear[..., :1])

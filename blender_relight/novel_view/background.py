@@ -178,6 +178,10 @@ class CleanPlates:
         log.info("building the clean plate of %s from %d frames (once per clip)", Path(cache.root).name, len(frames))
         plate = build_clean_plate(Path(cache.source["path"]), frames)
         if plate is not None:
+            # used in its stored (float16) form by this session too: a frame's new view must not depend on whether
+            # this session built the plate or read it
+            plate.image = plate.image.astype(np.float16).astype(np.float32)
+            plate.weight = plate.weight.astype(np.float16).astype(np.float32)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 plate.save(path)
