@@ -12,6 +12,7 @@ frame leaves no ghost of the old head.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -94,6 +95,20 @@ def _smooth_fill(weighted_colour: np.ndarray, weight: np.ndarray, work: int = 25
     return cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+@functools.lru_cache(maxsize=2)
+def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates (x, y), each (size, size) float32 (read-only, shared)."""
+    gx, gy = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+    gx.setflags(write=False)
+    gy.setflags(write=False)
+    return gx, gy
+
+
+def _length(v: np.ndarray) -> np.ndarray:
+    """Euclidean length over the last axis of a (..., 2) array (np.linalg.norm over a short last axis is slow)."""
+    return np.sqrt(v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1])
+
+
 def plate_trust(matte: np.ndarray) -> np.ndarray:
     """Where a filmed pixel's colour is the head's (H, W) [0, 1]: well inside the matte (eroded by
     ``COLOUR_ERODE_PX``, then ``MATTE_COLOUR``). The matte's soft edge (GrabCut at 128², feathered) is wider than the
@@ -135,9 +150,12 @@ class NovelViewRenderer:
         # The filmed head as the background sees it: the matte grown by a few pixels (its soft edge stops short of
         # the last hair), and a wider hole the inpainting takes no colour from (also the new-view paste's extent).
         head = grown((matte > 0.5).astype(np.float32), OLD_HEAD_GROW_PX)
-        entry = {"label": np.asarray(source.label, np.float32), "colour_trust": plate_trust(matte),
+        colour_trust = plate_trust(matte)
+        filmed = np.concatenate([np.asarray(source.crop, np.float32), matte[..., None], colour_trust[..., None]], 2)
+        entry = {"label": np.asarray(source.label, np.float32), "filmed": np.ascontiguousarray(filmed),
                  "depth_min": reproject.min_depth(source.gbuffer.depth), "head": np.maximum(head, matte),
-                 "old_head": grown(np.maximum(matte, covered), 2 * OLD_HEAD_GROW_PX), "background": None}
+                 "old_head": grown(np.maximum(matte, covered), 2 * OLD_HEAD_GROW_PX), "background": None,
+                 "stack": None}
         self._frames[key] = entry
         while len(self._frames) > KEEP_FRAMES:
             self._frames.popitem(last=False)
@@ -174,14 +192,15 @@ class NovelViewRenderer:
         dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 3)
         fade = np.exp(-0.5 * (dist / (SURROUND_SIGMA * size)) ** 2).astype(np.float32)
         f_bg = f_ext * fade[..., None]
-        gx, gy = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
-        stack = np.concatenate([crop, self._background(source, entry), entry["head"][..., None]], axis=2)
-        warped = cv2.remap(stack, gx + f_bg[..., 0], gy + f_bg[..., 1], cv2.INTER_LINEAR,
+        gx, gy = _pixel_grid(size)
+        if entry.get("stack") is None:  # crop, background behind the old head, old head: warped together
+            entry["stack"] = np.concatenate([crop, self._background(source, entry), entry["head"][..., None]], axis=2)
+        warped = cv2.remap(entry["stack"], gx + f_bg[..., 0], gy + f_bg[..., 1], cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REFLECT_101)
-        reveal = reproject.smoothstep(REVEAL_PX[0], REVEAL_PX[1], np.linalg.norm(f_ext, axis=2))
+        reveal = reproject.smoothstep(REVEAL_PX[0], REVEAL_PX[1], _length(f_ext))
         r = (warped[..., 6] * reveal)[..., None]
         out = warped[..., 0:3] * (1.0 - r) + warped[..., 3:6] * r
-        moved = np.maximum(reproject.smoothstep(0.05, 0.5, np.linalg.norm(f_bg, axis=2)), r[..., 0])
+        moved = np.maximum(reproject.smoothstep(0.05, 0.5, _length(f_bg)), r[..., 0])
         return out.astype(np.float32), moved
 
     # -- a new view --------------------------------------------------------------------------------------------------
@@ -211,11 +230,9 @@ class NovelViewRenderer:
             # background and the coverage below takes the matte's value, so it stays see-through.
             hit = reproject.lookup(gb.position, gb.normal, pixels, source.label, entry["depth_min"], None,
                                    self.project, view.label)
-            plate = reproject.sample(crop, hit.xy)
-            mattes = reproject.sample(np.stack([np.asarray(source.matte, np.float32), entry["colour_trust"]], -1),
-                                      hit.xy)
-            matte_at, colour_ok = mattes[:, 0], mattes[:, 1]
-            e = tex.normalising_shading(normals, source.source_sh).astype(np.float32)
+            filmed = reproject.sample(entry["filmed"], hit.xy)  # crop, matte and colour trust in one tap
+            plate, matte_at, colour_ok = filmed[:, 0:3], filmed[:, 3], filmed[:, 4]
+            e = tex.normalising_shading(normals, source.source_sh)
             e_src[pixels] = e
             # The plate's colour is taken where the frame saw the point and the point is head there; on the
             # matte's soft edge the filmed pixel is part background, so its colour comes from the other sources

@@ -72,8 +72,8 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
     source's own grazing angle (``COS_LOW``..``COS_HIGH``).
     """
     size = source_depth_min.shape[0]
-    pts = position.reshape(-1, 3)[pixels]
-    nrm = normal.reshape(-1, 3)[pixels]
+    pts = np.asarray(position, np.float32).reshape(-1, 3)[pixels]
+    nrm = np.asarray(normal, np.float32).reshape(-1, 3)[pixels]
     xy, z = project(pts, source_label, size)
     xy = np.asarray(xy, dtype=np.float32)
     inside = (xy[:, 0] >= 0) & (xy[:, 0] <= size - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= size - 1)
@@ -83,14 +83,17 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
     behind = np.asarray(z, dtype=np.float32) - front
     visible = 1.0 - smoothstep(OCCLUSION_TOL, OCCLUSION_TOL + OCCLUSION_RAMP, behind)
     centre = camera.split_label(source_label)[0][:3, 3]
-    ray = centre[None, :] - pts
-    cos = np.einsum("ij,ij->i", nrm, ray) / np.maximum(np.linalg.norm(ray, axis=1), 1e-9)
+
+    def cosine_to(eye: np.ndarray) -> np.ndarray:  # cosine between the normal and the ray to ``eye`` (float32)
+        ray = np.asarray(eye, np.float32)[None, :] - pts
+        length = np.sqrt(np.einsum("ij,ij->i", ray, ray))
+        return np.einsum("ij,ij->i", nrm, ray) / np.maximum(length, 1e-9)
+
+    cos = cosine_to(centre)
     if target_label is None:
         facing = smoothstep(COS_LOW, COS_HIGH, cos)
     else:
-        eye = camera.split_label(target_label)[0][:3, 3]
-        ray_t = eye[None, :] - pts
-        cos_t = np.einsum("ij,ij->i", nrm, ray_t) / np.maximum(np.linalg.norm(ray_t, axis=1), 1e-9)
+        cos_t = cosine_to(camera.split_label(target_label)[0][:3, 3])
         stretch = np.maximum(cos_t, 0.0) / np.maximum(cos, 1e-3)
         facing = smoothstep(0.0, COS_FRONT, cos) * (1.0 - smoothstep(STRETCH[0], STRETCH[1], stretch))
     seen = (visible * smoothstep(0.0, COS_FRONT, cos) * inside).astype(np.float32)

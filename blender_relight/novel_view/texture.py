@@ -153,12 +153,36 @@ class TextureAccumulator:
 def normalising_shading(normals_world: np.ndarray, source_sh: np.ndarray) -> np.ndarray:
     """Source irradiance E(n) (N, 3) used to normalise texture colours, with a floor (a quarter of its ambient
     term: the estimate has no bounce light, which keeps the underside of a chin far from black) so grazing or
-    back-facing normals under a one-sided light do not blow colours up when relit."""
-    n_sh = shmath.rotate_eg3d_to_sh(np.asarray(normals_world, dtype=np.float64))
+    back-facing normals under a one-sided light do not blow colours up when relit.
+
+    Evaluated as what it is, a quadratic polynomial of the world normal (the SH frame's rotation and the cosine
+    lobe folded into 10 coefficients per channel), in float32: a new view evaluates it at every head pixel."""
     sh = shmath.as_rgb(np.asarray(source_sh, dtype=np.float64))
-    e = shmath.irradiance_basis(n_sh) @ sh
+    n = np.asarray(normals_world, dtype=np.float32).reshape(-1, 3)
+    e = _monomials(n) @ _quadratic_form(sh).astype(np.float32)
     floor = 0.25 * np.maximum(sh[0] * shmath.COSINE_LOBE[0] * 0.5 / np.sqrt(np.pi), 1e-4)
-    return np.maximum(e, floor[None, :])
+    return np.maximum(e, floor[None, :].astype(np.float32))
+
+
+def _monomials(n: np.ndarray) -> np.ndarray:
+    """(N, 10) monomials of degree ≤ 2 of (N, 3) vectors: x², y², z², xy, yz, xz, x, y, z, 1."""
+    x, y, z = n[:, 0], n[:, 1], n[:, 2]
+    out = np.empty((len(n), 10), n.dtype)
+    out[:, 0], out[:, 1], out[:, 2] = x * x, y * y, z * z
+    out[:, 3], out[:, 4], out[:, 5] = x * y, y * z, x * z
+    out[:, 6], out[:, 7], out[:, 8] = x, y, z
+    out[:, 9] = 1.0
+    return out
+
+
+def _quadratic_form(sh_rgb: np.ndarray) -> np.ndarray:
+    """(10, 3) coefficients of ``irradiance_basis(rotate_eg3d_to_sh(n)) @ sh`` on :func:`_monomials` of world
+    normals: solved from 32 vectors of several lengths (the identity is exact for any vector: both sides are the
+    same quadratic polynomial of n)."""
+    probe = shmath.fibonacci_sphere(32) * np.linspace(0.5, 1.5, 32)[:, None]
+    exact = shmath.irradiance_basis(shmath.rotate_eg3d_to_sh(probe)) @ sh_rgb
+    coef, *_ = np.linalg.lstsq(_monomials(probe), exact, rcond=None)
+    return coef
 
 
 @dataclass
@@ -206,9 +230,12 @@ class ClipTexture:
 
     def sample(self, uv_pixels: np.ndarray, mirrored: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(colour (N, 3), trust (N,)) at UV coordinates (N, 2), of the texture or of its mirror image."""
-        colour, trust = self.mirrored() if mirrored else (self.colour, self.trust)
+        key = "_both_mirrored" if mirrored else "_both"
+        both = self.__dict__.get(key)
+        if both is None:  # colour and trust as one 4-channel image: one remap per lookup (kept)
+            colour, trust = self.mirrored() if mirrored else (self.colour, self.trust)
+            both = self.__dict__[key] = np.ascontiguousarray(np.concatenate([colour, trust[..., None]], axis=2))
         xy = np.asarray(uv_pixels, dtype=np.float32) * self.size - 0.5
-        both = np.concatenate([colour, trust[..., None]], axis=2)
         s = reproject.sample(both, xy)
         return s[:, :3], s[:, 3]
 
