@@ -49,7 +49,8 @@ def _receivers(source: render.SourceView) -> np.ndarray:
 
 class GeometryShading:
     """The geometry engine's shading at a new view, done as the filmed view does it: ``shading.shade`` at ``size``²
-    (the new view's G-buffer taken every other pixel: shading is smooth), the source light shaded alike (the SH's
+    (the new view's G-buffer taken every other pixel: shading is smooth; its normals feathered across the face/shell
+    seam at that size, ``raster.feather_seam``), the source light shaded alike (the SH's
     key as a light with its cast shadow, ``shade.split_key``), the ratio per shaded pixel carried to the pixels just
     past the mesh's edge (the nearest shaded pixel), resized to the head's box of the crop. Per view the shading
     inputs, the source light and the edge map are kept; shadow maps are kept per frame and light; a light change
@@ -60,42 +61,50 @@ class GeometryShading:
         self.shadow_resolution = int(shadow_resolution)
 
     def _view_state(self, view: render.NovelView, source: render.SourceView) -> dict:
+        """What a light change at ``view`` reuses: made by :meth:`prepare` (begun beside the render when the path
+        started it, see ``NovelViewPath.view``), kept with the view."""
         state = getattr(view, "_shading", None)
         if state is None:
-            import cv2
-
-            from blender_relight.engines import REACH
-            from blender_relight.geometry.head import shadow_caster
-            from blender_relight.lighting import analytic
-            from blender_relight.shading import ShadowCache, prepare, shade
-            from blender_relight.shading.shade import split_key
-
-            full = view.gbuffer
-            step = max(full.mask.shape[0] // self.size, 1)
-            small = type(full)(**{k: (v[::step, ::step] if isinstance(v, np.ndarray) and v.ndim >= 2 else v)
-                                  for k, v in vars(full).items()})
-            caster = getattr(source, "_caster", None)
-            if caster is None:
-                caster = source._caster = shadow_caster(source.geometry)
-                source._shadows = ShadowCache()
-                source._receivers = _receivers(source)
-            inputs = dataclasses.replace(prepare(small, view.view.label), receivers=source._receivers)
-            src = shade(None, split_key(source.source_sh), caster, inputs=inputs, shadows=source._shadows,
-                        per_light=False, images=False, shadow_resolution=self.shadow_resolution)
-            s = small.mask.shape[0]
-            n = len(inputs.index)
-            # pixels just past the mesh's edge take the nearest shaded pixel's ratio (as the filmed view's)
-            outside = (~small.mask).astype(np.uint8)
-            dist, labels = cv2.distanceTransformWithLabels(outside, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
-            ys, xs = np.nonzero(small.mask)
-            label_to_vec = np.full(labels.max() + 1, n, np.int64)
-            label_to_vec[labels[ys, xs]] = np.arange(n)
-            fill = np.where(dist.reshape(-1) <= REACH * s, label_to_vec[labels.reshape(-1)], n)
-            e_src = src.diffuse_values
-            state = {"inputs": inputs, "caster": caster, "shadows": source._shadows, "source": e_src,
-                     "source_specular": src.specular_values, "fill": fill, "size": s,
-                     "guard": (analytic.GUARD_FRACTION * e_src.mean(axis=0) + 1e-6).astype(np.float32)}
+            started = getattr(view, "_shading_started", None)
+            state = started.result() if started is not None else self.prepare(view.gbuffer, view.view.label, source)
             view._shading = state
+        return state
+
+    def prepare(self, full, label: np.ndarray, source: render.SourceView) -> dict:
+        """The shading inputs of G-buffer ``full`` (seen from ``label``), the source light there, the edge map."""
+        import cv2
+
+        from blender_relight.engines import REACH
+        from blender_relight.geometry.head import shadow_caster
+        from blender_relight.geometry.raster import feather_seam
+        from blender_relight.lighting import analytic
+        from blender_relight.shading import ShadowCache, prepare, shade
+        from blender_relight.shading.shade import split_key
+
+        step = max(full.mask.shape[0] // self.size, 1)
+        small = feather_seam(type(full)(**{k: (v[::step, ::step] if isinstance(v, np.ndarray) and v.ndim >= 2
+                                              else v) for k, v in vars(full).items()}))
+        caster = getattr(source, "_caster", None)
+        if caster is None:
+            caster = source._caster = shadow_caster(source.geometry)
+            source._shadows = ShadowCache()
+            source._receivers = _receivers(source)
+        inputs = dataclasses.replace(prepare(small, label), receivers=source._receivers)
+        src = shade(None, split_key(source.source_sh), caster, inputs=inputs, shadows=source._shadows,
+                    per_light=False, images=False, shadow_resolution=self.shadow_resolution)
+        s = small.mask.shape[0]
+        n = len(inputs.index)
+        # pixels just past the mesh's edge take the nearest shaded pixel's ratio (as the filmed view's)
+        outside = (~small.mask).astype(np.uint8)
+        dist, labels = cv2.distanceTransformWithLabels(outside, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+        ys, xs = np.nonzero(small.mask)
+        label_to_vec = np.full(labels.max() + 1, n, np.int64)
+        label_to_vec[labels[ys, xs]] = np.arange(n)
+        fill = np.where(dist.reshape(-1) <= REACH * s, label_to_vec[labels.reshape(-1)], n)
+        e_src = src.diffuse_values
+        state = {"inputs": inputs, "caster": caster, "shadows": source._shadows, "source": e_src,
+                 "source_specular": src.specular_values, "fill": fill, "size": s,
+                 "guard": (analytic.GUARD_FRACTION * e_src.mean(axis=0) + 1e-6).astype(np.float32)}
         return state
 
     def __call__(self, view: render.NovelView, source: render.SourceView, lighting: SceneLighting,
@@ -165,7 +174,7 @@ class NovelViewPath:
         self._cache = None
         self.textures = clip.ClipTextures(self._make_source)
         self.use_clip_texture = use_clip_texture
-        self.renderer = render.NovelViewRenderer(source_mod.rasterize_feathered, project, self._texture)
+        self.renderer = render.NovelViewRenderer(source_mod.rasterize_head, project, self._texture)
         self._current_geometry = None
 
     def _make_source(self, index: int, crop: np.ndarray, track) -> render.SourceView:
@@ -197,7 +206,13 @@ class NovelViewPath:
         if nv is None:
             src = self.source(index, crop_linear, track)
             self._cache, self._current_geometry = cache, src.geometry
-            nv = self.renderer.render(src, camera_label)
+            started = []
+
+            def start_shading(gbuffer, label: np.ndarray) -> None:  # beside the reprojection, on the worker
+                started.append(render.submit(self.shade.prepare, gbuffer, label, src))
+
+            nv = self.renderer.render(src, camera_label, on_gbuffer=start_shading)
+            nv._shading_started = started[0] if started else None
             self._views[key] = nv
             while len(self._views) > KEEP:
                 self._views.popitem(last=False)
@@ -239,9 +254,12 @@ class NovelViewPath:
             out = np.where(covered[..., None], nv.image * np.pi / np.maximum(nv.source_shading, 1e-4), 0.0)
             return out.astype(np.float32)
 
-        def normal() -> np.ndarray:
+        def normal() -> np.ndarray:  # feathered across the seam, as the filmed view's pass
+            from blender_relight.geometry.raster import feather_seam
+
+            feathered = feather_seam(dataclasses.replace(nv.gbuffer)).normal
             out = np.zeros(covered.shape + (3,), np.float32)
-            out[covered] = shmath.rotate_eg3d_to_sh(np.asarray(nv.gbuffer.normal, np.float64)[covered])
+            out[covered] = shmath.rotate_eg3d_to_sh(np.asarray(feathered, np.float64)[covered])
             return out
 
         def depth() -> np.ndarray:

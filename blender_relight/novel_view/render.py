@@ -95,6 +95,20 @@ def _smooth_fill(weighted_colour: np.ndarray, weight: np.ndarray, work: int = 25
     return cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+_WORKER = None
+
+
+def submit(fn: Callable, *args):
+    """Run ``fn(*args)`` on the novel-view worker thread (one: with the caller that is the 2 cores the path is
+    sized for; NumPy and OpenCV release the GIL in their loops). Returns a Future."""
+    global _WORKER
+    if _WORKER is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="novel-view")
+    return _WORKER.submit(fn, *args)
+
+
 @functools.lru_cache(maxsize=2)
 def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre coordinates (x, y), each (size, size) float32 (read-only, shared)."""
@@ -204,9 +218,11 @@ class NovelViewRenderer:
         return out.astype(np.float32), moved
 
     # -- a new view --------------------------------------------------------------------------------------------------
-    def render(self, source: SourceView, target_label: np.ndarray, clamp: bool = True) -> NovelView:
+    def render(self, source: SourceView, target_label: np.ndarray, clamp: bool = True,
+               on_gbuffer: Callable | None = None) -> NovelView:
         """``source`` seen from ``target_label`` (clamped to the range around the filmed pose unless ``clamp`` is
-        False), at the source light."""
+        False), at the source light. ``on_gbuffer(gbuffer, label)`` is called as soon as the new view's G-buffer
+        exists (the path starts its shading then, beside the reprojection)."""
         view = clamp_view(source.label, target_label) if clamp else clamp_view(source.label, target_label, 1e9, 1e9)
         notes = []
         if view.clamped:
@@ -217,6 +233,8 @@ class NovelViewRenderer:
         size = crop.shape[0]
         entry = self._frame(source)
         gb = self.rasterize(source.geometry, view.label, size)
+        if on_gbuffer is not None:
+            on_gbuffer(gb, view.label)
         mask = np.asarray(gb.mask, bool)
         pixels = np.flatnonzero(mask.reshape(-1))
         hw = size * size
@@ -230,6 +248,8 @@ class NovelViewRenderer:
             # background and the coverage below takes the matte's value, so it stays see-through.
             hit = reproject.lookup(gb.position, gb.normal, pixels, source.label, entry["depth_min"], None,
                                    self.project, view.label)
+            # what surrounds the new head needs only where its pixels came from: made beside the blend below
+            surroundings = submit(self._surroundings, source, entry, pixels, hit.xy, mask)
             filmed = reproject.sample(entry["filmed"], hit.xy)  # crop, matte and colour trust in one tap
             plate, matte_at, colour_ok = filmed[:, 0:3], filmed[:, 3], filmed[:, 4]
             e = tex.normalising_shading(normals, source.source_sh)
@@ -277,7 +297,10 @@ class NovelViewRenderer:
         head_alpha = head_alpha.reshape(size, size)
         inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
         head_alpha = np.clip(np.minimum(head_alpha, cv2.GaussianBlur(inner, (0, 0), EDGE_FEATHER_PX) * 1.5), 0.0, 1.0)
-        background, moved = self._surroundings(source, entry, pixels, hit.xy if pixels.size else None, mask)
+        if pixels.size:
+            background, moved = surroundings.result()
+        else:
+            background, moved = self._surroundings(source, entry, pixels, None, mask)
         a = head_alpha[..., None]
         image = background * (1.0 - a) + head.reshape(size, size, 3) * a
         alpha = np.maximum(np.maximum(entry["old_head"], head_alpha), moved)

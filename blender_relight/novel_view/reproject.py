@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from blender_relight import camera
+from blender_relight.geometry import raster
 
 #: Depth test (EG3D world units; the outer eye corners are 0.205 apart): a point up to OCCLUSION_TOL behind the
 #: source surface is the surface itself (the head shell sits 0.012 behind the face mesh's border); the trust falls
@@ -74,8 +75,21 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
     size = source_depth_min.shape[0]
     pts = np.asarray(position, np.float32).reshape(-1, 3)[pixels]
     nrm = np.asarray(normal, np.float32).reshape(-1, 3)[pixels]
-    xy, z = project(pts, source_label, size)
-    xy = np.asarray(xy, dtype=np.float32)
+    px, py, pz = pts[:, 0], pts[:, 1], pts[:, 2]
+    nx, ny, nz = nrm[:, 0], nrm[:, 1], nrm[:, 2]
+    if project is raster.project:  # the same camera model, in float32 on columns (every head pixel of a view)
+        rot, centre, (fx, fy, cx, cy) = raster._camera(source_label, size)
+        rot, t = rot.astype(np.float32), centre.astype(np.float32)
+        dx, dy, dz = px - t[0], py - t[1], pz - t[2]
+        z = dx * rot[0, 2] + dy * rot[1, 2] + dz * rot[2, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = np.float32(1.0) / z
+            xy = np.stack([(dx * rot[0, 0] + dy * rot[1, 0] + dz * rot[2, 0]) * inv * np.float32(fx) + np.float32(cx),
+                           (dx * rot[0, 1] + dy * rot[1, 1] + dz * rot[2, 1]) * inv * np.float32(fy) + np.float32(cy)],
+                          1)
+    else:
+        xy, z = project(pts, source_label, size)
+        xy = np.asarray(xy, dtype=np.float32)
     inside = (xy[:, 0] >= 0) & (xy[:, 0] <= size - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= size - 1)
     xi = np.clip(np.rint(xy[:, 0]), 0, size - 1).astype(np.int64)
     yi = np.clip(np.rint(xy[:, 1]), 0, size - 1).astype(np.int64)
@@ -85,9 +99,10 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
     centre = camera.split_label(source_label)[0][:3, 3]
 
     def cosine_to(eye: np.ndarray) -> np.ndarray:  # cosine between the normal and the ray to ``eye`` (float32)
-        ray = np.asarray(eye, np.float32)[None, :] - pts
-        length = np.sqrt(np.einsum("ij,ij->i", ray, ray))
-        return np.einsum("ij,ij->i", nrm, ray) / np.maximum(length, 1e-9)
+        ex, ey, ez = (np.float32(v) for v in eye)
+        rx, ry, rz = ex - px, ey - py, ez - pz
+        length = np.sqrt(rx * rx + ry * ry + rz * rz)
+        return (nx * rx + ny * ry + nz * rz) / np.maximum(length, 1e-9)
 
     cos = cosine_to(centre)
     if target_label is None:
