@@ -169,7 +169,7 @@ class NovelViewRenderer:
         entry = {"label": np.asarray(source.label, np.float32), "filmed": np.ascontiguousarray(filmed),
                  "depth_min": reproject.min_depth(source.gbuffer.depth), "head": np.maximum(head, matte),
                  "old_head": grown(np.maximum(matte, covered), 2 * OLD_HEAD_GROW_PX), "background": None,
-                 "stack": None}
+                 "behind": None}
         self._frames[key] = entry
         while len(self._frames) > KEEP_FRAMES:
             self._frames.popitem(last=False)
@@ -207,14 +207,27 @@ class NovelViewRenderer:
         fade = np.exp(-0.5 * (dist / (SURROUND_SIGMA * size)) ** 2).astype(np.float32)
         f_bg = f_ext * fade[..., None]
         gx, gy = _pixel_grid(size)
-        if entry.get("stack") is None:  # crop, background behind the old head, old head: warped together
-            entry["stack"] = np.concatenate([crop, self._background(source, entry), entry["head"][..., None]], axis=2)
-        warped = cv2.remap(entry["stack"], gx + f_bg[..., 0], gy + f_bg[..., 1], cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REFLECT_101)
-        reveal = reproject.smoothstep(REVEAL_PX[0], REVEAL_PX[1], _length(f_ext))
-        r = (warped[..., 6] * reveal)[..., None]
-        out = warped[..., 0:3] * (1.0 - r) + warped[..., 3:6] * r
-        moved = np.maximum(reproject.smoothstep(0.05, 0.5, _length(f_bg)), r[..., 0])
+        mx, my = gx + f_bg[..., 0], gy + f_bg[..., 1]
+        out = cv2.remap(crop, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        moved = reproject.smoothstep(0.05, 0.5, _length(f_bg))
+        # What was behind the filmed head, and the old head itself, matter only where a warped position can fall on
+        # the old head: its box grown by twice the largest motion (a reflected border tap included).
+        if entry.get("behind") is None:
+            behind = np.concatenate([self._background(source, entry), entry["head"][..., None]], axis=2)
+            ys_h, xs_h = np.nonzero(entry["head"] > 0)
+            entry["behind"] = np.ascontiguousarray(behind)
+            entry["head_box"] = (ys_h.min(), ys_h.max(), xs_h.min(), xs_h.max()) if ys_h.size else None
+        if entry["head_box"] is not None:
+            reach = int(np.ceil(2.0 * float(_length(f_bg).max()))) + 2
+            y0, y1, x0, x1 = entry["head_box"]
+            rows = slice(max(y0 - reach, 0), min(y1 + reach + 1, size))
+            cols = slice(max(x0 - reach, 0), min(x1 + reach + 1, size))
+            sub = cv2.remap(entry["behind"], np.ascontiguousarray(mx[rows, cols]), np.ascontiguousarray(my[rows, cols]),
+                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+            r = sub[..., 3] * reproject.smoothstep(REVEAL_PX[0], REVEAL_PX[1], _length(f_ext[rows, cols]))
+            o = out[rows, cols]
+            o += r[..., None] * (sub[..., 0:3] - o)
+            moved[rows, cols] = np.maximum(moved[rows, cols], r)
         return out.astype(np.float32), moved
 
     # -- a new view --------------------------------------------------------------------------------------------------
@@ -301,9 +314,11 @@ class NovelViewRenderer:
             background, moved = surroundings.result()
         else:
             background, moved = self._surroundings(source, entry, pixels, None, mask)
-        a = head_alpha[..., None]
-        image = background * (1.0 - a) + head.reshape(size, size, 3) * a
+        image = head.reshape(size, size, 3)
+        image -= background
+        image *= head_alpha[..., None]
+        image += background  # background · (1 − a) + head · a
         alpha = np.maximum(np.maximum(entry["old_head"], head_alpha), moved)
-        return NovelView(image.astype(np.float32), alpha.astype(np.float32), head_alpha.astype(np.float32), gb,
+        return NovelView(image.astype(np.float32, copy=False), alpha.astype(np.float32), head_alpha.astype(np.float32), gb,
                          e_src.reshape(size, size, 3), {k: v.reshape(size, size) for k, v in weights.items()}, view,
                          notes)
