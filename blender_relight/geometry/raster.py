@@ -23,6 +23,20 @@ from blender_relight import camera as cam
 
 #: Side (pixels) of the blocks a triangle's bounding box is tested in.
 TILE = 4
+#: Bounding-box pixels from which a raster is split over two threads (a 512² head has ~575k; a 128² shadow map ~40k).
+PARALLEL_CANDIDATES = 200_000
+
+_POOL = None
+
+
+def _pool():
+    """One worker thread for the second half of a large raster (NumPy releases the GIL in its loops)."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raster")
+    return _POOL
 
 
 @dataclass
@@ -98,74 +112,92 @@ def raster_screen(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, size: tu
     # Candidates: every pixel centre of every triangle's bounding box, walked in TILE×TILE blocks so that the edge
     # tests are broadcasts over (tiles, TILE, TILE) with per-tile constants (no per-candidate gather, no divmod);
     # blocks no edge of the triangle can reach are dropped before any pixel of them is tested. The arithmetic per
-    # pixel is the one of a plain bounding-box walk (float32 ``a·x + b·y + c``), so labels and barycentrics do not
-    # depend on the blocking; ties in depth go to the earlier triangle, as in a walk in triangle order.
+    # pixel is the one of a plain bounding-box walk (``a·x + b·y + c`` with the coefficients rounded to float32), so
+    # labels and barycentrics do not depend on the blocking; ties in depth go to the earlier triangle, as in a walk in
+    # triangle order.
+    def fragments(nz: np.ndarray):
+        """(l1, l2, kept triangle, depth value, pixel) of the pixels inside triangles ``nz`` (kept indices)."""
+        tx = (bw[nz] + (TILE - 1)) // TILE
+        ty = (bh[nz] + (TILE - 1)) // TILE
+        ntile = tx * ty
+        tile_of = np.repeat(np.arange(nz.size), ntile)  # position in nz of each tile's triangle
+        tstart = np.cumsum(ntile) - ntile
+        tlocal = np.arange(int(ntile.sum())) - np.repeat(tstart, ntile)
+        trow, tcol = np.divmod(tlocal, tx[tile_of])
+        tri_of = nz[tile_of]  # index into the kept triangles
+        ox = x0[tri_of] + tcol * TILE  # block origin (pixels)
+        oy = y0[tri_of] + trow * TILE
+
+        def coefficient(v: np.ndarray) -> np.ndarray:  # a plane coefficient as the per-pixel test takes it
+            return v.astype(np.float32).astype(np.float64)[tri_of]
+
+        A1, B1, C1 = coefficient(a1), coefficient(b1), coefficient(c1)
+        A2, B2, C2 = coefficient(a2), coefficient(b2), coefficient(c2)
+        oxf, oyf = ox.astype(np.float64), oy.astype(np.float64)
+        eps = np.float32(-1e-5)
+        # Block culling (conservative, float64): an edge function is affine, so its largest value over the block is at
+        # one of its corners; a block where any of l1, l2, 1 - l1 - l2 stays below eps there has no pixel inside. The
+        # margin covers the float32 rounding of the per-pixel test (relative to the terms' size).
+        span = np.float64(TILE - 1)
+
+        def reachable(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+            at, bt, cv = a[tri_of], b[tri_of], c[tri_of]
+            top = (cv + at * ox + bt * oy) + np.maximum(at, 0.0) * span + np.maximum(bt, 0.0) * span
+            slack = 1e-3 + 1e-6 * (np.abs(at) * (np.abs(ox) + span) + np.abs(bt) * (np.abs(oy) + span) + np.abs(cv))
+            return top >= -slack
+
+        ok = reachable(a1, b1, c1) & reachable(a2, b2, c2) & reachable(-(a1 + a2), -(b1 + b2), 1.0 - (c1 + c2))
+        live = np.flatnonzero(ok)
+        if live.size == 0:
+            return None
+        tri_of, ox, oy, oxf, oyf = tri_of[live], ox[live], oy[live], oxf[live], oyf[live]
+        A1, B1, C1, A2, B2, C2 = A1[live], B1[live], C1[live], A2[live], B2[live], C2[live]
+        steps = np.arange(TILE, dtype=np.float64)
+        pxf = oxf[:, None, None] + steps[None, None, :]  # (n, 1, TILE)
+        pyf = oyf[:, None, None] + steps[None, :, None]  # (n, TILE, 1)
+
+        def plane(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:  # (a·x + b·y) + c, in that order
+            out = np.add(a[:, None, None] * pxf, b[:, None, None] * pyf)
+            out += c[:, None, None]
+            return out
+
+        l1, l2 = plane(A1, B1, C1), plane(A2, B2, C2)
+        inside = (l1 >= eps) & (l2 >= eps) & (l1 + l2 <= 1.0 - eps)
+        inside &= pxf <= x1[tri_of][:, None, None]  # the block's part beyond the bounding box
+        inside &= pyf <= y1[tri_of][:, None, None]
+        idx = np.flatnonzero(inside)
+        if idx.size == 0:
+            return None
+        block, within = np.divmod(idx, TILE * TILE)
+        r, c = np.divmod(within, TILE)
+        l1, l2 = l1.reshape(-1)[idx], l2.reshape(-1)[idx]
+        ct = tri_of[block]
+        pxi = ox[block] + c
+        pyi = oy[block] + r
+        pxf, pyf = pxi.astype(np.float64), pyi.astype(np.float64)
+        zval = az[ct] * pxf + bz[ct] * pyf + cz[ct]
+        return l1, l2, ct, zval, pyi * w + pxi
+
+    # Two halves of the triangles (in order) on two threads when there is enough to do: the fragments come out as
+    # one walk in triangle order, whatever the split.
     nz = np.flatnonzero(counts)
-    tx = (bw[nz] + (TILE - 1)) // TILE
-    ty = (bh[nz] + (TILE - 1)) // TILE
-    ntile = tx * ty
-    tile_of = np.repeat(np.arange(nz.size), ntile)  # position in nz of each tile's triangle
-    tstart = np.cumsum(ntile) - ntile
-    tlocal = np.arange(int(ntile.sum())) - np.repeat(tstart, ntile)
-    trow, tcol = np.divmod(tlocal, tx[tile_of])
-    tri_of = nz[tile_of]  # index into the kept triangles
-    ox = x0[tri_of] + tcol * TILE  # block origin (pixels)
-    oy = y0[tri_of] + trow * TILE
-    def coefficient(v: np.ndarray) -> np.ndarray:  # a plane coefficient as the per-pixel test takes it
-        return v.astype(np.float32).astype(np.float64)[tri_of]
-
-    A1, B1, C1 = coefficient(a1), coefficient(b1), coefficient(c1)
-    A2, B2, C2 = coefficient(a2), coefficient(b2), coefficient(c2)
-    oxf, oyf = ox.astype(np.float64), oy.astype(np.float64)
-    eps = np.float32(-1e-5)
-    # Block culling (conservative, float64): an edge function is affine, so its largest value over the block is at
-    # one of its corners; a block where any of l1, l2, 1 - l1 - l2 stays below eps there has no pixel inside. The
-    # margin covers the float32 rounding of the per-pixel test (relative to the terms' size).
-    span = np.float64(TILE - 1)
-
-    def reachable(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-        at, bt, cv = a[tri_of], b[tri_of], c[tri_of]
-        top = (cv + at * ox + bt * oy) + np.maximum(at, 0.0) * span + np.maximum(bt, 0.0) * span
-        slack = 1e-3 + 1e-6 * (np.abs(at) * (np.abs(ox) + span) + np.abs(bt) * (np.abs(oy) + span) + np.abs(cv))
-        return top >= -slack
-
-    ok = reachable(a1, b1, c1) & reachable(a2, b2, c2) & reachable(-(a1 + a2), -(b1 + b2), 1.0 - (c1 + c2))
-    live = np.flatnonzero(ok)
-    if live.size == 0:
+    if total >= PARALLEL_CANDIDATES and nz.size > 1:
+        cut = int(np.searchsorted(np.cumsum(counts[nz]), total // 2)) + 1
+        later = _pool().submit(fragments, nz[cut:])
+        parts = [fragments(nz[:cut]), later.result()]
+    else:
+        parts = [fragments(nz)]
+    parts = [part for part in parts if part is not None]
+    if not parts:
         return empty
-    tri_of, ox, oy, oxf, oyf = tri_of[live], ox[live], oy[live], oxf[live], oyf[live]
-    A1, B1, C1, A2, B2, C2 = A1[live], B1[live], C1[live], A2[live], B2[live], C2[live]
-    steps = np.arange(TILE, dtype=np.float64)
-    pxf = oxf[:, None, None] + steps[None, None, :]  # (n, 1, TILE)
-    pyf = oyf[:, None, None] + steps[None, :, None]  # (n, TILE, 1)
-    def plane(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:  # (a·x + b·y) + c, in that order
-        out = np.add(a[:, None, None] * pxf, b[:, None, None] * pyf)
-        out += c[:, None, None]
-        return out
+    l1, l2, ct, zval, pix = (np.concatenate(c) if len(parts) > 1 else c[0] for c in zip(*parts))
 
-    l1, l2 = plane(A1, B1, C1), plane(A2, B2, C2)
-    inside = (l1 >= eps) & (l2 >= eps) & (l1 + l2 <= 1.0 - eps)
-    inside &= pxf <= x1[tri_of][:, None, None]  # the block's part beyond the bounding box
-    inside &= pyf <= y1[tri_of][:, None, None]
-    idx = np.flatnonzero(inside)
-    if idx.size == 0:
-        return empty
-    block, within = np.divmod(idx, TILE * TILE)
-    r, c = np.divmod(within, TILE)
-    l1, l2 = l1.reshape(-1)[idx], l2.reshape(-1)[idx]
-    ct = tri_of[block]
-    pxi = ox[block] + c
-    pyi = oy[block] + r
-    pxf, pyf = pxi.astype(np.float64), pyi.astype(np.float64)
-    zval = az[ct] * pxf + bz[ct] * pyf + cz[ct]
-    pix = pyi * w + pxi
-
-    # Z-buffer without sorting: (quantised depth, candidate) packed into one int64; the smallest key per pixel is the
-    # nearest candidate. With 1/z interpolated the nearest has the largest value, so the key uses its negation.
+    # Z-buffer without sorting: (quantised depth, fragment) packed into one int64; the smallest key per pixel is the
+    # nearest fragment. With 1/z interpolated the nearest has the largest value, so the key uses its negation.
     test = -zval if interpolate_inverse_z else zval
     zmin, zmax = float(test.min()), float(test.max())
     zq = ((test - zmin) * ((2**30) / max(zmax - zmin, 1e-12))).astype(np.int64)
-    key = (zq << 32) | np.arange(idx.size, dtype=np.int64)  # blocks go triangle by triangle: ties as in a walk
+    key = (zq << 32) | np.arange(zval.size, dtype=np.int64)  # blocks go triangle by triangle: ties as in a walk
     none = np.iinfo(np.int64).max
     best = np.full(h * w, none, np.int64)
     np.minimum.at(best, pix, key)
