@@ -211,3 +211,28 @@ def test_geometry_engine_new_view_through_the_pipeline_says_when_it_clamps(tmp_p
     inside = session.engine.relight(0, crop, track, AMBIENT, views.offset_label(source, 10.0, 0.0), session.cache)
     assert not inside.notes
     assert (session.cache.root / "novel_view").is_dir()  # the clip texture is stored with the clip
+
+
+def test_clip_texture_is_the_same_whichever_frame_attached_it_and_as_stored(astronaut_track, tmp_path) -> None:
+    """A frame's output must not depend on visit order: the texture's layout (and the mirror built on it) is the
+    same whichever frame's head attached it first (frames drop different shell triangles under the face), and the
+    texture a session builds is the one a later session loads."""
+    a = _synthetic_source(astronaut_track, views.offset_label(astronaut_track.camera, -20.0, 0.0))
+    acc = tex.TextureAccumulator(a.geometry.uv, a.geometry.triangles)
+    acc.add(0, a.crop, a.geometry.vertices, a.label, reproject.min_depth(a.gbuffer.depth), plate_trust(a.matte),
+            a.source_sh, project)
+    built = acc.result()
+    built.save(tmp_path / "t.npz")
+    loaded = tex.ClipTexture.load(tmp_path / "t.npz")
+    np.testing.assert_array_equal(built.colour, loaded.colour)
+    np.testing.assert_array_equal(built.trust, loaded.trust)
+    tris = a.geometry.triangles
+    other = tris[np.r_[np.arange(468 * 2), np.arange(468 * 2 + 40, len(tris))]]  # another frame's triangle set
+    mirrors = []
+    for triangles in (tris, other):
+        t = tex.ClipTexture(built.colour.copy(), built.trust.copy(), built.frames)
+        t.attach(a.geometry.uv, triangles, a.geometry.vertices)
+        mirrors.append(t.mirrored())
+    np.testing.assert_array_equal(mirrors[0][0], mirrors[1][0])
+    np.testing.assert_array_equal(mirrors[0][1], mirrors[1][1])
+    assert tex.texture_key(a.geometry.uv, tris, 512, [0]) == tex.texture_key(a.geometry.uv, other, 512, [0])

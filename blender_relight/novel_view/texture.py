@@ -60,11 +60,13 @@ class UVLayout:
 
     @staticmethod
     def build(uv: np.ndarray, triangles: np.ndarray, size: int = TEXTURE_SIZE) -> "UVLayout":
-        """Rasterise the mesh in UV space (u right, v down, texel centres at integers), both windings."""
+        """Rasterise the mesh in UV space (u right, v down, texel centres at integers), both windings. A head of the
+        geometry package's layout is laid out with all the triangles any of its frames has
+        (``head.atlas_triangles``), so the layout, and what is built on it, is the same whichever frame gave it."""
         from blender_relight.geometry.raster import raster_screen
 
         uv = np.asarray(uv, dtype=np.float64)
-        tris = np.asarray(triangles, dtype=np.int64)
+        tris = np.asarray(layout_triangles(len(uv), triangles), dtype=np.int64)
         hits = raster_screen(uv * size - 0.5, np.zeros(len(uv)), tris, (size, size), cull="none")
         bary = np.asarray(hits.bary, np.float32)
         bary /= np.maximum(bary.sum(axis=1, keepdims=True), 1e-6)
@@ -81,6 +83,14 @@ class UVLayout:
         out = np.full((self.size * self.size, values.shape[1]), fill, np.float32)
         out[self.texels] = values
         return out.reshape(self.size, self.size, -1)
+
+
+def layout_triangles(num_vertices: int, triangles: np.ndarray) -> np.ndarray:
+    """The triangles UV-space work lays out for a mesh: the head layout's full set where it is one, else its own."""
+    from blender_relight.geometry.head import atlas_triangles
+
+    full = atlas_triangles(num_vertices)
+    return np.asarray(triangles) if full is None else full
 
 
 def mirror_twins(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,10 +152,12 @@ class TextureAccumulator:
         self.frames.append(int(index))
 
     def result(self) -> "ClipTexture":
+        """The texture as it is stored (float16, :meth:`ClipTexture.save`): a session that built it and one that
+        loads it render the same frames."""
         layout = self.layout
         mean = self._sum / np.maximum(self._wsum, 1e-12)[:, None]
-        colour = layout.image(mean.astype(np.float32))
-        trust = layout.image(self._best[:, None])[..., 0]
+        colour = layout.image(mean.astype(np.float32)).astype(np.float16).astype(np.float32)
+        trust = layout.image(self._best[:, None])[..., 0].astype(np.float16).astype(np.float32)
         twins, symmetric = self._twins if self._twins is not None else (None, None)
         return ClipTexture(colour, trust, sorted(self.frames), layout, twins, symmetric)
 
@@ -287,6 +299,6 @@ def texture_key(uv: np.ndarray, triangles: np.ndarray, size: int, frames: Iterab
     it, and ``extra`` (the tracking settings, which change every frame's pose)."""
     h = hashlib.sha1(_code_identity())
     h.update(np.asarray(uv, np.float32).tobytes())
-    h.update(np.asarray(triangles, np.int32).tobytes())
+    h.update(np.asarray(layout_triangles(len(uv), triangles), np.int32).tobytes())
     h.update(f"{size}|{FORMAT_VERSION}|{list(frames)}|{extra}".encode())
     return h.hexdigest()[:16]
