@@ -398,7 +398,10 @@ class GeometryEngine:
         if camera_label is not None:
             if self.novel_view_engine is not None:
                 return self.novel_view_engine.relight(index, crop_linear, track, lighting, camera_label, cache)
-            return self._novel_view(index, crop_linear, track, lighting, camera_label, cache)
+            from blender_relight.novel_view.views import is_filmed_view
+
+            if not is_filmed_view(track.camera, camera_label):  # the frame's own camera is the filmed view itself
+                return self._novel_view(index, crop_linear, track, lighting, camera_label, cache)
         return self._filmed_view(index, crop_linear, track, lighting)
 
 

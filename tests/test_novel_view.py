@@ -236,3 +236,27 @@ def test_clip_texture_is_the_same_whichever_frame_attached_it_and_as_stored(astr
     np.testing.assert_array_equal(mirrors[0][0], mirrors[1][0])
     np.testing.assert_array_equal(mirrors[0][1], mirrors[1][1])
     assert tex.texture_key(a.geometry.uv, tris, 512, [0]) == tex.texture_key(a.geometry.uv, other, 512, [0])
+
+
+def test_the_filmed_camera_through_the_camera_path_is_the_filmed_view(tmp_path) -> None:
+    """A Blender camera at the filmed pose (the frame's own camera label) gives exactly the frame relit at the
+    filmed view, crop and pasted frame; a camera a little off it takes the re-posed plate."""
+    from blender_relight.engines import GeometryEngine
+    from blender_relight.lighting.blender_lights import LightSpec
+    from blender_relight.lighting.scene import SceneLighting
+    from blender_relight.pipeline import ClipSession
+
+    session = ClipSession(sample_path(), cache_dir=tmp_path, engine=GeometryEngine())
+    session.track()
+    light = SceneLighting(lights=(LightSpec("SUN", power=2.0, direction=(1.0, 1.0, -0.5), name="sun"),))
+    source = session.source_camera(0)
+    filmed = session.relight_frame(0, light, None)
+    same = session.relight_frame(0, light, source)
+    np.testing.assert_array_equal(same.image, filmed.image)
+    assert views.is_filmed_view(source, np.asarray(source, np.float32))
+    near = views.offset_label(source, 0.5, 0.0)
+    assert not views.is_filmed_view(source, near)
+    track = session.frame_track(0)
+    crop = session.crop_linear(0, track)
+    moved = session.engine.relight(0, crop, track, light, near, session.cache)
+    assert "source_plate" in moved.passes  # the re-posed plate's blend weights: the novel-view path
