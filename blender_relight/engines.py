@@ -327,8 +327,9 @@ class GeometryEngine:
 
             from blender_relight.novel_view.source import whole_head
 
-            def head(index: int, crop_linear: np.ndarray, track):
-                return whole_head(track, crop_linear, self._frame(index, crop_linear, track).alpha)
+            def head(index: int, crop_linear: np.ndarray, track):  # moved: the whole head; shaded as filmed
+                frame = self._frame(index, crop_linear, track)
+                return (*whole_head(track, crop_linear, frame.alpha), frame.geometry, frame.alpha)
 
             self._novel_path = NovelViewPath(head, GeometryShading(self.shading_size, self.shadow_resolution))
         return self._novel_path

@@ -31,15 +31,15 @@ KEEP = 4
 RECEIVER_COS = -0.5
 
 
-def _receivers(source: render.SourceView) -> np.ndarray:
+def _receivers(source: render.SourceView, geometry) -> np.ndarray:
     """The points a frame's shadow maps are fitted to, the same for every new view of it (so the maps are built once
     per frame and light, not per camera): the head's vertices that face the filmed camera or turn away from it by
     less than ~120° (what any view in the range sees), a sparse sample of them."""
     from blender_relight import camera
     from blender_relight.geometry.head import vertex_normals
 
-    verts = np.asarray(source.geometry.vertices, np.float64)
-    normals = vertex_normals(verts, source.geometry.triangles)
+    verts = np.asarray(geometry.vertices, np.float64)
+    normals = vertex_normals(verts, geometry.triangles)
     eye = camera.split_label(source.label)[0][:3, 3]
     to_eye = eye - verts
     cos = np.einsum("ij,ij->i", normals, to_eye) / np.maximum(np.linalg.norm(to_eye, axis=1), 1e-9)
@@ -78,17 +78,22 @@ class GeometryShading:
         from blender_relight.geometry.head import shadow_caster
         from blender_relight.geometry.raster import feather_seam
         from blender_relight.lighting import analytic
+        from blender_relight.novel_view.source import rasterize_head
         from blender_relight.shading import ShadowCache, prepare, shade
         from blender_relight.shading.shade import split_key
 
-        step = max(full.mask.shape[0] // self.size, 1)
-        small = feather_seam(type(full)(**{k: (v[::step, ::step] if isinstance(v, np.ndarray) and v.ndim >= 2
-                                              else v) for k, v in vars(full).items()}))
+        shaded = source.geometry if source.shading_geometry is None else source.shading_geometry
+        if source.shading_geometry is not None:  # the filmed view's shading G-buffer, made at this camera
+            small = feather_seam(rasterize_head(shaded, label, self.size))
+        else:  # the new view's G-buffer, every other pixel
+            step = max(full.mask.shape[0] // self.size, 1)
+            small = feather_seam(type(full)(**{k: (v[::step, ::step] if isinstance(v, np.ndarray) and v.ndim >= 2
+                                                  else v) for k, v in vars(full).items()}))
         caster = getattr(source, "_caster", None)
         if caster is None:
-            caster = source._caster = shadow_caster(source.geometry)
+            caster = source._caster = shadow_caster(shaded)
             source._shadows = ShadowCache()
-            source._receivers = _receivers(source)
+            source._receivers = _receivers(source, shaded)
         inputs = dataclasses.replace(prepare(small, label), receivers=source._receivers)
         src = shade(None, split_key(source.source_sh), caster, inputs=inputs, shadows=source._shadows,
                     per_light=False, images=False, shadow_resolution=self.shadow_resolution)
@@ -164,7 +169,9 @@ class NovelViewPath:
 
     def __init__(self, frame_fn: Callable, shade: "GeometryShading | None" = None, use_clip_texture: bool = True
                  ) -> None:
-        """``frame_fn(index, crop_linear, track) -> (HeadGeometry, matte)``: the engine's head of a frame."""
+        """``frame_fn(index, crop_linear, track) -> (HeadGeometry, matte[, shading HeadGeometry, relight alpha])``:
+        the head of a frame to move, and optionally the head the engine shades and its relight reach at the filmed
+        view (``render.SourceView``)."""
         from blender_relight.geometry import project
 
         self.frame_fn = frame_fn
@@ -178,8 +185,7 @@ class NovelViewPath:
         self._current_geometry = None
 
     def _make_source(self, index: int, crop: np.ndarray, track) -> render.SourceView:
-        geometry, matte = self.frame_fn(index, crop, track)
-        return source_mod.source_view(index, crop, track, geometry, matte)
+        return source_mod.source_view(index, crop, track, *self.frame_fn(index, crop, track))
 
     def _texture(self):
         if not self.use_clip_texture or self._cache is None or self._current_geometry is None:
@@ -226,32 +232,36 @@ class NovelViewPath:
         lighting = SceneLighting.coerce(lighting)
         nv = self.view(index, crop_linear, track, camera_label, cache)
         src = self.source(index, crop_linear, track)
+        reach = nv.head_alpha if nv.relight_alpha is None else nv.relight_alpha
         box = getattr(nv, "_box", None)
         if box is None:
-            box = nv._box = _bbox(nv.head_alpha > 0)
+            box = nv._box = _bbox(reach > 0)
         ratio, add, makers = self.shade(nv, src, lighting, box)
         image = np.array(nv.image, copy=True)
         plate = nv.image[box]
-        a = nv.head_alpha[box][..., None]
+        a = reach[box][..., None]
         out = plate + a * (plate * (ratio - 1.0) + (0.0 if add is None else add))
         image[box] = np.maximum(out, 0.0)
-        ready, light_free = self._light_free_passes(nv)
+        ready, light_free = self._light_free_passes(nv, src)
         return RelitCrop(image.astype(np.float32, copy=False), nv.alpha, LazyPasses(ready, {**light_free, **makers}),
                          list(nv.notes))
 
     @staticmethod
-    def _light_free_passes(nv: render.NovelView) -> tuple[dict, dict]:
+    def _light_free_passes(nv: render.NovelView, source: render.SourceView) -> tuple[dict, dict]:
         """(ready, makers) of a new view's light-free passes: alpha and the blend weights at hand, albedo, normal and
         depth made when read (kept with the view: a light change reuses them)."""
         cached = getattr(nv, "_passes", None)
         if cached is not None:
             return cached
         from blender_relight.lighting import sh as shmath
+        from blender_relight.novel_view import texture
 
         covered = np.asarray(nv.gbuffer.mask, bool)
 
-        def albedo() -> np.ndarray:
-            out = np.where(covered[..., None], nv.image * np.pi / np.maximum(nv.source_shading, 1e-4), 0.0)
+        def albedo() -> np.ndarray:  # the plate over the frame's own light at the new view's normals
+            e_src = np.zeros(covered.shape + (3,), np.float32)
+            e_src[covered] = texture.normalising_shading(nv.gbuffer.normal[covered], source.source_sh)
+            out = np.where(covered[..., None], nv.image * np.pi / np.maximum(e_src, 1e-4), 0.0)
             return out.astype(np.float32)
 
         def normal() -> np.ndarray:  # feathered across the seam, as the filmed view's pass

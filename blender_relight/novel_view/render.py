@@ -58,6 +58,12 @@ class SourceView:
     gbuffer: object  # blender_relight.geometry.raster.GBuffer at ``label``
     matte: np.ndarray
     source_sh: np.ndarray
+    #: The head the engine shades at the filmed view and where its relight reaches there (crop size, [0, 1]): a new
+    #: view is shaded on the same head and relit where the filmed view relights the same surface, so a light means
+    #: the same at both and a camera leaving the filmed pose changes the relighting continuously. None: the moved
+    #: head (``geometry``) and its coverage.
+    shading_geometry: object | None = None
+    relight_alpha: np.ndarray | None = None
 
 
 @dataclass
@@ -66,17 +72,19 @@ class NovelView:
 
     ``image``: the crop seen from the new camera (new head over the inpainted background); ``alpha``: where the crop
     changed (old head ∪ new head), the paste mask; ``head_alpha``: the new head's coverage; ``gbuffer``: the new
-    view's G-buffer; ``source_shading``: E_source at its normals (H, W, 3), the ratio's denominator; ``weights``: the
-    blend weights per source (plate, texture, mirror, fill; (H, W) each, summing to 1 on the head)."""
+    view's G-buffer; ``weights``: the blend weights per source (plate, texture, mirror, fill; (H, W) each, summing to
+    1 on the head)."""
 
     image: np.ndarray
     alpha: np.ndarray
     head_alpha: np.ndarray
     gbuffer: object
-    source_shading: np.ndarray
     weights: dict[str, np.ndarray]
     view: ViewRequest
     notes: list[str] = field(default_factory=list)
+    #: where the relight applies (H, W): the source's ``relight_alpha`` carried to the new view (head_alpha without
+    #: one)
+    relight_alpha: np.ndarray | None = None
 
 
 def source_irradiance(normals_world: np.ndarray, source_sh: np.ndarray) -> np.ndarray:
@@ -165,11 +173,13 @@ class NovelViewRenderer:
         # the last hair), and a wider hole the inpainting takes no colour from (also the new-view paste's extent).
         head = grown((matte > 0.5).astype(np.float32), OLD_HEAD_GROW_PX)
         colour_trust = plate_trust(matte)
-        filmed = np.concatenate([np.asarray(source.crop, np.float32), matte[..., None], colour_trust[..., None]], 2)
+        relit = np.ones_like(matte) if source.relight_alpha is None else np.asarray(source.relight_alpha, np.float32)
+        crop = np.asarray(source.crop, np.float32)
+        filmed = np.concatenate([crop, matte[..., None], colour_trust[..., None], relit[..., None]], 2)
         entry = {"label": np.asarray(source.label, np.float32), "filmed": np.ascontiguousarray(filmed),
                  "depth_min": reproject.min_depth(source.gbuffer.depth), "head": np.maximum(head, matte),
                  "old_head": grown(np.maximum(matte, covered), 2 * OLD_HEAD_GROW_PX), "background": None,
-                 "behind": None}
+                 "behind": None, "crop_relit": np.ascontiguousarray(np.concatenate([crop, relit[..., None]], 2))}
         self._frames[key] = entry
         while len(self._frames) > KEEP_FRAMES:
             self._frames.popitem(last=False)
@@ -181,8 +191,9 @@ class NovelViewRenderer:
         return entry["background"]
 
     def _surroundings(self, source: SourceView, entry: dict, pixels: np.ndarray, xy: np.ndarray | None,
-                      mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """What the new view shows around the new head, and where that differs from the crop (0..1).
+                      mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the new view shows around the new head, where that differs from the crop (0..1), and the source's
+        relight reach carried along with it.
 
         The head's image motion (new pixel -> where the frame saw it) is extrapolated outward (push-pull) and fades
         with the distance from the new head (Gaussian, ``SURROUND_SIGMA`` of the crop side): hair and collar just
@@ -193,7 +204,7 @@ class NovelViewRenderer:
         size = mask.shape[0]
         crop = np.asarray(source.crop, np.float32)
         if xy is None or pixels.size == 0:
-            return crop, np.zeros(mask.shape, np.float32)
+            return crop, np.zeros(mask.shape, np.float32), entry["crop_relit"][..., 3].copy()
         ys, xs = np.divmod(pixels, size)
         flow = np.zeros((size * size, 2), np.float32)
         flow[pixels, 0] = xy[:, 0] - xs
@@ -208,7 +219,8 @@ class NovelViewRenderer:
         f_bg = f_ext * fade[..., None]
         gx, gy = _pixel_grid(size)
         mx, my = gx + f_bg[..., 0], gy + f_bg[..., 1]
-        out = cv2.remap(crop, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        warped = cv2.remap(entry["crop_relit"], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        out, relit = np.ascontiguousarray(warped[..., 0:3]), np.ascontiguousarray(warped[..., 3])
         moved = reproject.smoothstep(0.05, 0.5, _length(f_bg))
         # What was behind the filmed head, and the old head itself, matter only where a warped position can fall on
         # the old head: its box grown by twice the largest motion (a reflected border tap included).
@@ -228,7 +240,8 @@ class NovelViewRenderer:
             o = out[rows, cols]
             o += r[..., None] * (sub[..., 0:3] - o)
             moved[rows, cols] = np.maximum(moved[rows, cols], r)
-        return out.astype(np.float32), moved
+            relit[rows, cols] *= 1.0 - r  # what was behind the old head is wall: not relit
+        return out.astype(np.float32), moved, relit
 
     # -- a new view --------------------------------------------------------------------------------------------------
     def render(self, source: SourceView, target_label: np.ndarray, clamp: bool = True,
@@ -254,8 +267,8 @@ class NovelViewRenderer:
         weights = {name: np.zeros(hw, np.float32) for name in ("plate", "texture", "mirror", "fill")}
         head = np.zeros((hw, 3), np.float32)
         normals = gb.normal.reshape(-1, 3)[pixels]
-        e_src = np.zeros((hw, 3), np.float32)
         head_alpha = np.zeros(hw, np.float32)
+        relight = np.zeros(hw, np.float32)
         if pixels.size:
             # No matte factor here: where the shell reaches past the filmed head, the plate's colour there is
             # background and the coverage below takes the matte's value, so it stays see-through.
@@ -263,10 +276,8 @@ class NovelViewRenderer:
                                    self.project, view.label)
             # what surrounds the new head needs only where its pixels came from: made beside the blend below
             surroundings = submit(self._surroundings, source, entry, pixels, hit.xy, mask)
-            filmed = reproject.sample(entry["filmed"], hit.xy)  # crop, matte and colour trust in one tap
-            plate, matte_at, colour_ok = filmed[:, 0:3], filmed[:, 3], filmed[:, 4]
-            e = tex.normalising_shading(normals, source.source_sh)
-            e_src[pixels] = e
+            filmed = reproject.sample(entry["filmed"], hit.xy)  # crop, matte, colour trust, relight in one tap
+            plate, matte_at, colour_ok, relit_at = filmed[:, 0:3], filmed[:, 3], filmed[:, 4], filmed[:, 5]
             # The plate's colour is taken where the frame saw the point and the point is head there; on the
             # matte's soft edge the filmed pixel is part background, so its colour comes from the other sources
             # while the coverage below keeps the edge's transparency.
@@ -277,48 +288,59 @@ class NovelViewRenderer:
                                                                                             view.pitch_deg)))
             w_plate = w_seen * (1.0 - away * (1.0 - colour_ok))
             # What the plate does not give, in order: the clip texture, its mirror image, a smooth fill. Colours of
-            # these are shading-normalised (÷ E_source), so they are blended as such and re-shaded once.
-            other = np.zeros((pixels.size, 3), np.float32)
+            # these are shading-normalised (÷ E_source), so they are blended as such and re-shaded once. Only the
+            # pixels the plate leaves open are looked up.
             rest = 1.0 - w_plate
+            seen = w_plate[:, None] * plate
+            open_ = np.flatnonzero(rest > 0)
             texture = self.texture_provider() if self.texture_provider is not None else None
-            if texture is not None:
-                uv = gb.uv.reshape(-1, 2)[pixels]
-                for name, mirrored in (("texture", False), ("mirror", True)):
-                    colour, trust = texture.sample(uv, mirrored=mirrored)
-                    w = rest * np.clip(trust / 0.5, 0.0, 1.0)  # a texel seen with half trust is used fully
-                    other += w[:, None] * colour
-                    weights[name][pixels] = w
-                    rest = rest - w
-            # The fill: push-pull of the colour known so far over the whole head, in image space. It works on the
-            # colour as seen, not shading-normalised: dividing grazing filmed pixels by a small source irradiance
-            # and re-shading them at a squarer normal drew bright streaks (a glassy look) at the head's sides.
-            known = np.zeros((hw, 3), np.float32)
-            known_w = np.zeros(hw, np.float32)
-            seen = w_plate[:, None] * plate + other * e
-            known[pixels] = seen
-            known_w[pixels] = 1.0 - rest
-            filled = _smooth_fill(known.reshape(size, size, 3), known_w.reshape(size, size)).reshape(-1, 3)[pixels]
+            if open_.size:
+                e = tex.normalising_shading(normals[open_], source.source_sh)
+                other = np.zeros((open_.size, 3), np.float32)
+                left = rest[open_]
+                if texture is not None:
+                    uv = gb.uv.reshape(-1, 2)[pixels[open_]]
+                    for name, mirrored in (("texture", False), ("mirror", True)):
+                        colour, trust = texture.sample(uv, mirrored=mirrored)
+                        w = left * np.clip(trust / 0.5, 0.0, 1.0)  # a texel seen with half trust is used fully
+                        other += w[:, None] * colour
+                        weights[name][pixels[open_]] = w
+                        left = left - w
+                rest[open_] = left
+                seen[open_] += other * e
             weights["plate"][pixels] = w_plate
             weights["fill"][pixels] = np.maximum(rest, 0.0)
-            head[pixels] = seen + np.maximum(rest, 0.0)[:, None] * filled
-            # Coverage: the geometry's silhouette, softened by the plate's matte where the frame saw the point (hair
-            # edges keep the matte's softness).
+            head[pixels] = seen
+            if np.any(rest > 0):
+                # The fill: push-pull of the colour known so far over the whole head, in image space. It works on
+                # the colour as seen, not shading-normalised: dividing grazing filmed pixels by a small source
+                # irradiance and re-shading them at a squarer normal drew bright streaks (a glassy look) at the
+                # head's sides.
+                known_w = np.zeros(hw, np.float32)
+                known_w[pixels] = 1.0 - rest
+                filled = _smooth_fill(head.reshape(size, size, 3), known_w.reshape(size, size)).reshape(-1, 3)
+                head[pixels] += np.maximum(rest, 0.0)[:, None] * filled[pixels]
             # Coverage: where the frame saw the point, whether it was head there (the matte, sharpened: its soft
             # edge is wider than the hair's, and a turned head stretches it); points it did not see are head.
             v = hit.visible
             head_alpha[pixels] = v * reproject.smoothstep(MATTE_ALPHA[0], MATTE_ALPHA[1], matte_at) + (1.0 - v)
+            relight[pixels] = v * relit_at + (1.0 - v)  # surface the frame did not see is relit as head
         head_alpha = head_alpha.reshape(size, size)
         inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
         head_alpha = np.clip(np.minimum(head_alpha, cv2.GaussianBlur(inner, (0, 0), EDGE_FEATHER_PX) * 1.5), 0.0, 1.0)
         if pixels.size:
-            background, moved = surroundings.result()
+            background, moved, relight_around = surroundings.result()
         else:
-            background, moved = self._surroundings(source, entry, pixels, None, mask)
+            background, moved, relight_around = self._surroundings(source, entry, pixels, None, mask)
         image = head.reshape(size, size, 3)
         image -= background
         image *= head_alpha[..., None]
         image += background  # background · (1 − a) + head · a
         alpha = np.maximum(np.maximum(entry["old_head"], head_alpha), moved)
-        return NovelView(image.astype(np.float32, copy=False), alpha.astype(np.float32), head_alpha.astype(np.float32), gb,
-                         e_src.reshape(size, size, 3), {k: v.reshape(size, size) for k, v in weights.items()}, view,
-                         notes)
+        # The relight's reach: the new head's, and around it what the surroundings carried along (as composited)
+        relight = relight_around + head_alpha * (relight.reshape(size, size) - relight_around)
+        if source.relight_alpha is None:
+            relight = head_alpha
+        return NovelView(image.astype(np.float32, copy=False), alpha.astype(np.float32), head_alpha.astype(np.float32),
+                         gb, {k: v.reshape(size, size) for k, v in weights.items()}, view, notes,
+                         np.clip(relight, 0.0, 1.0).astype(np.float32))

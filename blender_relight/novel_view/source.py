@@ -61,11 +61,16 @@ def rasterize_head(geometry, camera_label: np.ndarray, size: int = 512):
     return rasterize(geometry, camera_label, size, vertex_normals=normals)
 
 
-def source_view(index: int, crop_linear: np.ndarray, track, geometry, matte: np.ndarray) -> SourceView:
-    """Everything the renderer needs of a tracked frame (``track``: a FrameTrack with a source light)."""
+def source_view(index: int, crop_linear: np.ndarray, track, geometry, matte: np.ndarray, shading_geometry=None,
+                relight_alpha: np.ndarray | None = None) -> SourceView:
+    """Everything the renderer needs of a tracked frame (``track``: a FrameTrack with a source light);
+    ``shading_geometry`` and ``relight_alpha``: the engine's shaded head and relight reach at the filmed view
+    (``SourceView``)."""
     if track.source_sh is None:
         raise RelightError(f"frame {track.index}: no source lighting estimate in the cache; run `analyse` again")
     crop = np.asarray(crop_linear, dtype=np.float32)
     gbuffer = rasterize_head(geometry, track.camera, crop.shape[0])
+    reach = None if relight_alpha is None else np.clip(np.asarray(relight_alpha, np.float32), 0.0, 1.0)
     return SourceView(index, crop, np.asarray(track.camera, np.float32), geometry, gbuffer,
-                      np.clip(np.asarray(matte, np.float32), 0.0, 1.0), np.asarray(track.source_sh, np.float64))
+                      np.clip(np.asarray(matte, np.float32), 0.0, 1.0), np.asarray(track.source_sh, np.float64),
+                      shading_geometry, reach)
