@@ -220,7 +220,7 @@ class NovelViewRenderer:
         gx, gy = _pixel_grid(size)
         mx, my = gx + f_bg[..., 0], gy + f_bg[..., 1]
         warped = cv2.remap(entry["crop_relit"], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-        out, relit = np.ascontiguousarray(warped[..., 0:3]), np.ascontiguousarray(warped[..., 3])
+        out, relit = warped[..., 0:3], warped[..., 3]  # views: blended in place below
         moved = reproject.smoothstep(0.05, 0.5, _length(f_bg))
         # What was behind the filmed head, and the old head itself, matter only where a warped position can fall on
         # the old head: its box grown by twice the largest motion (a reflected border tap included).
@@ -241,7 +241,7 @@ class NovelViewRenderer:
             o += r[..., None] * (sub[..., 0:3] - o)
             moved[rows, cols] = np.maximum(moved[rows, cols], r)
             relit[rows, cols] *= 1.0 - r  # what was behind the old head is wall: not relit
-        return out.astype(np.float32), moved, relit
+        return out, moved, relit
 
     # -- a new view --------------------------------------------------------------------------------------------------
     def render(self, source: SourceView, target_label: np.ndarray, clamp: bool = True,
