@@ -542,6 +542,10 @@ class NeuralEngine:
 
     def relight(self, index: int, crop_linear: np.ndarray, track, lighting: "SceneLighting | np.ndarray",
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
+        from blender_relight.novel_view.views import is_filmed_view
+
+        if camera_label is not None and is_filmed_view(track.camera, camera_label):
+            camera_label = None  # the frame's own camera is the filmed view itself
         if camera_label is not None and self.novel_views:
             # New views re-pose the filmed plate on the tracked head geometry (blender_relight.novel_view): the
             # model's render is a blurry stranger at new views (docs/novel_views.md has the measurement).

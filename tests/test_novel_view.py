@@ -260,3 +260,15 @@ def test_the_filmed_camera_through_the_camera_path_is_the_filmed_view(tmp_path) 
     crop = session.crop_linear(0, track)
     moved = session.engine.relight(0, crop, track, light, near, session.cache)
     assert "source_plate" in moved.passes  # the re-posed plate's blend weights: the novel-view path
+
+
+def test_neural_engine_filmed_camera_is_its_filmed_view(tmp_path) -> None:
+    """Every engine: a camera label that is the frame's own camera gives that engine's filmed view."""
+    from blender_relight.pipeline import ClipSession
+
+    session = ClipSession(sample_path(), cache_dir=tmp_path, engine="neural")
+    session.track()
+    light = shmath.directional_light_sh(np.array([0.6, 0.3, 0.7]), np.full(3, 2.0))
+    filmed = session.relight_frame(0, light, None)
+    same = session.relight_frame(0, light, session.source_camera(0))
+    np.testing.assert_array_equal(same.image, filmed.image)
