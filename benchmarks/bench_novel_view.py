@@ -79,7 +79,7 @@ def main() -> None:
     src = path.source(0, crop, track)
     renderer = path.renderer
     raster = renderer.rasterize
-    stages = {"rasterise the head at the new camera (geometry package, with the seam feather)": 0.0,
+    stages = {"rasterise the head at the new camera (geometry package)": 0.0,
               "reproject + texture + mirror + fill + surroundings": 0.0,
               "shading inputs and source light at the new view": 0.0, "target light at the new view": 0.0}
     names = list(stages)
