@@ -78,13 +78,12 @@ class GeometryShading:
         from blender_relight.geometry.head import shadow_caster
         from blender_relight.geometry.raster import feather_seam
         from blender_relight.lighting import analytic
-        from blender_relight.novel_view.source import rasterize_head
         from blender_relight.shading import ShadowCache, prepare, shade
         from blender_relight.shading.shade import split_key
 
         shaded = source.geometry if source.shading_geometry is None else source.shading_geometry
         if source.shading_geometry is not None:  # the filmed view's shading G-buffer, made at this camera
-            small = feather_seam(rasterize_head(shaded, label, self.size))
+            small = feather_seam(source_mod.rasterize_head(shaded, label, self.size))
         else:  # the new view's G-buffer, every other pixel
             step = max(full.mask.shape[0] // self.size, 1)
             small = feather_seam(type(full)(**{k: (v[::step, ::step] if isinstance(v, np.ndarray) and v.ndim >= 2
