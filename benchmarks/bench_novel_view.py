@@ -10,6 +10,7 @@ the pipeline's and is timed by bench_pipeline.py).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -20,7 +21,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_pipeline import rate  # noqa: E402  (one timing loop for the benchmarks)
 
 
 def main() -> None:
@@ -46,6 +46,14 @@ def main() -> None:
     light = demo_light(0.2)
     rows = []
 
+    def timed(fn, count: int) -> str:
+        """frames/s of ``fn(i)`` over ``count`` calls, wall and CPU (process time: all threads) per call."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i in range(count):
+            fn(i)
+        wall, cpu = (time.perf_counter() - wall) / count, (time.process_time() - cpu) / count
+        return f"{1.0 / wall:.1f} frames/s ({1000 * wall:.0f} ms wall, {1000 * cpu:.0f} ms CPU per call)"
+
     path = engine.novel_view_path()
     start = time.perf_counter()
     engine.relight(0, crop, track, light, offset_label(track.camera, 10.0, 0.0), session.cache)
@@ -54,42 +62,52 @@ def main() -> None:
     yaws = np.linspace(-30.0, 30.0, n)
     cams = [offset_label(track.camera, float(y), 5.0 * np.sin(i)) for i, y in enumerate(yaws)]
     rows.append(("camera change (rasterise, reproject, blend, fill, surroundings, relight), 512² crop",
-                 f"{rate(lambda i: engine.relight(0, crop, track, light, cams[i], session.cache), n):.1f} frames/s"))
+                 timed(lambda i: engine.relight(0, crop, track, light, cams[i], session.cache), n)))
     fixed = offset_label(track.camera, 20.0, 0.0)
     engine.relight(0, crop, track, light, fixed, session.cache)
     lights = [demo_light(i / n) for i in range(n)]
     rows.append(("light change at a fixed new view",
-                 f"{rate(lambda i: engine.relight(0, crop, track, lights[i], fixed, session.cache), n):.1f} frames/s"))
+                 timed(lambda i: engine.relight(0, crop, track, lights[i], fixed, session.cache), n)))
     engine.relight(0, crop, track, light, None, session.cache)
     rows.append(("light change at the filmed view (the same geometry engine)",
-                 f"{rate(lambda i: engine.relight(0, crop, track, lights[i], None, session.cache), n):.1f} frames/s"))
+                 timed(lambda i: engine.relight(0, crop, track, lights[i], None, session.cache), n)))
 
-    # Stage times of one camera change (what the rate above is made of).
-    src = path.source(0, crop, track)
-    stages = {}
-    t = time.perf_counter()
-    gb = path.renderer.rasterize(src.geometry, cams[3], 512)
-    stages["rasterise the head at the new camera (geometry package)"] = time.perf_counter() - t
-    t = time.perf_counter()
-    path.renderer.rasterize = lambda *a, **k: gb  # time the rest without the raster
-    nv = path.renderer.render(src, cams[3])
-    stages["reproject + texture + mirror + fill + surroundings"] = time.perf_counter() - t
+    # Stage times of a camera change (what the rate above is made of), CPU per call over the same cameras.
     from blender_relight.lighting.scene import SceneLighting
+    from blender_relight.novel_view.path import _bbox
 
-    t = time.perf_counter()
-    if hasattr(nv, "_shading"):
-        del nv._shading
-    path.shade(nv, src, SceneLighting.coerce(light))
-    stages["shading at the new view (inputs, source light, target light)"] = time.perf_counter() - t
+    src = path.source(0, crop, track)
+    renderer = path.renderer
+    raster = renderer.rasterize
+    stages = {"rasterise the head at the new camera (geometry package)": 0.0,
+              "reproject + texture + mirror + fill + surroundings": 0.0,
+              "shading inputs and source light at the new view": 0.0, "target light at the new view": 0.0}
+    names = list(stages)
+    for i in range(n):
+        t = time.process_time()
+        gb = raster(src.geometry, cams[i], 512)
+        stages[names[0]] += time.process_time() - t
+        t = time.process_time()
+        renderer.rasterize = lambda *a, **k: gb  # time the rest without the raster
+        nv = renderer.render(src, cams[i])
+        renderer.rasterize = raster
+        stages[names[1]] += time.process_time() - t
+        t = time.process_time()
+        path.shade._view_state(nv, src)
+        stages[names[2]] += time.process_time() - t
+        t = time.process_time()
+        path.shade(nv, src, SceneLighting.coerce(light), _bbox(nv.head_alpha > 0))
+        stages[names[3]] += time.process_time() - t
 
     from evaluation.run import _git_commit, machine_description
 
-    print(f"commit {_git_commit()}, {machine_description()}, {args.threads} OpenCV threads")
+    print(f"commit {_git_commit()}, {machine_description()}, {args.threads} OpenCV threads, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load {os.getloadavg()[0]:.1f}")
     print("| what | figure |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
     for name, value in stages.items():
-        print(f"| stage: {name} | {1000 * value:.0f} ms |")
+        print(f"| stage: {name} | {1000 * value / n:.0f} ms CPU |")
 
 
 if __name__ == "__main__":

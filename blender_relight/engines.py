@@ -330,8 +330,9 @@ class GeometryEngine:
 
             from blender_relight.novel_view.source import whole_head
 
-            def head(index: int, crop_linear: np.ndarray, track):
-                return whole_head(track, crop_linear, self._frame(index, crop_linear, track).alpha)
+            def head(index: int, crop_linear: np.ndarray, track):  # moved: the whole head; shaded as filmed
+                frame = self._frame(index, crop_linear, track)
+                return (*whole_head(track, crop_linear, frame.alpha), frame.geometry, frame.alpha)
 
             self._novel_path = NovelViewPath(head, GeometryShading(self.shading_size, self.shadow_resolution))
         return self._novel_path
@@ -401,7 +402,10 @@ class GeometryEngine:
         if camera_label is not None:
             if self.novel_view_engine is not None:
                 return self.novel_view_engine.relight(index, crop_linear, track, lighting, camera_label, cache)
-            return self._novel_view(index, crop_linear, track, lighting, camera_label, cache)
+            from blender_relight.novel_view.views import is_filmed_view
+
+            if not is_filmed_view(track.camera, camera_label):  # the frame's own camera is the filmed view itself
+                return self._novel_view(index, crop_linear, track, lighting, camera_label, cache)
         return self._filmed_view(index, crop_linear, track, lighting)
 
 
@@ -541,6 +545,10 @@ class NeuralEngine:
 
     def relight(self, index: int, crop_linear: np.ndarray, track, lighting: "SceneLighting | np.ndarray",
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
+        from blender_relight.novel_view.views import is_filmed_view
+
+        if camera_label is not None and is_filmed_view(track.camera, camera_label):
+            camera_label = None  # the frame's own camera is the filmed view itself
         if camera_label is not None and self.novel_views:
             # New views re-pose the filmed plate on the tracked head geometry (blender_relight.novel_view): the
             # model's render is a blurry stranger at new views (docs/novel_views.md has the measurement).

@@ -357,7 +357,10 @@ class ClipSession:
         frame_linear, crop = self._linear_frame_and_crop(index, track)
         relit = self.engine.relight(index, crop, track, lighting, camera_label, self.cache)
         # Source view: paste only the change, so the frame keeps its full-resolution detail; a new view replaces.
-        reference = crop if camera_label is None or not self.engine.supports_novel_view else None
+        from blender_relight.novel_view.views import is_filmed_view
+
+        filmed = camera_label is None or is_filmed_view(track.camera, camera_label)
+        reference = crop if filmed or not self.engine.supports_novel_view else None
         image = track.transform.unwarp(relit.image, frame_linear, relit.alpha, reference=reference)
         if track.source_sh is not None:  # neck, shoulders and chest follow the light too (``body``)
             # how much of each pixel the head's paste changed: the engines' images are already blended by their

@@ -152,3 +152,88 @@ def test_raster_resolves_two_planes_and_culls_back_faces():
     np.testing.assert_allclose(gb.depth[int(round(cy)), int(round(cx))], 2.7 - 0.2, atol=1e-4)
     back = HeadGeometry(verts, tris[:, ::-1].copy(), geo.uv, geo.part)
     assert not rasterize(back, label, 64).mask.any()
+
+
+def _reference_raster(xy: np.ndarray, z: np.ndarray, tris: np.ndarray, size: tuple[int, int], inverse_z: bool):
+    """Brute force over every (pixel, triangle) pair with the plain bounding-box walk's arithmetic (plane
+    coefficients rounded to float32, the same eps, depth quantised over all fragments, ties to the lower triangle):
+    what the blocked, two-threaded ``raster_screen`` must give exactly."""
+    h, w = size
+    p0, p1, p2 = xy[tris[:, 0]], xy[tris[:, 1]], xy[tris[:, 2]]
+    d = (p1[:, 0] - p0[:, 0]) * (p2[:, 1] - p0[:, 1]) - (p2[:, 0] - p0[:, 0]) * (p1[:, 1] - p0[:, 1])
+    keep = np.abs(d) > 1e-9
+    if inverse_z:
+        keep &= np.all(z[tris] > 1e-6, axis=1)
+    kept = np.flatnonzero(keep)
+    p0, p1, p2, d = p0[kept], p1[kept], p2[kept], d[kept]
+    zk = 1.0 / z[tris[kept]] if inverse_z else z[tris[kept]]
+    inv = 1.0 / d
+    a1, b1 = (p2[:, 1] - p0[:, 1]) * inv, -(p2[:, 0] - p0[:, 0]) * inv
+    a2, b2 = -(p1[:, 1] - p0[:, 1]) * inv, (p1[:, 0] - p0[:, 0]) * inv
+    c1, c2 = -(a1 * p0[:, 0] + b1 * p0[:, 1]), -(a2 * p0[:, 0] + b2 * p0[:, 1])
+    dz1, dz2 = zk[:, 1] - zk[:, 0], zk[:, 2] - zk[:, 0]
+    az, bz, cz = a1 * dz1 + a2 * dz2, b1 * dz1 + b2 * dz2, zk[:, 0] + c1 * dz1 + c2 * dz2
+    xs, ys = np.stack([p0[:, 0], p1[:, 0], p2[:, 0]], 1), np.stack([p0[:, 1], p1[:, 1], p2[:, 1]], 1)
+    x0, x1 = np.clip(np.ceil(xs.min(1)), 0, w), np.clip(np.floor(xs.max(1)), -1, w - 1)
+    y0, y1 = np.clip(np.ceil(ys.min(1)), 0, h), np.clip(np.floor(ys.max(1)), -1, h - 1)
+    py, px = np.divmod(np.arange(h * w, dtype=np.float64), w)
+    f = lambda v: v.astype(np.float32).astype(np.float64)[None, :]  # noqa: E731
+    l1 = f(a1) * px[:, None] + f(b1) * py[:, None] + f(c1)
+    l2 = f(a2) * px[:, None] + f(b2) * py[:, None] + f(c2)
+    eps = np.float32(-1e-5)
+    inside = (l1 >= eps) & (l2 >= eps) & (l1 + l2 <= 1.0 - eps)
+    inside &= (px[:, None] >= x0) & (px[:, None] <= x1) & (py[:, None] >= y0) & (py[:, None] <= y1)
+    pix, tri = np.nonzero(inside)
+    zval = az[tri] * px[pix] + bz[tri] * py[pix] + cz[tri]
+    test = -zval if inverse_z else zval
+    zq = ((test - test.min()) * ((2**30) / max(test.max() - test.min(), 1e-12))).astype(np.int64)
+    order = np.lexsort((tri, zq, pix))  # per pixel: nearest, then the earlier triangle
+    first = order[np.r_[True, pix[order][1:] != pix[order][:-1]]]
+    return pix[first], kept[tri[first]], l1[pix[first], tri[first]], l2[pix[first], tri[first]]
+
+
+@pytest.mark.parametrize("case", ["sphere", "random"])
+def test_raster_screen_equals_a_brute_force_z_buffer(case):
+    """The blocked rasteriser (edge tests per 4×4 block, culled blocks, two threads) covers the same pixels with the
+    same triangles and barycentrics as a brute-force test of every pixel against every triangle."""
+    rng = np.random.default_rng(3)
+    size = (72, 88)
+    if case == "sphere":
+        th, ph = np.meshgrid(np.linspace(0, np.pi, 17), np.linspace(-np.pi, np.pi, 33), indexing="ij")
+        pts = np.stack([np.sin(th) * np.sin(ph), np.cos(th), np.sin(th) * np.cos(ph)], -1).reshape(-1, 3)
+        idx = np.arange(len(pts)).reshape(17, 33)
+        a, b, c, dd = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+        tris = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, dd], 1)])
+        z = 3.0 - pts[:, 2]  # the camera on +z looking at the sphere
+        xy = np.stack([44 + 60 * pts[:, 0] / z, 36 - 60 * pts[:, 1] / z], 1)
+        cases = [(xy, z, tris, "back", True), (xy, z, tris, "none", True)]
+    else:
+        xy = rng.uniform(-20, 100, (120, 2))
+        xy[:6] = xy[6:12] + rng.normal(0, 1e-4, (6, 2))  # slivers
+        z = rng.uniform(0.5, 3.0, 120)
+        tris = rng.integers(0, 120, (300, 3))
+        cases = [(xy, z, tris, "none", False), (xy, z, tris, "back", True)]
+    for xy_, z_, tris_, cull, inverse in cases:
+        hits = raster.raster_screen(xy_, z_, tris_, size, cull=cull, interpolate_inverse_z=inverse)
+        keep = np.ones(len(tris_), bool)
+        if cull == "back":
+            p = xy_[tris_]
+            keep = ((p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1])
+                    - (p[:, 2, 0] - p[:, 0, 0]) * (p[:, 1, 1] - p[:, 0, 1])) < 0
+        sub = np.flatnonzero(keep)
+        pix, tri, l1, l2 = _reference_raster(xy_, z_, tris_[sub], size, inverse)
+        assert pix.size > 200
+        np.testing.assert_array_equal(hits.pixel, pix)
+        np.testing.assert_array_equal(hits.triangle, sub[tri])
+        np.testing.assert_array_equal(hits.bary[:, 1:], np.stack([l1, l2], 1).astype(np.float32))
+    # the two-thread split (large rasters) gives the one-thread result
+    saved = raster.PARALLEL_CANDIDATES
+    try:
+        raster.PARALLEL_CANDIDATES = 1
+        split = raster.raster_screen(xy_, z_, tris_, size, cull="none", interpolate_inverse_z=inverse)
+        raster.PARALLEL_CANDIDATES = 10**12
+        whole = raster.raster_screen(xy_, z_, tris_, size, cull="none", interpolate_inverse_z=inverse)
+    finally:
+        raster.PARALLEL_CANDIDATES = saved
+    for field in ("pixel", "triangle", "bary", "z"):
+        np.testing.assert_array_equal(getattr(split, field), getattr(whole, field))

@@ -236,3 +236,64 @@ def test_a_shell_wider_than_the_filmed_head_is_see_through_at_a_new_view(astrona
     assert nv.head_alpha.reshape(-1)[pixels[far_outside]].max() < 0.02
     inside = cv2.erode(matte.astype(np.uint8), np.ones((7, 7), np.uint8))[yi, xi] > 0
     assert np.median(nv.head_alpha.reshape(-1)[pixels[inside]]) > 0.99
+
+
+def test_clip_texture_is_the_same_whichever_frame_attached_it_and_as_stored(astronaut_track, tmp_path) -> None:
+    """A frame's output must not depend on visit order: the texture's layout (and the mirror built on it) is the
+    same whichever frame's head attached it first (frames drop different shell triangles under the face), and the
+    texture a session builds is the one a later session loads."""
+    a = _synthetic_source(astronaut_track, views.offset_label(astronaut_track.camera, -20.0, 0.0))
+    acc = tex.TextureAccumulator(a.geometry.uv, a.geometry.triangles)
+    acc.add(0, a.crop, a.geometry.vertices, a.label, reproject.min_depth(a.gbuffer.depth), plate_trust(a.matte),
+            a.source_sh, project)
+    built = acc.result()
+    built.save(tmp_path / "t.npz")
+    loaded = tex.ClipTexture.load(tmp_path / "t.npz")
+    np.testing.assert_array_equal(built.colour, loaded.colour)
+    np.testing.assert_array_equal(built.trust, loaded.trust)
+    tris = a.geometry.triangles
+    other = tris[np.r_[np.arange(468 * 2), np.arange(468 * 2 + 40, len(tris))]]  # another frame's triangle set
+    mirrors = []
+    for triangles in (tris, other):
+        t = tex.ClipTexture(built.colour.copy(), built.trust.copy(), built.frames)
+        t.attach(a.geometry.uv, triangles, a.geometry.vertices)
+        mirrors.append(t.mirrored())
+    np.testing.assert_array_equal(mirrors[0][0], mirrors[1][0])
+    np.testing.assert_array_equal(mirrors[0][1], mirrors[1][1])
+    assert tex.texture_key(a.geometry.uv, tris, 512, [0]) == tex.texture_key(a.geometry.uv, other, 512, [0])
+
+
+def test_the_filmed_camera_through_the_camera_path_is_the_filmed_view(tmp_path) -> None:
+    """A Blender camera at the filmed pose (the frame's own camera label) gives exactly the frame relit at the
+    filmed view, crop and pasted frame; a camera a little off it takes the re-posed plate."""
+    from blender_relight.engines import GeometryEngine
+    from blender_relight.lighting.blender_lights import LightSpec
+    from blender_relight.lighting.scene import SceneLighting
+    from blender_relight.pipeline import ClipSession
+
+    session = ClipSession(sample_path(), cache_dir=tmp_path, engine=GeometryEngine())
+    session.track()
+    light = SceneLighting(lights=(LightSpec("SUN", power=2.0, direction=(1.0, 1.0, -0.5), name="sun"),))
+    source = session.source_camera(0)
+    filmed = session.relight_frame(0, light, None)
+    same = session.relight_frame(0, light, source)
+    np.testing.assert_array_equal(same.image, filmed.image)
+    assert views.is_filmed_view(source, np.asarray(source, np.float32))
+    near = views.offset_label(source, 0.5, 0.0)
+    assert not views.is_filmed_view(source, near)
+    track = session.frame_track(0)
+    crop = session.crop_linear(0, track)
+    moved = session.engine.relight(0, crop, track, light, near, session.cache)
+    assert "source_plate" in moved.passes  # the re-posed plate's blend weights: the novel-view path
+
+
+def test_neural_engine_filmed_camera_is_its_filmed_view(tmp_path) -> None:
+    """Every engine: a camera label that is the frame's own camera gives that engine's filmed view."""
+    from blender_relight.pipeline import ClipSession
+
+    session = ClipSession(sample_path(), cache_dir=tmp_path, engine="neural")
+    session.track()
+    light = shmath.directional_light_sh(np.array([0.6, 0.3, 0.7]), np.full(3, 2.0))
+    filmed = session.relight_frame(0, light, None)
+    same = session.relight_frame(0, light, session.source_camera(0))
+    np.testing.assert_array_equal(same.image, filmed.image)

@@ -56,9 +56,8 @@ def test_frame_after_a_scrub_equals_the_frame_in_order(clip, tmp_path):
     scrubbed = _session(clip, cache)  # a fresh engine: nothing of the ordered run is kept in memory
     for i in (FRAMES - 1, 1, 4, 0, 5, 3, 2):  # jumps forward and back, as a user scrubbing the timeline
         np.testing.assert_array_equal(scrubbed.relight_frame(i, LIGHT).image, expected[i], err_msg=f"frame {i}")
-    # New views: equal to within 1e-4 linear (1/40 of an 8-bit level); measured 5e-5 on 3.7 % of pixels after the
-    # merge of the reprojection path (an order-dependent cache in it, left in the closing note).
-    np.testing.assert_allclose(scrubbed.relight_frame(FRAMES - 1, LIGHT, novel).image, expected_novel, atol=1e-4)
+    # New views too: the clip texture the first session built is the one the second loads (its stored form).
+    np.testing.assert_array_equal(scrubbed.relight_frame(FRAMES - 1, LIGHT, novel).image, expected_novel)
     scrubbed.close()
 
 

@@ -364,6 +364,16 @@ def head_geometry(track, matte: np.ndarray | None = None) -> HeadGeometry:
     return HeadGeometry(vertices, triangles, uv, part)
 
 
+def atlas_triangles(num_vertices: int) -> np.ndarray | None:
+    """Every triangle a frame's head can have (the face mesh and the whole shell grid, none dropped under the face),
+    for a mesh of ``num_vertices`` of this layout; None for any other mesh. What UV-space work lays out: a frame's
+    own triangles drop the shell under its face, which differs from frame to frame."""
+    shell_n = (SHELL_ROWS + 1) * (SHELL_COLS + 1)
+    if int(num_vertices) != NUM_FACE + shell_n:
+        return None
+    return np.concatenate([_face_topology(), _shell_grid()[1] + NUM_FACE]).astype(np.int32)
+
+
 def shadow_caster(geometry: HeadGeometry) -> HeadGeometry:
     """The same head with its shell at half the grid resolution: what a shadow map draws (a light change redraws
     every map, and a 3° shell is as good an occluder as a 1.6° one: its chord error is ~0.3 mm)."""

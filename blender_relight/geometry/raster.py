@@ -21,6 +21,23 @@ import numpy as np
 
 from blender_relight import camera as cam
 
+#: Side (pixels) of the blocks a triangle's bounding box is tested in.
+TILE = 4
+#: Bounding-box pixels from which a raster is split over two threads (a 512² head has ~575k; a 128² shadow map ~40k).
+PARALLEL_CANDIDATES = 200_000
+
+_POOL = None
+
+
+def _pool():
+    """One worker thread for the second half of a large raster (NumPy releases the GIL in its loops)."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raster")
+    return _POOL
+
 
 @dataclass
 class ScreenHits:
@@ -92,43 +109,105 @@ def raster_screen(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, size: tu
     az, bz = a1 * dz1 + a2 * dz2, b1 * dz1 + b2 * dz2
     cz = zk[:, 0] + c1 * dz1 + c2 * dz2
 
-    # One candidate per bounding-box pixel of every triangle; per-triangle constants in one float32 row each, so a
-    # candidate costs a single gather.
-    nz = np.flatnonzero(counts)
-    cnt = counts[nz]
-    cand_tri = np.repeat(nz.astype(np.int32), cnt)
-    starts = (np.cumsum(cnt) - cnt).astype(np.int32)
-    local = np.arange(total, dtype=np.int32) - np.repeat(starts, cnt)
-    table = np.stack([bw, x0, y0, a1, b1, c1, a2, b2, c2], 1).astype(np.float32)
-    g = table[cand_tri]
-    row, col = np.divmod(local, g[:, 0].astype(np.int32))
-    pxf = g[:, 1] + col
-    pyf = g[:, 2] + row
-    l1 = g[:, 3] * pxf + g[:, 4] * pyf + g[:, 5]
-    l2 = g[:, 6] * pxf + g[:, 7] * pyf + g[:, 8]
-    eps = np.float32(-1e-5)
-    inside = (l1 >= eps) & (l2 >= eps) & (l1 + l2 <= 1.0 - eps)
-    idx = np.flatnonzero(inside)
-    if idx.size == 0:
-        return empty
-    ct = cand_tri[idx]
-    l1, l2, pxf, pyf = l1[idx], l2[idx], pxf[idx], pyf[idx]
-    zval = az[ct] * pxf + bz[ct] * pyf + cz[ct]
-    pix = pyf.astype(np.int64) * w + pxf.astype(np.int64)
+    # Candidates: every pixel centre of every triangle's bounding box, walked in TILE×TILE blocks so that the edge
+    # tests are broadcasts over (tiles, TILE, TILE) with per-tile constants (no per-candidate gather, no divmod);
+    # blocks no edge of the triangle can reach are dropped before any pixel of them is tested. The arithmetic per
+    # pixel is the one of a plain bounding-box walk (``a·x + b·y + c`` with the coefficients rounded to float32), so
+    # labels and barycentrics do not depend on the blocking; ties in depth go to the earlier triangle, as in a walk in
+    # triangle order.
+    def fragments(nz: np.ndarray):
+        """(l1, l2, kept triangle, depth value, pixel) of the pixels inside triangles ``nz`` (kept indices)."""
+        tx = (bw[nz] + (TILE - 1)) // TILE
+        ty = (bh[nz] + (TILE - 1)) // TILE
+        ntile = tx * ty
+        tile_of = np.repeat(np.arange(nz.size), ntile)  # position in nz of each tile's triangle
+        tstart = np.cumsum(ntile) - ntile
+        tlocal = np.arange(int(ntile.sum())) - np.repeat(tstart, ntile)
+        trow, tcol = np.divmod(tlocal, tx[tile_of])
+        tri_of = nz[tile_of]  # index into the kept triangles
+        ox = x0[tri_of] + tcol * TILE  # block origin (pixels)
+        oy = y0[tri_of] + trow * TILE
 
-    # Z-buffer without sorting: (quantised depth, candidate) packed into one int64; the smallest key per pixel is the
-    # nearest candidate. With 1/z interpolated the nearest has the largest value, so the key uses its negation.
+        def coefficient(v: np.ndarray) -> np.ndarray:  # a plane coefficient as the per-pixel test takes it
+            return v.astype(np.float32).astype(np.float64)[tri_of]
+
+        A1, B1, C1 = coefficient(a1), coefficient(b1), coefficient(c1)
+        A2, B2, C2 = coefficient(a2), coefficient(b2), coefficient(c2)
+        oxf, oyf = ox.astype(np.float64), oy.astype(np.float64)
+        eps = np.float32(-1e-5)
+        # Block culling (conservative, float64): an edge function is affine, so its largest value over the block is at
+        # one of its corners; a block where any of l1, l2, 1 - l1 - l2 stays below eps there has no pixel inside. The
+        # margin covers the float32 rounding of the per-pixel test (relative to the terms' size).
+        span = np.float64(TILE - 1)
+
+        def reachable(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+            at, bt, cv = a[tri_of], b[tri_of], c[tri_of]
+            top = (cv + at * ox + bt * oy) + np.maximum(at, 0.0) * span + np.maximum(bt, 0.0) * span
+            slack = 1e-3 + 1e-6 * (np.abs(at) * (np.abs(ox) + span) + np.abs(bt) * (np.abs(oy) + span) + np.abs(cv))
+            return top >= -slack
+
+        ok = reachable(a1, b1, c1) & reachable(a2, b2, c2) & reachable(-(a1 + a2), -(b1 + b2), 1.0 - (c1 + c2))
+        live = np.flatnonzero(ok)
+        if live.size == 0:
+            return None
+        tri_of, ox, oy, oxf, oyf = tri_of[live], ox[live], oy[live], oxf[live], oyf[live]
+        A1, B1, C1, A2, B2, C2 = A1[live], B1[live], C1[live], A2[live], B2[live], C2[live]
+        steps = np.arange(TILE, dtype=np.float64)
+        pxf = oxf[:, None, None] + steps[None, None, :]  # (n, 1, TILE)
+        pyf = oyf[:, None, None] + steps[None, :, None]  # (n, TILE, 1)
+
+        def plane(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:  # (a·x + b·y) + c, in that order
+            out = np.add(a[:, None, None] * pxf, b[:, None, None] * pyf)
+            out += c[:, None, None]
+            return out
+
+        l1, l2 = plane(A1, B1, C1), plane(A2, B2, C2)
+        inside = (l1 >= eps) & (l2 >= eps) & (l1 + l2 <= 1.0 - eps)
+        inside &= pxf <= x1[tri_of][:, None, None]  # the block's part beyond the bounding box
+        inside &= pyf <= y1[tri_of][:, None, None]
+        idx = np.flatnonzero(inside)
+        if idx.size == 0:
+            return None
+        block, within = np.divmod(idx, TILE * TILE)
+        r, c = np.divmod(within, TILE)
+        l1, l2 = l1.reshape(-1)[idx], l2.reshape(-1)[idx]
+        ct = tri_of[block]
+        pxi = ox[block] + c
+        pyi = oy[block] + r
+        pxf, pyf = pxi.astype(np.float64), pyi.astype(np.float64)
+        zval = az[ct] * pxf + bz[ct] * pyf + cz[ct]
+        return l1, l2, ct, zval, pyi * w + pxi
+
+    # Two halves of the triangles (in order) on two threads when there is enough to do: the fragments come out as
+    # one walk in triangle order, whatever the split.
+    nz = np.flatnonzero(counts)
+    if total >= PARALLEL_CANDIDATES and nz.size > 1:
+        cut = int(np.searchsorted(np.cumsum(counts[nz]), total // 2)) + 1
+        later = _pool().submit(fragments, nz[cut:])
+        parts = [fragments(nz[:cut]), later.result()]
+    else:
+        parts = [fragments(nz)]
+    parts = [part for part in parts if part is not None]
+    if not parts:
+        return empty
+    l1, l2, ct, zval, pix = (np.concatenate(c) if len(parts) > 1 else c[0] for c in zip(*parts))
+
+    # Z-buffer without sorting: (quantised depth, fragment) packed into one int64; the smallest key per pixel is the
+    # nearest fragment. With 1/z interpolated the nearest has the largest value, so the key uses its negation.
     test = -zval if interpolate_inverse_z else zval
     zmin, zmax = float(test.min()), float(test.max())
     zq = ((test - zmin) * ((2**30) / max(zmax - zmin, 1e-12))).astype(np.int64)
-    key = (zq << 32) | np.arange(idx.size, dtype=np.int64)
+    key = (zq << 32) | np.arange(zval.size, dtype=np.int64)  # blocks go triangle by triangle: ties as in a walk
     none = np.iinfo(np.int64).max
     best = np.full(h * w, none, np.int64)
     np.minimum.at(best, pix, key)
     hit = np.flatnonzero(best != none)
     win = best[hit] & 0xFFFFFFFF
     wl1, wl2 = l1[win], l2[win]
-    bary = np.stack([1.0 - wl1 - wl2, wl1, wl2], 1).astype(np.float32)
+    bary = np.empty((win.size, 3), np.float32)
+    bary[:, 1] = wl1
+    bary[:, 2] = wl2
+    bary[:, 0] = 1.0 - wl1 - wl2
     zw = zval[win]
     if interpolate_inverse_z:
         zw = 1.0 / np.maximum(zw, 1e-12)
@@ -210,19 +289,20 @@ def rasterize(geometry, camera_label: np.ndarray, size: int = 512, vertex_normal
         wz = hits.bary / z[t].astype(np.float32)
         wz /= wz.sum(1, keepdims=True)
         vn = _vertex_normals(verts, tris) if vertex_normals is None else np.asarray(vertex_normals, np.float64)
-
-        def interp(attr: np.ndarray) -> np.ndarray:
-            a = np.asarray(attr, dtype=np.float32)
-            return wz[:, 0:1] * a[t[:, 0]] + wz[:, 1:2] * a[t[:, 1]] + wz[:, 2:3] * a[t[:, 2]]
-
-        n = interp(vn)
-        n /= np.sqrt(np.maximum(np.einsum("ij,ij->i", n, n), 1e-20))[:, None]
+        # position, normal and UV interpolated together: one gather per corner
+        attrs = np.concatenate([verts.astype(np.float32), vn.astype(np.float32),
+                                np.asarray(geometry.uv, np.float32)], axis=1)
+        values = wz[:, 0:1] * attrs[t[:, 0]]
+        values += wz[:, 1:2] * attrs[t[:, 1]]
+        values += wz[:, 2:3] * attrs[t[:, 2]]
+        n = values[:, 3:6]
+        n /= np.sqrt(np.maximum(n[:, 0] * n[:, 0] + n[:, 1] * n[:, 1] + n[:, 2] * n[:, 2], 1e-20))[:, None]
         flat = hits.pixel
         mask.reshape(-1)[flat] = True
         depth.reshape(-1)[flat] = hits.z
-        position.reshape(-1, 3)[flat] = interp(verts)
+        position.reshape(-1, 3)[flat] = values[:, 0:3]
         normal.reshape(-1, 3)[flat] = n
-        uv.reshape(-1, 2)[flat] = interp(geometry.uv)
+        uv.reshape(-1, 2)[flat] = values[:, 6:8]
         triangle.reshape(-1)[flat] = hits.triangle
         part.reshape(-1)[flat] = np.asarray(geometry.part)[t[:, 0]]
     return GBuffer(mask, depth, position, normal, uv, triangle, part, np.asarray(camera_label, np.float32))
@@ -248,14 +328,26 @@ def feather_seam(gbuffer: GBuffer, radius_px: float | None = None) -> GBuffer:
     border = (cv2.dilate(face, k) & cv2.dilate(shell, k)).astype(bool)
     if not border.any():
         return gbuffer
-    dist = cv2.distanceTransform((~border).astype(np.uint8), cv2.DIST_L2, 5)
-    t = np.clip(1.0 - dist / r, 0.0, 1.0)
-    weight = (t * t * (3.0 - 2.0 * t)) * gbuffer.mask
-    m = gbuffer.mask.astype(np.float32)
+    # Everything below changes pixels within r of the border only; it is done on the border's box grown by r plus
+    # the blur's reach (OpenCV's Gaussian kernel spans 4 sigma for float images), so the result is the whole
+    # image's and costs the box's area.
     sigma = r / 2.0
-    avg = cv2.GaussianBlur(gbuffer.normal * m[..., None], (0, 0), sigma)
+    grow = int(np.ceil(r)) + int(np.ceil(4.0 * sigma)) + 2
+    ys, xs = np.nonzero(border)
+    rows = slice(max(int(ys.min()) - grow, 0), min(int(ys.max()) + grow + 1, h))
+    cols = slice(max(int(xs.min()) - grow, 0), min(int(xs.max()) + grow + 1, w))
+    mask = gbuffer.mask[rows, cols]
+    normal = gbuffer.normal[rows, cols]
+    dist = cv2.distanceTransform((~border[rows, cols]).astype(np.uint8), cv2.DIST_L2, 5)
+    t = np.clip(1.0 - dist / r, 0.0, 1.0)
+    weight = (t * t * (3.0 - 2.0 * t)) * mask
+    m = mask.astype(np.float32)
+    avg = cv2.GaussianBlur(normal * m[..., None], (0, 0), sigma)
     avg /= np.maximum(cv2.GaussianBlur(m, (0, 0), sigma), 1e-6)[..., None]
-    n = gbuffer.normal + weight[..., None] * (avg - gbuffer.normal)
-    n /= np.maximum(np.linalg.norm(n, axis=2, keepdims=True), 1e-6)
-    gbuffer.normal = np.where(gbuffer.mask[..., None], n, 0.0).astype(np.float32)
+    n = normal + weight[..., None] * (avg - normal)
+    n /= np.maximum(np.sqrt(n[..., 0] * n[..., 0] + n[..., 1] * n[..., 1] + n[..., 2] * n[..., 2]), 1e-6)[..., None]
+    out = np.array(gbuffer.normal, np.float32, copy=True)
+    out[rows, cols] = np.where(mask[..., None], n, 0.0)
+    out[~gbuffer.mask] = 0.0
+    gbuffer.normal = out
     return gbuffer

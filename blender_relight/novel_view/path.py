@@ -3,16 +3,16 @@ camera, relit with the same shading as the filmed view.
 
 ``NovelViewPath.relight`` re-poses the frame (``NovelViewRenderer``: plate, clip texture, mirror, fill; background
 behind the old head), then relights the re-posed plate by the ratio the filmed view uses,
-``plate × E_target / E_source (+ the highlight the plate lacks)``, both taken at the new view's G-buffer: with
-:class:`GeometryShading` (the default) that is the geometry engine's shading (``blender_relight.shading``: every
-Blender light with falloff, cone, area, cast shadow and specular, the SH remainder, the source light's key shaded the
-same way), so a light means the same at the filmed and at a new view; :func:`sh_shade` is the plain SH fallback.
-Per-frame work (geometry, matte, source G-buffer, background) is kept for the last few frames and per-view work
-(G-buffer, shading inputs, source shading, passes) for the last few views, so a light change at a fixed new view
-costs only the target shading.
+``plate × E_target / E_source (+ the highlight the plate lacks)``, both taken at the new view's G-buffer with
+:class:`GeometryShading`, the geometry engine's shading (``blender_relight.shading``: every Blender light with
+falloff, cone, area, cast shadow and specular, the SH remainder, the source light's key shaded the same way), so a
+light means the same at the filmed and at a new view. Per-frame work (geometry, matte, source G-buffer, background,
+shadow maps) is kept for the last few frames and per-view work (G-buffer, shading inputs, source shading, passes) for
+the last few views, so a light change at a fixed new view costs only the target shading, as at the filmed view.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from typing import Callable
@@ -26,84 +26,132 @@ log = logging.getLogger(__name__)
 
 KEEP = 4
 
-#: ``shade(view, source, lighting) -> (E_target (H, W, 3), E_source (H, W, 3) or None, specular to add or None,
-#: per-light passes {name: (diffuse, specular, shadow)}[, ratio (H, W, 3)])``; E_source None: the view's own SH
-#: source shading; a ratio given is used as it is (the shading computed it at its own size).
-ShadeFn = Callable[..., tuple]
+#: Head directions (cosine between a vertex normal and the filmed camera's view of it) whose surface the shadow maps
+#: of a new view are fitted to: everything a camera within the range (±30° yaw) can see of the head.
+RECEIVER_COS = -0.5
 
 
-def sh_shade(view: render.NovelView, source: render.SourceView, lighting: SceneLighting):
-    """Target irradiance as the lighting's total second-order SH at the G-buffer's normals (no shadows, no
-    specular), evaluated on covered pixels only: the plain fallback."""
-    from blender_relight.lighting import sh as shmath
+def _receivers(source: render.SourceView, geometry) -> np.ndarray:
+    """The points a frame's shadow maps are fitted to, the same for every new view of it (so the maps are built once
+    per frame and light, not per camera): the head's vertices that face the filmed camera or turn away from it by
+    less than ~120° (what any view in the range sees), a sparse sample of them."""
+    from blender_relight import camera
+    from blender_relight.geometry.head import vertex_normals
 
-    gbuffer = view.gbuffer
-    mask = np.asarray(gbuffer.mask, bool)
-    out = np.zeros(mask.shape + (3,), np.float32)
-    n_sh = shmath.rotate_eg3d_to_sh(np.asarray(gbuffer.normal, np.float64)[mask])
-    out[mask] = shmath.irradiance_basis(n_sh) @ shmath.as_rgb(lighting.total_sh())
-    return out, None, None, {}, None
+    verts = np.asarray(geometry.vertices, np.float64)
+    normals = vertex_normals(verts, geometry.triangles)
+    eye = camera.split_label(source.label)[0][:3, 3]
+    to_eye = eye - verts
+    cos = np.einsum("ij,ij->i", normals, to_eye) / np.maximum(np.linalg.norm(to_eye, axis=1), 1e-9)
+    seen = verts[cos > RECEIVER_COS]
+    return seen[:: max(1, len(seen) // 2000)].copy()
 
 
 class GeometryShading:
-    """The geometry engine's shading at a new view: ``shading.shade`` at ``size``² (the new view's G-buffer taken
-    every other pixel: shading is smooth), target and source light shaded alike (the SH's key as a light with its
-    cast shadow, ``shade.split_key``), carried past the mesh's edge and resized to the crop."""
+    """The geometry engine's shading at a new view, done as the filmed view does it: ``shading.shade`` at ``size``²
+    (the new view's G-buffer taken every other pixel: shading is smooth; its normals feathered across the face/shell
+    seam at that size, ``raster.feather_seam``), the source light shaded alike (the SH's
+    key as a light with its cast shadow, ``shade.split_key``), the ratio per shaded pixel carried to the pixels just
+    past the mesh's edge (the nearest shaded pixel), resized to the head's box of the crop. Per view the shading
+    inputs, the source light and the edge map are kept; shadow maps are kept per frame and light; a light change
+    shades the target values only and makes pass images when they are read."""
 
     def __init__(self, size: int = 256, shadow_resolution: int = 128) -> None:
         self.size = int(size)
         self.shadow_resolution = int(shadow_resolution)
 
     def _view_state(self, view: render.NovelView, source: render.SourceView) -> dict:
+        """What a light change at ``view`` reuses: made by :meth:`prepare` (begun beside the render when the path
+        started it, see ``NovelViewPath.view``), kept with the view."""
         state = getattr(view, "_shading", None)
         if state is None:
-            from blender_relight.geometry.head import shadow_caster
-            from blender_relight.shading import ShadowCache, prepare, shade
-            from blender_relight.shading.shade import extend, split_key
-
-            full = view.gbuffer
-            step = max(full.mask.shape[0] // self.size, 1)
-            small = type(full)(**{k: (v[::step, ::step] if isinstance(v, np.ndarray) and v.ndim >= 2 else v)
-                                  for k, v in vars(full).items()})
-            inputs = prepare(small, view.view.label)
-            caster = getattr(source, "_caster", None)
-            if caster is None:
-                caster = source._caster = shadow_caster(source.geometry)
-                source._shadows = ShadowCache()
-            src = shade(None, split_key(source.source_sh), caster, inputs=inputs, per_light=False,
-                        shadow_resolution=self.shadow_resolution)
-            state = {"inputs": inputs, "mask": small.mask, "caster": caster, "shadows": source._shadows,
-                     "source": extend(src.diffuse, small.mask), "source_specular": src.specular}
+            started = getattr(view, "_shading_started", None)
+            state = started.result() if started is not None else self.prepare(view.gbuffer, view.view.label, source)
             view._shading = state
         return state
 
-    def __call__(self, view: render.NovelView, source: render.SourceView, lighting: SceneLighting):
+    def prepare(self, full, label: np.ndarray, source: render.SourceView) -> dict:
+        """The shading inputs of G-buffer ``full`` (seen from ``label``), the source light there, the edge map."""
         import cv2
 
+        from blender_relight.engines import REACH
+        from blender_relight.geometry.head import shadow_caster
+        from blender_relight.geometry.raster import feather_seam
+        from blender_relight.lighting import analytic
+        from blender_relight.shading import ShadowCache, prepare, shade
+        from blender_relight.shading.shade import split_key
+
+        shaded = source.geometry if source.shading_geometry is None else source.shading_geometry
+        if source.shading_geometry is not None:  # the filmed view's shading G-buffer, made at this camera
+            small = feather_seam(source_mod.rasterize_head(shaded, label, self.size))
+        else:  # the new view's G-buffer, every other pixel
+            step = max(full.mask.shape[0] // self.size, 1)
+            small = feather_seam(type(full)(**{k: (v[::step, ::step] if isinstance(v, np.ndarray) and v.ndim >= 2
+                                                  else v) for k, v in vars(full).items()}))
+        caster = getattr(source, "_caster", None)
+        if caster is None:
+            caster = source._caster = shadow_caster(shaded)
+            source._shadows = ShadowCache()
+            source._receivers = _receivers(source, shaded)
+        inputs = dataclasses.replace(prepare(small, label), receivers=source._receivers)
+        src = shade(None, split_key(source.source_sh), caster, inputs=inputs, shadows=source._shadows,
+                    per_light=False, images=False, shadow_resolution=self.shadow_resolution)
+        s = small.mask.shape[0]
+        n = len(inputs.index)
+        # pixels just past the mesh's edge take the nearest shaded pixel's ratio (as the filmed view's)
+        outside = (~small.mask).astype(np.uint8)
+        dist, labels = cv2.distanceTransformWithLabels(outside, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+        ys, xs = np.nonzero(small.mask)
+        label_to_vec = np.full(labels.max() + 1, n, np.int64)
+        label_to_vec[labels[ys, xs]] = np.arange(n)
+        fill = np.where(dist.reshape(-1) <= REACH * s, label_to_vec[labels.reshape(-1)], n)
+        e_src = src.diffuse_values
+        state = {"inputs": inputs, "caster": caster, "shadows": source._shadows, "source": e_src,
+                 "source_specular": src.specular_values, "fill": fill, "size": s,
+                 "guard": (analytic.GUARD_FRACTION * e_src.mean(axis=0) + 1e-6).astype(np.float32)}
+        return state
+
+    def __call__(self, view: render.NovelView, source: render.SourceView, lighting: SceneLighting,
+                 box: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """(E_target / E_source on ``box`` of the crop (h, w, 3), the highlight the plate lacks there or None, pass
+        makers {name: () -> image (S, S, C)}: shading, specular, per-light diffuse/specular/shadow)."""
+        import cv2
+
+        from blender_relight.engines import _shading_ratio, pass_name
         from blender_relight.shading import shade
-        from blender_relight.shading.shade import extend, split_key
+        from blender_relight.shading.shade import split_key
 
         state = self._view_state(view, source)
         world = split_key(lighting.sh)
         lighting = SceneLighting(sh=world.sh, lights=tuple(lighting.lights) + world.lights)
         result = shade(None, lighting, state["caster"], inputs=state["inputs"], shadows=state["shadows"],
-                       shadow_resolution=self.shadow_resolution, per_light=True)
+                       shadow_resolution=self.shadow_resolution, per_light=False, images=False)
         size = view.gbuffer.mask.shape[0]
-        up = (size, size)
+        s, fill = state["size"], state["fill"]
+        rows, cols = box
+        target = result.diffuse_values
+        ratio = _shading_ratio(state["source"], target, state["guard"])
+        extra = np.maximum(result.specular_values - state["source_specular"], 0.0)
 
-        def big(img: np.ndarray) -> np.ndarray:
-            out = cv2.resize(np.asarray(img, np.float32), up, interpolation=cv2.INTER_LINEAR)
-            return out.reshape(size, size, -1)
+        def image(values: np.ndarray, outside: float) -> np.ndarray:  # shaded values as an s² image (with edge)
+            v = np.asarray(values, np.float32).reshape(len(values), -1)
+            pad = np.full((1, v.shape[1]), outside, np.float32)
+            return np.concatenate([v, pad])[fill].reshape(s, s, -1)
 
-        from blender_relight.lighting import analytic
+        def crop_size(img: np.ndarray) -> np.ndarray:
+            out = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+            return np.maximum(out.reshape(size, size, -1), 0.0).astype(np.float32)
 
-        target_small = extend(result.diffuse, state["mask"])
-        # The ratio at shading size, then resized (smooth), as the filmed view does it: a light change costs the same.
-        reach = (state["source"].max(axis=2) > 0).astype(np.float32)
-        ratio = big(analytic.relight_by_shading(np.ones_like(target_small), reach, state["source"], target_small))
-        specular = big(np.maximum(result.specular - state["source_specular"], 0.0))
-        per_light = {name: (big(lp.diffuse), big(lp.specular), big(lp.shadow)) for name, lp in result.per_light.items()}
-        return big(target_small), None, specular, per_light, ratio
+        ratio_box = cv2.resize(image(ratio, 1.0), (size, size), interpolation=cv2.INTER_LINEAR)[rows, cols]
+        spec_box = None
+        if extra.max(initial=0.0) > 0:
+            spec_box = cv2.resize(image(extra, 0.0), (size, size), interpolation=cv2.INTER_LINEAR)[rows, cols]
+        makers = {"shading": lambda: crop_size(image(target, 0.0)),
+                  "specular": lambda: crop_size(image(extra, 0.0)) * view.head_alpha[..., None]}
+        for name, values in result.per_light_values.items():
+            for kind, v in zip(("diffuse", "specular", "shadow"), values):
+                makers[pass_name(name, kind)] = lambda v=v: crop_size(image(v, 0.0))
+        return ratio_box, spec_box, makers
 
 
 def _bbox(mask: np.ndarray, pad: int = 2) -> tuple[slice, slice]:
@@ -116,10 +164,13 @@ def _bbox(mask: np.ndarray, pad: int = 2) -> tuple[slice, slice]:
 
 
 class NovelViewPath:
-    """Re-pose + relight for engines. ``shade`` (see :data:`ShadeFn`) defaults to :func:`sh_shade`."""
+    """Re-pose + relight for engines, with the geometry engine's shading (:class:`GeometryShading`)."""
 
-    def __init__(self, frame_fn: Callable, shade: ShadeFn | None = None, use_clip_texture: bool = True) -> None:
-        """``frame_fn(index, crop_linear, track) -> (HeadGeometry, matte)``: the engine's head of a frame."""
+    def __init__(self, frame_fn: Callable, shade: "GeometryShading | None" = None, use_clip_texture: bool = True
+                 ) -> None:
+        """``frame_fn(index, crop_linear, track) -> (HeadGeometry, matte[, shading HeadGeometry, relight alpha])``:
+        the head of a frame to move, and optionally the head the engine shades and its relight reach at the filmed
+        view (``render.SourceView``)."""
         from blender_relight.geometry import project
 
         self.frame_fn = frame_fn
@@ -130,13 +181,13 @@ class NovelViewPath:
         self.textures = clip.ClipTextures(self._make_source)
         self.plates = background.CleanPlates()
         self.use_clip_texture = use_clip_texture
-        self.renderer = render.NovelViewRenderer(source_mod.rasterize_feathered, project, self._texture)
+        self.renderer = render.NovelViewRenderer(source_mod.rasterize_head, project, self._texture)
         self._current_geometry = None
 
     def _make_source(self, index: int, crop: np.ndarray, track) -> render.SourceView:
-        geometry, matte = self.frame_fn(index, crop, track)
+        geometry, matte, *engine_head = self.frame_fn(index, crop, track)
         plate = self.plates.get(self._cache) if self.use_clip_texture else None
-        return source_mod.source_view(index, crop, track, geometry, matte, plate)
+        return source_mod.source_view(index, crop, track, geometry, matte, *engine_head, plate=plate)
 
     def _texture(self):
         if not self.use_clip_texture or self._cache is None or self._current_geometry is None:
@@ -164,60 +215,71 @@ class NovelViewPath:
             self._cache = cache
             src = self.source(index, crop_linear, track)
             self._current_geometry = src.geometry
-            nv = self.renderer.render(src, camera_label)
+            started = []
+
+            def start_shading(gbuffer, label: np.ndarray) -> None:  # beside the reprojection, on the worker
+                started.append(render.submit(self.shade.prepare, gbuffer, label, src))
+
+            nv = self.renderer.render(src, camera_label, on_gbuffer=start_shading)
+            nv._shading_started = started[0] if started else None
             self._views[key] = nv
             while len(self._views) > KEEP:
                 self._views.popitem(last=False)
         return nv
 
     def relight(self, index: int, crop_linear: np.ndarray, track, lighting, camera_label: np.ndarray, cache):
-        """A RelitCrop of frame ``index`` seen from ``camera_label`` under ``lighting``."""
-        from blender_relight.engines import RelitCrop
-        from blender_relight.lighting import analytic
+        """A RelitCrop of frame ``index`` seen from ``camera_label`` under ``lighting``: the re-posed plate times
+        the shading ratio plus the highlights it lacks, under the new head's coverage. Passes are made when read."""
+        from blender_relight.engines import LazyPasses, RelitCrop
 
         lighting = SceneLighting.coerce(lighting)
         nv = self.view(index, crop_linear, track, camera_label, cache)
         src = self.source(index, crop_linear, track)
-        target, source_shading, specular, per_light, *rest = self.shade(nv, src, lighting)
-        head = nv.head_alpha
+        reach = nv.head_alpha if nv.relight_alpha is None else nv.relight_alpha
+        box = getattr(nv, "_box", None)
+        if box is None:
+            box = nv._box = _bbox(reach > 0)
+        ratio, add, makers = self.shade(nv, src, lighting, box)
         image = np.array(nv.image, copy=True)
-        box = _bbox(head > 0)
-        if rest and rest[0] is not None:  # the shading made the ratio itself (at its own size)
-            ratio = rest[0][box]
-        else:  # the filmed view's ratio (lighting.analytic.relight_by_shading: guarded, clamped), on the head's box
-            source_shading = nv.source_shading if source_shading is None else source_shading
-            ratio = analytic.relight_by_shading(np.ones_like(target[box]), (head[box] > 0).astype(np.float32),
-                                                source_shading[box], target[box])
-        a = head[box][..., None]
-        add = 0.0 if specular is None else specular[box]
-        image[box] = nv.image[box] + a * (nv.image[box] * (ratio - 1.0) + add)
-        passes = dict(self._light_free_passes(nv))
-        passes["shading"] = np.maximum(target, 0.0).astype(np.float32)
-        if specular is not None:
-            passes["specular"] = (specular * head[..., None]).astype(np.float32)
-        from blender_relight.engines import pass_name
-
-        for name, (diffuse, spec, shadow) in per_light.items():
-            for kind, value in (("diffuse", diffuse), ("specular", spec), ("shadow", shadow)):
-                passes[pass_name(name, kind)] = np.maximum(value, 0.0).astype(np.float32)
-        return RelitCrop(np.maximum(image, 0.0).astype(np.float32), nv.alpha, passes, list(nv.notes))
+        plate = nv.image[box]
+        a = reach[box][..., None]
+        out = plate + a * (plate * (ratio - 1.0) + (0.0 if add is None else add))
+        image[box] = np.maximum(out, 0.0)
+        ready, light_free = self._light_free_passes(nv, src)
+        return RelitCrop(image.astype(np.float32, copy=False), nv.alpha, LazyPasses(ready, {**light_free, **makers}),
+                         list(nv.notes))
 
     @staticmethod
-    def _light_free_passes(nv: render.NovelView) -> dict[str, np.ndarray]:
-        """Albedo, normal, depth, alpha and the blend weights of a new view (kept with it: a light change reuses)."""
+    def _light_free_passes(nv: render.NovelView, source: render.SourceView) -> tuple[dict, dict]:
+        """(ready, makers) of a new view's light-free passes: alpha and the blend weights at hand, albedo, normal and
+        depth made when read (kept with the view: a light change reuses them)."""
         cached = getattr(nv, "_passes", None)
         if cached is not None:
             return cached
         from blender_relight.lighting import sh as shmath
+        from blender_relight.novel_view import texture
 
         covered = np.asarray(nv.gbuffer.mask, bool)
-        albedo = np.where(covered[..., None], nv.image * np.pi / np.maximum(nv.source_shading, 1e-4), 0.0)
-        normal = np.zeros(covered.shape + (3,), np.float32)
-        normal[covered] = shmath.rotate_eg3d_to_sh(np.asarray(nv.gbuffer.normal, np.float64)[covered])
-        depth = np.where(covered, nv.gbuffer.depth, 0.0)[..., None]
-        passes = {"albedo": albedo.astype(np.float32), "normal": normal, "depth": depth.astype(np.float32),
-                  "alpha": nv.alpha[..., None].astype(np.float32)}
+
+        def albedo() -> np.ndarray:  # the plate over the frame's own light at the new view's normals
+            e_src = np.zeros(covered.shape + (3,), np.float32)
+            e_src[covered] = texture.normalising_shading(nv.gbuffer.normal[covered], source.source_sh)
+            out = np.where(covered[..., None], nv.image * np.pi / np.maximum(e_src, 1e-4), 0.0)
+            return out.astype(np.float32)
+
+        def normal() -> np.ndarray:  # feathered across the seam, as the filmed view's pass
+            from blender_relight.geometry.raster import feather_seam
+
+            feathered = feather_seam(dataclasses.replace(nv.gbuffer)).normal
+            out = np.zeros(covered.shape + (3,), np.float32)
+            out[covered] = shmath.rotate_eg3d_to_sh(np.asarray(feathered, np.float64)[covered])
+            return out
+
+        def depth() -> np.ndarray:
+            return np.where(covered, nv.gbuffer.depth, 0.0)[..., None].astype(np.float32)
+
+        ready = {"alpha": nv.alpha[..., None].astype(np.float32)}
         for name, w in nv.weights.items():
-            passes[f"source_{name}"] = w[..., None].astype(np.float32)
-        nv._passes = passes
-        return passes
+            ready[f"source_{name}"] = w[..., None].astype(np.float32)
+        nv._passes = (ready, {"albedo": albedo, "normal": normal, "depth": depth})
+        return nv._passes

@@ -13,6 +13,7 @@ frame leaves no ghost of the old head.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -62,6 +63,12 @@ class SourceView:
     #: the clip's clean plate in this crop (``background.CleanPlate.crop``) and how far to trust it, if the clip has one
     clean_background: np.ndarray | None = None
     clean_weight: np.ndarray | None = None
+    #: The head the engine shades at the filmed view and where its relight reaches there (crop size, [0, 1]): a new
+    #: view is shaded on the same head and relit where the filmed view relights the same surface, so a light means
+    #: the same at both and a camera leaving the filmed pose changes the relighting continuously. None: the moved
+    #: head (``geometry``) and its coverage.
+    shading_geometry: object | None = None
+    relight_alpha: np.ndarray | None = None
 
 
 @dataclass
@@ -70,17 +77,19 @@ class NovelView:
 
     ``image``: the crop seen from the new camera (new head over the inpainted background); ``alpha``: where the crop
     changed (old head ∪ new head), the paste mask; ``head_alpha``: the new head's coverage; ``gbuffer``: the new
-    view's G-buffer; ``source_shading``: E_source at its normals (H, W, 3), the ratio's denominator; ``weights``: the
-    blend weights per source (plate, texture, mirror, fill; (H, W) each, summing to 1 on the head)."""
+    view's G-buffer; ``weights``: the blend weights per source (plate, texture, mirror, fill; (H, W) each, summing to
+    1 on the head)."""
 
     image: np.ndarray
     alpha: np.ndarray
     head_alpha: np.ndarray
     gbuffer: object
-    source_shading: np.ndarray
     weights: dict[str, np.ndarray]
     view: ViewRequest
     notes: list[str] = field(default_factory=list)
+    #: where the relight applies (H, W): the source's ``relight_alpha`` carried to the new view (head_alpha without
+    #: one)
+    relight_alpha: np.ndarray | None = None
 
 
 def source_irradiance(normals_world: np.ndarray, source_sh: np.ndarray) -> np.ndarray:
@@ -97,6 +106,34 @@ def _smooth_fill(weighted_colour: np.ndarray, weight: np.ndarray, work: int = 25
     w = cv2.resize(weight, (work, work), interpolation=cv2.INTER_AREA)
     filled = fill.push_pull(c / np.maximum(w, 1e-6)[..., None], w)
     return cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+_WORKER = None
+
+
+def submit(fn: Callable, *args):
+    """Run ``fn(*args)`` on the novel-view worker thread (one: with the caller that is the 2 cores the path is
+    sized for; NumPy and OpenCV release the GIL in their loops). Returns a Future."""
+    global _WORKER
+    if _WORKER is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="novel-view")
+    return _WORKER.submit(fn, *args)
+
+
+@functools.lru_cache(maxsize=2)
+def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates (x, y), each (size, size) float32 (read-only, shared)."""
+    gx, gy = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+    gx.setflags(write=False)
+    gy.setflags(write=False)
+    return gx, gy
+
+
+def _length(v: np.ndarray) -> np.ndarray:
+    """Euclidean length over the last axis of a (..., 2) array (np.linalg.norm over a short last axis is slow)."""
+    return np.sqrt(v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1])
 
 
 def plate_trust(matte: np.ndarray) -> np.ndarray:
@@ -130,7 +167,6 @@ class NovelViewRenderer:
         if entry is not None and entry["label"].tobytes() == np.asarray(source.label, np.float32).tobytes():
             return entry
         matte = np.clip(np.asarray(source.matte, np.float32), 0.0, 1.0)
-        covered = np.asarray(source.gbuffer.mask, np.float32)
 
         def grown(mask: np.ndarray, px: int) -> np.ndarray:
             k = 2 * px + 1
@@ -140,9 +176,14 @@ class NovelViewRenderer:
         # The filmed head as the background sees it: the matte grown by a few pixels (its soft edge stops short of
         # the last hair), and a wider hole the inpainting takes no colour from (also the new-view paste's extent).
         head = grown((matte > 0.5).astype(np.float32), OLD_HEAD_GROW_PX)
-        entry = {"label": np.asarray(source.label, np.float32), "colour_trust": plate_trust(matte),
+        colour_trust = plate_trust(matte)
+        relit = np.ones_like(matte) if source.relight_alpha is None else np.asarray(source.relight_alpha, np.float32)
+        crop = np.asarray(source.crop, np.float32)
+        filmed = np.concatenate([crop, matte[..., None], colour_trust[..., None], relit[..., None]], 2)
+        entry = {"label": np.asarray(source.label, np.float32), "filmed": np.ascontiguousarray(filmed),
                  "depth_min": reproject.min_depth(source.gbuffer.depth), "head": np.maximum(head, matte),
-                 "old_head": grown((matte > 0.05).astype(np.float32), OLD_HEAD_GROW_PX), "background": None}
+                 "old_head": grown((matte > 0.05).astype(np.float32), OLD_HEAD_GROW_PX), "background": None,
+                 "behind": None, "crop_relit": np.ascontiguousarray(np.concatenate([crop, relit[..., None]], 2))}
         self._frames[key] = entry
         while len(self._frames) > KEEP_FRAMES:
             self._frames.popitem(last=False)
@@ -159,8 +200,9 @@ class NovelViewRenderer:
         return entry["background"]
 
     def _surroundings(self, source: SourceView, entry: dict, pixels: np.ndarray, xy: np.ndarray | None,
-                      mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """What the new view shows around the new head, and where that differs from the crop (0..1).
+                      mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the new view shows around the new head, where that differs from the crop (0..1), and the source's
+        relight reach carried along with it.
 
         The head's image motion (new pixel -> where the frame saw it) is extrapolated outward (push-pull) and fades
         with the distance from the new head (Gaussian, ``SURROUND_SIGMA`` of the crop side): hair and collar just
@@ -171,7 +213,7 @@ class NovelViewRenderer:
         size = mask.shape[0]
         crop = np.asarray(source.crop, np.float32)
         if xy is None or pixels.size == 0:
-            return crop, np.zeros(mask.shape, np.float32)
+            return crop, np.zeros(mask.shape, np.float32), entry["crop_relit"][..., 3].copy()
         ys, xs = np.divmod(pixels, size)
         flow = np.zeros((size * size, 2), np.float32)
         flow[pixels, 0] = xy[:, 0] - xs
@@ -184,20 +226,38 @@ class NovelViewRenderer:
         dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 3)
         fade = np.exp(-0.5 * (dist / (SURROUND_SIGMA * size)) ** 2).astype(np.float32)
         f_bg = f_ext * fade[..., None]
-        gx, gy = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
-        stack = np.concatenate([crop, self._background(source, entry), entry["head"][..., None]], axis=2)
-        warped = cv2.remap(stack, gx + f_bg[..., 0], gy + f_bg[..., 1], cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REFLECT_101)
-        reveal = reproject.smoothstep(REVEAL_PX[0], REVEAL_PX[1], np.linalg.norm(f_ext, axis=2))
-        r = (warped[..., 6] * reveal)[..., None]
-        out = warped[..., 0:3] * (1.0 - r) + warped[..., 3:6] * r
-        moved = np.maximum(reproject.smoothstep(0.05, 0.5, np.linalg.norm(f_bg, axis=2)), r[..., 0])
-        return out.astype(np.float32), moved
+        gx, gy = _pixel_grid(size)
+        mx, my = gx + f_bg[..., 0], gy + f_bg[..., 1]
+        warped = cv2.remap(entry["crop_relit"], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        out, relit = warped[..., 0:3], warped[..., 3]  # views: blended in place below
+        moved = reproject.smoothstep(0.05, 0.5, _length(f_bg))
+        # What was behind the filmed head, and the old head itself, matter only where a warped position can fall on
+        # the old head: its box grown by twice the largest motion (a reflected border tap included).
+        if entry.get("behind") is None:
+            behind = np.concatenate([self._background(source, entry), entry["head"][..., None]], axis=2)
+            ys_h, xs_h = np.nonzero(entry["head"] > 0)
+            entry["behind"] = np.ascontiguousarray(behind)
+            entry["head_box"] = (ys_h.min(), ys_h.max(), xs_h.min(), xs_h.max()) if ys_h.size else None
+        if entry["head_box"] is not None:
+            reach = int(np.ceil(2.0 * float(_length(f_bg).max()))) + 2
+            y0, y1, x0, x1 = entry["head_box"]
+            rows = slice(max(y0 - reach, 0), min(y1 + reach + 1, size))
+            cols = slice(max(x0 - reach, 0), min(x1 + reach + 1, size))
+            sub = cv2.remap(entry["behind"], np.ascontiguousarray(mx[rows, cols]), np.ascontiguousarray(my[rows, cols]),
+                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+            r = sub[..., 3] * reproject.smoothstep(REVEAL_PX[0], REVEAL_PX[1], _length(f_ext[rows, cols]))
+            o = out[rows, cols]
+            o += r[..., None] * (sub[..., 0:3] - o)
+            moved[rows, cols] = np.maximum(moved[rows, cols], r)
+            relit[rows, cols] *= 1.0 - r  # what was behind the old head is wall: not relit
+        return out, moved, relit
 
     # -- a new view --------------------------------------------------------------------------------------------------
-    def render(self, source: SourceView, target_label: np.ndarray, clamp: bool = True) -> NovelView:
+    def render(self, source: SourceView, target_label: np.ndarray, clamp: bool = True,
+               on_gbuffer: Callable | None = None) -> NovelView:
         """``source`` seen from ``target_label`` (clamped to the range around the filmed pose unless ``clamp`` is
-        False), at the source light."""
+        False), at the source light. ``on_gbuffer(gbuffer, label)`` is called as soon as the new view's G-buffer
+        exists (the path starts its shading then, beside the reprojection)."""
         view = clamp_view(source.label, target_label) if clamp else clamp_view(source.label, target_label, 1e9, 1e9)
         notes = []
         if view.clamped:
@@ -208,25 +268,25 @@ class NovelViewRenderer:
         size = crop.shape[0]
         entry = self._frame(source)
         gb = self.rasterize(source.geometry, view.label, size)
+        if on_gbuffer is not None:
+            on_gbuffer(gb, view.label)
         mask = np.asarray(gb.mask, bool)
         pixels = np.flatnonzero(mask.reshape(-1))
         hw = size * size
         weights = {name: np.zeros(hw, np.float32) for name in ("plate", "texture", "mirror", "fill")}
         head = np.zeros((hw, 3), np.float32)
         normals = gb.normal.reshape(-1, 3)[pixels]
-        e_src = np.zeros((hw, 3), np.float32)
         head_alpha = np.zeros(hw, np.float32)
+        relight = np.zeros(hw, np.float32)
         if pixels.size:
             # No matte factor here: where the shell reaches past the filmed head, the plate's colour there is
             # background and the coverage below takes the matte's value, so it stays see-through.
             hit = reproject.lookup(gb.position, gb.normal, pixels, source.label, entry["depth_min"], None,
                                    self.project, view.label)
-            plate = reproject.sample(crop, hit.xy)
-            mattes = reproject.sample(np.stack([np.asarray(source.matte, np.float32), entry["colour_trust"]], -1),
-                                      hit.xy)
-            matte_at, colour_ok = mattes[:, 0], mattes[:, 1]
-            e = tex.normalising_shading(normals, source.source_sh).astype(np.float32)
-            e_src[pixels] = e
+            # what surrounds the new head needs only where its pixels came from: made beside the blend below
+            surroundings = submit(self._surroundings, source, entry, pixels, hit.xy, mask)
+            filmed = reproject.sample(entry["filmed"], hit.xy)  # crop, matte, colour trust, relight in one tap
+            plate, matte_at, colour_ok, relit_at = filmed[:, 0:3], filmed[:, 3], filmed[:, 4], filmed[:, 5]
             # The plate's colour is taken where the frame saw the point and the point is head there; on the
             # matte's soft edge the filmed pixel is part background, so its colour comes from the other sources
             # while the coverage below keeps the edge's transparency.
@@ -237,30 +297,38 @@ class NovelViewRenderer:
                                                                                             view.pitch_deg)))
             w_plate = w_seen * (1.0 - away * (1.0 - colour_ok))
             # What the plate does not give, in order: the clip texture, its mirror image, a smooth fill. Colours of
-            # these are shading-normalised (÷ E_source), so they are blended as such and re-shaded once.
-            other = np.zeros((pixels.size, 3), np.float32)
+            # these are shading-normalised (÷ E_source), so they are blended as such and re-shaded once. Only the
+            # pixels the plate leaves open are looked up.
             rest = 1.0 - w_plate
+            seen = w_plate[:, None] * plate
+            open_ = np.flatnonzero(rest > 0)
             texture = self.texture_provider() if self.texture_provider is not None else None
-            if texture is not None:
-                uv = gb.uv.reshape(-1, 2)[pixels]
-                for name, mirrored in (("texture", False), ("mirror", True)):
-                    colour, trust = texture.sample(uv, mirrored=mirrored)
-                    w = rest * np.clip(trust / 0.5, 0.0, 1.0)  # a texel seen with half trust is used fully
-                    other += w[:, None] * colour
-                    weights[name][pixels] = w
-                    rest = rest - w
-            # The fill: push-pull of the colour known so far over the whole head, in image space. It works on the
-            # colour as seen, not shading-normalised: dividing grazing filmed pixels by a small source irradiance
-            # and re-shading them at a squarer normal drew bright streaks (a glassy look) at the head's sides.
-            known = np.zeros((hw, 3), np.float32)
-            known_w = np.zeros(hw, np.float32)
-            seen = w_plate[:, None] * plate + other * e
-            known[pixels] = seen
-            known_w[pixels] = 1.0 - rest
-            filled = _smooth_fill(known.reshape(size, size, 3), known_w.reshape(size, size)).reshape(-1, 3)[pixels]
+            if open_.size:
+                e = tex.normalising_shading(normals[open_], source.source_sh)
+                other = np.zeros((open_.size, 3), np.float32)
+                left = rest[open_]
+                if texture is not None:
+                    uv = gb.uv.reshape(-1, 2)[pixels[open_]]
+                    for name, mirrored in (("texture", False), ("mirror", True)):
+                        colour, trust = texture.sample(uv, mirrored=mirrored)
+                        w = left * np.clip(trust / 0.5, 0.0, 1.0)  # a texel seen with half trust is used fully
+                        other += w[:, None] * colour
+                        weights[name][pixels[open_]] = w
+                        left = left - w
+                rest[open_] = left
+                seen[open_] += other * e
             weights["plate"][pixels] = w_plate
             weights["fill"][pixels] = np.maximum(rest, 0.0)
-            head[pixels] = seen + np.maximum(rest, 0.0)[:, None] * filled
+            head[pixels] = seen
+            if np.any(rest > 0):
+                # The fill: push-pull of the colour known so far over the whole head, in image space. It works on
+                # the colour as seen, not shading-normalised: dividing grazing filmed pixels by a small source
+                # irradiance and re-shading them at a squarer normal drew bright streaks (a glassy look) at the
+                # head's sides.
+                known_w = np.zeros(hw, np.float32)
+                known_w[pixels] = 1.0 - rest
+                filled = _smooth_fill(head.reshape(size, size, 3), known_w.reshape(size, size)).reshape(-1, 3)
+                head[pixels] += np.maximum(rest, 0.0)[:, None] * filled[pixels]
             # Coverage: the filmed head's silhouette bounds the head (a visual hull from one view): every point of
             # the head, seen or hidden, projects into the filmed matte. So a point of the new view is head as far as
             # the matte at its projection says (sharpened: its soft edge is wider than the hair's), whether the
@@ -269,16 +337,26 @@ class NovelViewRenderer:
             # head, as an opaque pale balloon filled from the background's colours.)
             head_alpha[pixels] = np.where(hit.inside, reproject.smoothstep(MATTE_ALPHA[0], MATTE_ALPHA[1], matte_at),
                                           1.0)
+            v = hit.visible
+            relight[pixels] = v * relit_at + (1.0 - v)  # surface the frame did not see is relit as head
         head_alpha = head_alpha.reshape(size, size)
         inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
         head_alpha = np.clip(np.minimum(head_alpha, cv2.GaussianBlur(inner, (0, 0), EDGE_FEATHER_PX) * 1.5), 0.0, 1.0)
-        background, moved = self._surroundings(source, entry, pixels, hit.xy if pixels.size else None, mask)
-        a = head_alpha[..., None]
-        image = background * (1.0 - a) + head.reshape(size, size, 3) * a
+        if pixels.size:
+            background, moved, relight_around = surroundings.result()
+        else:
+            background, moved, relight_around = self._surroundings(source, entry, pixels, None, mask)
+        image = head.reshape(size, size, 3)
+        image -= background
+        image *= head_alpha[..., None]
+        image += background  # background · (1 − a) + head · a
         # The paste fades out toward the crop's edges as the engine's matte does (``head_proxy.edge_fade``): the
         # torso and hair the head's motion carries along meet the untouched frame without a line at the crop's edge.
-        fade = edge_fade(size)
-        alpha = np.maximum(np.maximum(entry["old_head"], head_alpha), moved) * fade
-        return NovelView(image.astype(np.float32), alpha.astype(np.float32), head_alpha.astype(np.float32), gb,
-                         e_src.reshape(size, size, 3), {k: v.reshape(size, size) for k, v in weights.items()}, view,
-                         notes)
+        alpha = np.maximum(np.maximum(entry["old_head"], head_alpha), moved) * edge_fade(size)
+        # The relight's reach: the new head's, and around it what the surroundings carried along (as composited)
+        relight = relight_around + head_alpha * (relight.reshape(size, size) - relight_around)
+        if source.relight_alpha is None:
+            relight = head_alpha
+        return NovelView(image.astype(np.float32, copy=False), alpha.astype(np.float32), head_alpha.astype(np.float32),
+                         gb, {k: v.reshape(size, size) for k, v in weights.items()}, view, notes,
+                         np.clip(relight, 0.0, 1.0).astype(np.float32))

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from blender_relight import camera
+from blender_relight.geometry import raster
 
 #: Depth test (EG3D world units; the outer eye corners are 0.205 apart): a point up to OCCLUSION_TOL behind the
 #: source surface is the surface itself (the head shell sits 0.012 behind the face mesh's border); the trust falls
@@ -74,10 +75,23 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
     source's own grazing angle (``COS_LOW``..``COS_HIGH``).
     """
     size = source_depth_min.shape[0]
-    pts = position.reshape(-1, 3)[pixels]
-    nrm = normal.reshape(-1, 3)[pixels]
-    xy, z = project(pts, source_label, size)
-    xy = np.asarray(xy, dtype=np.float32)
+    pts = np.asarray(position, np.float32).reshape(-1, 3)[pixels]
+    nrm = np.asarray(normal, np.float32).reshape(-1, 3)[pixels]
+    px, py, pz = pts[:, 0], pts[:, 1], pts[:, 2]
+    nx, ny, nz = nrm[:, 0], nrm[:, 1], nrm[:, 2]
+    if project is raster.project:  # the same camera model, in float32 on columns (every head pixel of a view)
+        rot, centre, (fx, fy, cx, cy) = raster._camera(source_label, size)
+        rot, t = rot.astype(np.float32), centre.astype(np.float32)
+        dx, dy, dz = px - t[0], py - t[1], pz - t[2]
+        z = dx * rot[0, 2] + dy * rot[1, 2] + dz * rot[2, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = np.float32(1.0) / z
+            xy = np.stack([(dx * rot[0, 0] + dy * rot[1, 0] + dz * rot[2, 0]) * inv * np.float32(fx) + np.float32(cx),
+                           (dx * rot[0, 1] + dy * rot[1, 1] + dz * rot[2, 1]) * inv * np.float32(fy) + np.float32(cy)],
+                          1)
+    else:
+        xy, z = project(pts, source_label, size)
+        xy = np.asarray(xy, dtype=np.float32)
     inside = (xy[:, 0] >= 0) & (xy[:, 0] <= size - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= size - 1)
     xi = np.clip(np.rint(xy[:, 0]), 0, size - 1).astype(np.int64)
     yi = np.clip(np.rint(xy[:, 1]), 0, size - 1).astype(np.int64)
@@ -85,14 +99,18 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
     behind = np.asarray(z, dtype=np.float32) - front
     visible = 1.0 - smoothstep(OCCLUSION_TOL, OCCLUSION_TOL + OCCLUSION_RAMP, behind)
     centre = camera.split_label(source_label)[0][:3, 3]
-    ray = centre[None, :] - pts
-    cos = np.einsum("ij,ij->i", nrm, ray) / np.maximum(np.linalg.norm(ray, axis=1), 1e-9)
+
+    def cosine_to(eye: np.ndarray) -> np.ndarray:  # cosine between the normal and the ray to ``eye`` (float32)
+        ex, ey, ez = (np.float32(v) for v in eye)
+        rx, ry, rz = ex - px, ey - py, ez - pz
+        length = np.sqrt(rx * rx + ry * ry + rz * rz)
+        return (nx * rx + ny * ry + nz * rz) / np.maximum(length, 1e-9)
+
+    cos = cosine_to(centre)
     if target_label is None:
         facing = smoothstep(COS_LOW, COS_HIGH, cos)
     else:
-        eye = camera.split_label(target_label)[0][:3, 3]
-        ray_t = eye[None, :] - pts
-        cos_t = np.einsum("ij,ij->i", nrm, ray_t) / np.maximum(np.linalg.norm(ray_t, axis=1), 1e-9)
+        cos_t = cosine_to(camera.split_label(target_label)[0][:3, 3])
         stretch = np.maximum(cos_t, 0.0) / np.maximum(cos, 1e-3)
         facing = smoothstep(0.0, COS_FRONT, cos) * (1.0 - smoothstep(STRETCH[0], STRETCH[1], stretch))
     seen = (visible * smoothstep(0.0, COS_FRONT, cos) * inside).astype(np.float32)

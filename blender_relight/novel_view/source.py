@@ -47,23 +47,33 @@ def whole_head(track, crop_linear: np.ndarray, engine_matte: np.ndarray):
     return head_geometry(track, matte), matte
 
 
-def rasterize_feathered(geometry, camera_label: np.ndarray, size: int = 512):
-    """The geometry package's G-buffer with its normals blended across the face/shell border (what shading uses)."""
+def rasterize_head(geometry, camera_label: np.ndarray, size: int = 512):
+    """The geometry package's G-buffer of a frame's head, its vertex normals computed once per head (a camera change
+    re-rasterises the same mesh). Normals as rasterised, not feathered across the face/shell seam: reprojection
+    weighs and the clip texture normalises with these; shading feathers its own, smaller G-buffer
+    (``path.GeometryShading``), as the filmed view does."""
     from blender_relight.geometry import rasterize
-    from blender_relight.geometry.raster import feather_seam
+    from blender_relight.geometry.head import vertex_normals
 
-    return feather_seam(rasterize(geometry, camera_label, size))
+    normals = getattr(geometry, "_vertex_normals", None)
+    if normals is None:
+        normals = geometry._vertex_normals = vertex_normals(geometry.vertices, geometry.triangles)
+    return rasterize(geometry, camera_label, size, vertex_normals=normals)
 
 
-def source_view(index: int, crop_linear: np.ndarray, track, geometry, matte: np.ndarray,
-                plate=None) -> SourceView:
-    """Everything the renderer needs of a tracked frame (``track``: a FrameTrack with a source light); ``plate``:
-    the clip's ``background.CleanPlate`` (None: the background behind the head is inpainted only)."""
+def source_view(index: int, crop_linear: np.ndarray, track, geometry, matte: np.ndarray, shading_geometry=None,
+                relight_alpha: np.ndarray | None = None, plate=None) -> SourceView:
+    """Everything the renderer needs of a tracked frame (``track``: a FrameTrack with a source light);
+    ``shading_geometry`` and ``relight_alpha``: the engine's shaded head and relight reach at the filmed view
+    (``SourceView``); ``plate``: the clip's ``background.CleanPlate`` (None: the background behind the head is
+    inpainted only)."""
     if track.source_sh is None:
         raise RelightError(f"frame {track.index}: no source lighting estimate in the cache; run `analyse` again")
     crop = np.asarray(crop_linear, dtype=np.float32)
-    gbuffer = rasterize_feathered(geometry, track.camera, crop.shape[0])
+    gbuffer = rasterize_head(geometry, track.camera, crop.shape[0])
+    reach = None if relight_alpha is None else np.clip(np.asarray(relight_alpha, np.float32), 0.0, 1.0)
     clean = (None, None) if plate is None else plate.crop(track.transform.matrix, crop.shape[0])
     return SourceView(index, crop, np.asarray(track.camera, np.float32), geometry, gbuffer,
                       np.clip(np.asarray(matte, np.float32), 0.0, 1.0), np.asarray(track.source_sh, np.float64),
-                      *clean)
+                      shading_geometry=shading_geometry, relight_alpha=reach, clean_background=clean[0],
+                      clean_weight=clean[1])

@@ -60,11 +60,13 @@ class UVLayout:
 
     @staticmethod
     def build(uv: np.ndarray, triangles: np.ndarray, size: int = TEXTURE_SIZE) -> "UVLayout":
-        """Rasterise the mesh in UV space (u right, v down, texel centres at integers), both windings."""
+        """Rasterise the mesh in UV space (u right, v down, texel centres at integers), both windings. A head of the
+        geometry package's layout is laid out with all the triangles any of its frames has
+        (``head.atlas_triangles``), so the layout, and what is built on it, is the same whichever frame gave it."""
         from blender_relight.geometry.raster import raster_screen
 
         uv = np.asarray(uv, dtype=np.float64)
-        tris = np.asarray(triangles, dtype=np.int64)
+        tris = np.asarray(layout_triangles(len(uv), triangles), dtype=np.int64)
         hits = raster_screen(uv * size - 0.5, np.zeros(len(uv)), tris, (size, size), cull="none")
         bary = np.asarray(hits.bary, np.float32)
         bary /= np.maximum(bary.sum(axis=1, keepdims=True), 1e-6)
@@ -81,6 +83,14 @@ class UVLayout:
         out = np.full((self.size * self.size, values.shape[1]), fill, np.float32)
         out[self.texels] = values
         return out.reshape(self.size, self.size, -1)
+
+
+def layout_triangles(num_vertices: int, triangles: np.ndarray) -> np.ndarray:
+    """The triangles UV-space work lays out for a mesh: the head layout's full set where it is one, else its own."""
+    from blender_relight.geometry.head import atlas_triangles
+
+    full = atlas_triangles(num_vertices)
+    return np.asarray(triangles) if full is None else full
 
 
 def mirror_twins(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,10 +152,12 @@ class TextureAccumulator:
         self.frames.append(int(index))
 
     def result(self) -> "ClipTexture":
+        """The texture as it is stored (float16, :meth:`ClipTexture.save`): a session that built it and one that
+        loads it render the same frames."""
         layout = self.layout
         mean = self._sum / np.maximum(self._wsum, 1e-12)[:, None]
-        colour = layout.image(mean.astype(np.float32))
-        trust = layout.image(self._best[:, None])[..., 0]
+        colour = layout.image(mean.astype(np.float32)).astype(np.float16).astype(np.float32)
+        trust = layout.image(self._best[:, None])[..., 0].astype(np.float16).astype(np.float32)
         twins, symmetric = self._twins if self._twins is not None else (None, None)
         return ClipTexture(colour, trust, sorted(self.frames), layout, twins, symmetric)
 
@@ -153,12 +165,36 @@ class TextureAccumulator:
 def normalising_shading(normals_world: np.ndarray, source_sh: np.ndarray) -> np.ndarray:
     """Source irradiance E(n) (N, 3) used to normalise texture colours, with a floor (a quarter of its ambient
     term: the estimate has no bounce light, which keeps the underside of a chin far from black) so grazing or
-    back-facing normals under a one-sided light do not blow colours up when relit."""
-    n_sh = shmath.rotate_eg3d_to_sh(np.asarray(normals_world, dtype=np.float64))
+    back-facing normals under a one-sided light do not blow colours up when relit.
+
+    Evaluated as what it is, a quadratic polynomial of the world normal (the SH frame's rotation and the cosine
+    lobe folded into 10 coefficients per channel), in float32: a new view evaluates it at every head pixel."""
     sh = shmath.as_rgb(np.asarray(source_sh, dtype=np.float64))
-    e = shmath.irradiance_basis(n_sh) @ sh
+    n = np.asarray(normals_world, dtype=np.float32).reshape(-1, 3)
+    e = _monomials(n) @ _quadratic_form(sh).astype(np.float32)
     floor = 0.25 * np.maximum(sh[0] * shmath.COSINE_LOBE[0] * 0.5 / np.sqrt(np.pi), 1e-4)
-    return np.maximum(e, floor[None, :])
+    return np.maximum(e, floor[None, :].astype(np.float32))
+
+
+def _monomials(n: np.ndarray) -> np.ndarray:
+    """(N, 10) monomials of degree ≤ 2 of (N, 3) vectors: x², y², z², xy, yz, xz, x, y, z, 1."""
+    x, y, z = n[:, 0], n[:, 1], n[:, 2]
+    out = np.empty((len(n), 10), n.dtype)
+    out[:, 0], out[:, 1], out[:, 2] = x * x, y * y, z * z
+    out[:, 3], out[:, 4], out[:, 5] = x * y, y * z, x * z
+    out[:, 6], out[:, 7], out[:, 8] = x, y, z
+    out[:, 9] = 1.0
+    return out
+
+
+def _quadratic_form(sh_rgb: np.ndarray) -> np.ndarray:
+    """(10, 3) coefficients of ``irradiance_basis(rotate_eg3d_to_sh(n)) @ sh`` on :func:`_monomials` of world
+    normals: solved from 32 vectors of several lengths (the identity is exact for any vector: both sides are the
+    same quadratic polynomial of n)."""
+    probe = shmath.fibonacci_sphere(32) * np.linspace(0.5, 1.5, 32)[:, None]
+    exact = shmath.irradiance_basis(shmath.rotate_eg3d_to_sh(probe)) @ sh_rgb
+    coef, *_ = np.linalg.lstsq(_monomials(probe), exact, rcond=None)
+    return coef
 
 
 @dataclass
@@ -206,9 +242,12 @@ class ClipTexture:
 
     def sample(self, uv_pixels: np.ndarray, mirrored: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(colour (N, 3), trust (N,)) at UV coordinates (N, 2), of the texture or of its mirror image."""
-        colour, trust = self.mirrored() if mirrored else (self.colour, self.trust)
+        key = "_both_mirrored" if mirrored else "_both"
+        both = self.__dict__.get(key)
+        if both is None:  # colour and trust as one 4-channel image: one remap per lookup (kept)
+            colour, trust = self.mirrored() if mirrored else (self.colour, self.trust)
+            both = self.__dict__[key] = np.ascontiguousarray(np.concatenate([colour, trust[..., None]], axis=2))
         xy = np.asarray(uv_pixels, dtype=np.float32) * self.size - 0.5
-        both = np.concatenate([colour, trust[..., None]], axis=2)
         s = reproject.sample(both, xy)
         return s[:, :3], s[:, 3]
 
@@ -260,6 +299,6 @@ def texture_key(uv: np.ndarray, triangles: np.ndarray, size: int, frames: Iterab
     it, and ``extra`` (the tracking settings, which change every frame's pose)."""
     h = hashlib.sha1(_code_identity())
     h.update(np.asarray(uv, np.float32).tobytes())
-    h.update(np.asarray(triangles, np.int32).tobytes())
+    h.update(np.asarray(layout_triangles(len(uv), triangles), np.int32).tobytes())
     h.update(f"{size}|{FORMAT_VERSION}|{list(frames)}|{extra}".encode())
     return h.hexdigest()[:16]

@@ -103,3 +103,16 @@ def offset_label(source_label: np.ndarray, yaw_deg: float, pitch_deg: float) -> 
     ys, ps = direction_angles(src)
     rot = orbit_rotation(ys, ps, ys + np.radians(yaw_deg), ps + np.radians(pitch_deg))
     return camera.make_label(move_camera(src, rot), K)
+
+
+#: Largest difference between two camera labels (cam2world entries in EG3D units, normalised intrinsics) that is
+#: still the same camera: a label passed through float32 and back, or through Blender's matrices.
+SAME_CAMERA_TOL = 1e-5
+
+
+def is_filmed_view(source_label: np.ndarray, target_label: np.ndarray) -> bool:
+    """Whether ``target_label`` is the frame's own camera: an engine then gives its filmed view itself (the same
+    pixels as no camera at all), not the re-posed plate."""
+    a = np.asarray(source_label, dtype=np.float64).reshape(-1)
+    b = np.asarray(target_label, dtype=np.float64).reshape(-1)
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= SAME_CAMERA_TOL))
