@@ -11,6 +11,7 @@ a relit crop with an alpha and compositing passes.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -183,12 +184,40 @@ class _HeadFrame:
     plate_out: np.ndarray  # (box, 3) plate × (1 - alpha) inside the box
     alpha_box: np.ndarray  # (box, 3) alpha inside the box, per channel
     albedo: np.ndarray  # (S, S, 3)
-    normal_sh: np.ndarray  # (S, S, 3) head (SH) frame
-    depth: np.ndarray  # (S, S, 1) camera-space depth, 0 where empty
+    #: () -> (normal (S, S, 3) head (SH) frame, depth (S, S, 1) camera-space, 0 where empty): the crop-size G-buffer,
+    #: rasterised only when a pass asks (half of a frame change's time went into it, for passes the preview never shows)
+    full_passes: Callable[[], tuple[np.ndarray, np.ndarray]]
+    _full: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def normal_sh(self) -> np.ndarray:
+        return self._full_once()[0]
+
+    @property
+    def depth(self) -> np.ndarray:
+        return self._full_once()[1]
+
+    def _full_once(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._full is None:
+            self._full = self.full_passes()
+        return self._full
 
 
 #: How far past the head mesh's edge (fraction of the side) the matte's soft edge takes the nearest shaded pixel's ratio.
 REACH = 0.04
+
+
+@functools.lru_cache(maxsize=1)
+def _matte_id() -> str:
+    """Name under which the clip's cache keeps the geometry engine's matte labels: the source of the code they
+    depend on (matte, head shell, raster), so a change to it makes stored labels stale instead of wrong."""
+    from blender_relight import head_proxy
+    from blender_relight.geometry import head, raster
+
+    h = hashlib.sha1()
+    for module in (head_proxy, head, raster):
+        h.update(Path(module.__file__).read_bytes())
+    return f"geometry-matte-{h.hexdigest()[:12]}"
 
 
 def pass_name(light: str, kind: str) -> str:
@@ -240,19 +269,53 @@ class GeometryEngine:
         self._warned_view = False
         self._novel_path = None
 
+    def needs_prepare(self, index: int, cache) -> bool:
+        """Whether analysis still has to make the frame's head matte (or the novel-view engine its own work)."""
+        own = cache is not None and not cache.has_planes(index, _matte_id())
+        other = self.novel_view_engine is not None and getattr(self.novel_view_engine, "needs_prepare",
+                                                               lambda i, c: False)(index, cache)
+        return own or other
+
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
-        return None if self.novel_view_engine is None else self.novel_view_engine.prepare(index, crop_linear, track,
-                                                                                           cache)
+        """At analysis: the frame's GrabCut head labels (the costly, light- and camera-independent part of its matte:
+        ~70 ms, 2 KB in the cache), so a frame change in the live preview only reads them."""
+        from blender_relight.geometry import head_geometry, rasterize
+
+        if cache is not None and not cache.has_planes(index, _matte_id()):
+            prior = rasterize(head_geometry(track), track.camera, crop_linear.shape[0] // 4)
+            self._matte_labels(index, crop_linear, track, cache, prior)
+        if self.novel_view_engine is not None:
+            self.novel_view_engine.prepare(index, crop_linear, track, cache)
+
+    @staticmethod
+    def _matte_labels(index: int, crop_linear: np.ndarray, track, cache, prior) -> np.ndarray:
+        """The frame's GrabCut head labels (``head_proxy.head_labels`` inside the prior shell's grown silhouette):
+        from the clip's cache when analysis made them, else computed now (and cached when there is a cache)."""
+        from blender_relight import colour, head_proxy
+
+        side = head_proxy.MATTE_SIZE
+        shape = {"labels": ((side * side + 7) // 8,)}
+        if cache is not None:
+            stored = cache.get_planes(index, _matte_id(), shape)
+            if stored is not None:
+                return np.unpackbits(stored["labels"])[:side * side].reshape(side, side).astype(bool)
+        region = head_proxy.matte_region(prior.mask)
+        labels = head_proxy.head_labels(colour.linear_to_uint8_srgb(crop_linear), region,
+                                        prior.mask & (prior.part == 0))
+        if cache is not None:
+            cache.put_planes(index, {"labels": np.packbits(labels.reshape(-1))}, _matte_id())
+        return labels
 
     #: An engine that renders new camera angles for this one (``make_engine("auto")`` gives it the neural engine
     #: when trained weights are installed); None: new views are :meth:`_novel_view`'s.
     novel_view_engine: "RelightEngine | None" = None
 
-    def _frame(self, index: int, crop_linear: np.ndarray, track) -> _HeadFrame:
-        """Everything of frame ``index`` that does not depend on the target light (kept for the last few frames)."""
+    def _frame(self, index: int, crop_linear: np.ndarray, track, cache=None) -> _HeadFrame:
+        """Everything of frame ``index`` that does not depend on the target light (kept for the last few frames;
+        the matte's GrabCut labels come from the clip's ``cache`` when analysis made them)."""
         import cv2
 
-        from blender_relight import colour, head_proxy
+        from blender_relight import head_proxy
         from blender_relight.geometry import head_geometry, rasterize
         from blender_relight.geometry.head import shadow_caster
         from blender_relight.geometry.raster import feather_seam
@@ -265,18 +328,14 @@ class GeometryEngine:
             return self._frames[index]
         size = crop_linear.shape[0]
         up = (size, size)
-        srgb = colour.linear_to_uint8_srgb(crop_linear)
         # The shell is NOT fitted to this frame's matte: GrabCut's outline wanders from frame to frame and a shell
         # that follows it changes the hair's normals with it (measured on lp_d3, DPR light: warping error 0.0189
         # fitted, 0.0071 not; analytic 0.0063). The prior shell (head with hair, placed on the face) is the head.
         geometry = head_geometry(track)
         prior = rasterize(geometry, track.camera, size // 4)
-        shell_cover = cv2.resize(prior.mask.astype(np.uint8), up, interpolation=cv2.INTER_NEAREST)
-        face_cover = cv2.resize((prior.mask & (prior.part == 0)).astype(np.uint8), up,
-                                interpolation=cv2.INTER_NEAREST)
-        matte = head_proxy.head_matte(srgb, shell_cover, face_cover)
+        grabcut = self._matte_labels(index, crop_linear, track, cache, prior)
+        matte = head_proxy.head_matte(None, prior.mask, prior.mask & (prior.part == 0), size=size, labels=grabcut)
         caster = shadow_caster(geometry)
-        full = feather_seam(rasterize(geometry, track.camera, size))
         small = feather_seam(rasterize(geometry, track.camera, self.shading_size))
         inputs = prepare(small, track.camera)
         shadows = ShadowCache()
@@ -297,8 +356,10 @@ class GeometryEngine:
         fill = np.where(dist.reshape(-1) <= REACH * s, label_to_vec[labels.reshape(-1)], len(flat))
         # the matte ends where the mesh ends (softly): a matte reaching further into the hair flickers with GrabCut's
         # outline (warping error 0.0140 with a 12 % reach against 0.0071)
-        cover = cv2.GaussianBlur(cv2.erode(full.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32),
-                                 (0, 0), 3.0)
+        # (the shading-size mesh coverage at crop size: its edge is within a crop pixel of the crop-size raster's,
+        # far less than the 3-pixel feather)
+        mesh = cv2.resize(small.mask.astype(np.uint8), up, interpolation=cv2.INTER_LINEAR)
+        cover = cv2.GaussianBlur(cv2.erode(mesh, np.ones((5, 5), np.uint8)).astype(np.float32), (0, 0), 3.0)
         alpha = (matte * cover).astype(np.float32)
         rows, cols = np.nonzero(alpha > 1e-4)
         box = (slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1)) \
@@ -306,12 +367,16 @@ class GeometryEngine:
         a3 = alpha[box][..., None]
         src_full = cv2.resize(extend(source.diffuse, small.mask), up, interpolation=cv2.INTER_LINEAR)
         albedo = (crop_linear * np.pi / np.maximum(src_full, 1e-3) * (alpha[..., None] > 1e-3)).astype(np.float32)
-        normal_sh = shmath.rotate_eg3d_to_sh(full.normal).astype(np.float32)
-        depth = np.where(full.mask, full.depth, 0.0).astype(np.float32)[..., None]
+
+        def full_passes() -> tuple[np.ndarray, np.ndarray]:
+            full = feather_seam(rasterize(geometry, track.camera, size))
+            return (shmath.rotate_eg3d_to_sh(full.normal).astype(np.float32),
+                    np.where(full.mask, full.depth, 0.0).astype(np.float32)[..., None])
+
         entry = _HeadFrame(geometry, caster, inputs, shadows, e_src, source.specular.reshape(-1, 3)[flat], guard,
                            fill, box, alpha, (crop_linear[box] * a3).astype(np.float32),
                            (crop_linear[box] * (1.0 - a3)).astype(np.float32),
-                           np.repeat(a3, 3, axis=2).astype(np.float32), albedo, normal_sh, depth)
+                           np.repeat(a3, 3, axis=2).astype(np.float32), albedo, full_passes)
         return _keep(self._frames, index, entry)
 
     def _novel_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting,
@@ -375,9 +440,9 @@ class GeometryEngine:
             big = cv2.resize(img, up, interpolation=cv2.INTER_LINEAR)
             return np.maximum(big.reshape(size, size, -1), 0.0).astype(np.float32)
 
-        ready = {"albedo": frame.albedo, "normal": frame.normal_sh, "depth": frame.depth,
-                 "alpha": frame.alpha[..., None]}
-        makers = {"shading": lambda: resized(np.concatenate([target, 0 * ones])[frame.fill].reshape(s, s, 3)),
+        ready = {"albedo": frame.albedo, "alpha": frame.alpha[..., None]}
+        makers = {"normal": lambda: frame.normal_sh, "depth": lambda: frame.depth,
+                  "shading": lambda: resized(np.concatenate([target, 0 * ones])[frame.fill].reshape(s, s, 3)),
                   "specular": lambda: resized(np.concatenate([extra, 0 * ones])[frame.fill].reshape(s, s, 3))}
         def light_pass(values: np.ndarray) -> np.ndarray:
             channels = values.shape[1] if values.ndim == 2 else 1
@@ -395,6 +460,8 @@ class GeometryEngine:
     def relight(self, index: int, crop_linear: np.ndarray, track, lighting: "SceneLighting | np.ndarray",
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
         lighting = SceneLighting.coerce(lighting)
+        if camera_label is None or self.novel_view_engine is None:
+            self._frame(index, crop_linear, track, cache)  # kept: the views below find it (with the cached matte)
         if camera_label is not None:
             if self.novel_view_engine is not None:
                 return self.novel_view_engine.relight(index, crop_linear, track, lighting, camera_label, cache)

@@ -15,25 +15,23 @@ import numpy as np
 MATTE_SIZE = 128
 
 
-def head_alpha(crop_srgb: np.ndarray, head_mask: np.ndarray, mesh_coverage: np.ndarray,
-               feather_px: float = 3.0) -> np.ndarray:
-    """Where a crop may be relit: the head and hair inside the tracker's head mask, background left out.
+def head_labels(crop_srgb: np.ndarray, head_mask: np.ndarray, mesh_coverage: np.ndarray) -> np.ndarray:
+    """GrabCut's head-and-hair labels (MATTE_SIZE², bool): the costly part of :func:`head_alpha`, light- and
+    camera-independent, so the geometry engine computes it once per frame at analysis and caches it (2 KB packed).
 
-    Why: the head mask is the landmarks' hull plus a forehead band; beside the cheeks, under the jaw and above thin
-    hair it takes in background, which the ratio then lit as if it were skin (a halo). GrabCut, seeded with the face
-    mesh as sure foreground and everything outside the mask as sure background, separates head and hair from what
-    is behind them by colour. If it finds nothing usable, the mask is returned as it was.
-    """
-    mask = np.asarray(head_mask, np.float32)
-    h, w = mask.shape[:2]
+    Seeds: the face mesh (``mesh_coverage``) sure foreground, ``head_mask`` > 0.05 probable foreground, the rest
+    sure background; both masks may be of any size (resized to MATTE_SIZE²). All True when GrabCut finds nothing
+    usable (the matte is then ``head_mask`` as it was)."""
     s = MATTE_SIZE
     small = cv2.resize(np.asarray(crop_srgb, np.uint8), (s, s), interpolation=cv2.INTER_AREA)
     seeds = np.full((s, s), cv2.GC_BGD, np.uint8)
-    seeds[cv2.resize(mask, (s, s), interpolation=cv2.INTER_LINEAR) > 0.05] = cv2.GC_PR_FGD
+    seeds[cv2.resize(np.asarray(head_mask, np.float32), (s, s), interpolation=cv2.INTER_LINEAR) > 0.05] = \
+        cv2.GC_PR_FGD
     face = cv2.resize(np.asarray(mesh_coverage, np.uint8), (s, s), interpolation=cv2.INTER_NEAREST)
     seeds[cv2.erode(face, np.ones((3, 3), np.uint8)) > 0] = cv2.GC_FGD
+    everything = np.ones((s, s), bool)
     if not (seeds == cv2.GC_FGD).any() or not (seeds == cv2.GC_BGD).any():
-        return mask
+        return everything
     try:
         # GrabCut seeds its colour models from OpenCV's thread RNG: seeded here, the matte of a frame does not depend
         # on what ran before it (a scrub gave edges up to 67/255 apart).
@@ -41,10 +39,33 @@ def head_alpha(crop_srgb: np.ndarray, head_mask: np.ndarray, mesh_coverage: np.n
         cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), seeds, None, np.zeros((1, 65)), np.zeros((1, 65)), 3,
                     cv2.GC_INIT_WITH_MASK)
     except cv2.error:
-        return mask
-    head = ((seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)).astype(np.float32)
-    head = cv2.GaussianBlur(cv2.resize(head, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), feather_px)
-    return (mask * head).astype(np.float32)
+        return everything
+    return (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
+
+
+def labels_to_alpha(labels: np.ndarray, head_mask: np.ndarray, size: tuple[int, int],
+                    feather_px: float = 3.0) -> np.ndarray:
+    """(H, W) soft matte from :func:`head_labels`: upsampled, feathered by ``feather_px`` (crop px) and limited to
+    ``head_mask`` (resized to ``size`` = (H, W) when it has another size)."""
+    h, w = size
+    mask = np.asarray(head_mask, np.float32)
+    if mask.shape[:2] != (h, w):
+        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)
+    head = cv2.resize(np.asarray(labels, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return (mask * cv2.GaussianBlur(head, (0, 0), feather_px)).astype(np.float32)
+
+
+def head_alpha(crop_srgb: np.ndarray, head_mask: np.ndarray, mesh_coverage: np.ndarray,
+               feather_px: float = 3.0) -> np.ndarray:
+    """Where a crop may be relit: the head and hair inside the tracker's head mask, background left out.
+
+    Why: the head mask is the landmarks' hull plus a forehead band; beside the cheeks, under the jaw and above thin
+    hair it takes in background, which the ratio then lit as if it were skin (a halo). GrabCut, seeded with the face
+    mesh as sure foreground and everything outside the mask as sure background, separates head and hair from what
+    is behind them by colour (:func:`head_labels`). If it finds nothing usable, the mask is returned as it was.
+    """
+    labels = head_labels(crop_srgb, head_mask, mesh_coverage)
+    return labels_to_alpha(labels, head_mask, crop_srgb.shape[:2], feather_px)
 
 
 def ellipsoid_normals(mask: np.ndarray) -> np.ndarray:
@@ -113,14 +134,27 @@ def edge_fade(size: int) -> np.ndarray:
     return (rows[:, None] * cols[None, :]).astype(np.float32)
 
 
-def head_matte(crop_srgb: np.ndarray, shell_coverage: np.ndarray, face_coverage: np.ndarray,
-               grow: float = 0.16, feather_px: float = 3.0) -> np.ndarray:
-    """The whole head's soft matte (hair, ears, neck included) for the geometry engine: GrabCut (``head_alpha``)
-    inside the head shell's silhouette grown by ``grow`` × the crop side (hair reaches past any prior shape), seeded
-    with the face mesh as sure foreground; faded toward the crop's edges (:func:`edge_fade`)."""
-    size = crop_srgb.shape[0]
+def matte_region(shell_coverage: np.ndarray, grow: float = 0.16) -> np.ndarray:
+    """Where hair may be: the head shell's silhouette grown by ``grow`` × its side and softened (float32, the size of
+    ``shell_coverage``). Grown by a distance transform, so any radius costs the same (a 165² dilation kernel at 512²
+    took 130 ms a frame; at the shell raster's 128² this is under 1 ms)."""
     cover = np.asarray(shell_coverage, np.uint8)
-    radius = max(int(round(grow * size)), 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    region = cv2.GaussianBlur(cv2.dilate(cover, kernel).astype(np.float32), (0, 0), max(radius / 3.0, 1.0))
-    return head_alpha(crop_srgb, region, face_coverage, feather_px) * edge_fade(size)
+    radius = max(grow * cover.shape[0], 1.0)
+    dist = cv2.distanceTransform((cover == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return cv2.GaussianBlur((dist <= radius).astype(np.float32), (0, 0), max(radius / 3.0, 1.0))
+
+
+def head_matte(crop_srgb: np.ndarray | None, shell_coverage: np.ndarray, face_coverage: np.ndarray,
+               grow: float = 0.16, feather_px: float = 3.0, size: int | None = None,
+               labels: np.ndarray | None = None) -> np.ndarray:
+    """The whole head's soft matte (hair, ears, neck included) for the geometry engine, ``size``² (default the crop's
+    side): GrabCut (:func:`head_labels`) inside the head shell's silhouette grown by ``grow`` × its side
+    (:func:`matte_region`: hair reaches past any prior shape), seeded with the face mesh as sure foreground; faded
+    toward the crop's edges (:func:`edge_fade`). The coverages may be at any resolution (the shell's raster at 128²
+    is enough: the region is a soft shape). ``labels``: GrabCut's result cached from an earlier call (then
+    ``crop_srgb`` is not needed)."""
+    size = int(size or crop_srgb.shape[0])
+    region = matte_region(shell_coverage, grow)
+    if labels is None:
+        labels = head_labels(crop_srgb, region, face_coverage)
+    return labels_to_alpha(labels, region, (size, size), feather_px) * edge_fade(size)
