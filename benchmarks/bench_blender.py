@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--engine", default="auto", choices=("auto", "analytic", "neural"))
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where a first visit's frame change spends its time (cProfile)")
     args = parser.parse_args()
     bpy = enable_addon()
     import importlib
@@ -160,24 +162,42 @@ def main() -> None:
     # Frame changes with the live preview on: the frame-change handler relights the new frame.
     kept = getattr(relight.LIVE, "kept", {})  # (absent before the live preview kept frames: a baseline run)
 
+    cpu: list[float] = []
+
     def frame_changes(order: list[int], forget: bool) -> list[float]:
         times = []
+        cpu.clear()
         for frame in order:
             if forget:
                 kept.clear()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             scene.frame_set(scene.frame_start + frame)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         return times
 
+    def with_cpu(times: list[float]) -> str:
+        return f"{ms(times)} (CPU {1000 * float(np.median(cpu)):.1f} ms)"
+
     jumps = [(k * 5) % n for k in range(min(n, args.repeats))]
-    rows.append(("frame change with live preview, first visit (scrub, jumps of 5)", ms(frame_changes(jumps, True))))
+    rows.append(("frame change with live preview, first visit (scrub, jumps of 5)",
+                 with_cpu(frame_changes(jumps, True))))
     rows.append(("frame change with live preview, first visit (playback, next frame)",
-                 ms(frame_changes(list(range(n)), True))))
+                 with_cpu(frame_changes(list(range(n)), True))))
     seen = list(range(max(n - getattr(relight, "KEEP_RELIT", 12), 0), n))
     frame_changes(seen, False)
     rows.append(("frame change with live preview, back over frames seen (kept relit frames)",
-                 ms(frame_changes(seen[::-1], False))))
+                 with_cpu(frame_changes(seen[::-1], False))))
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        frame_changes(jumps, True)
+        profiler.disable()
+        print(f"cProfile of {len(jumps)} first visits (scrub):")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
     settings.live = False
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()

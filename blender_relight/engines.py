@@ -183,24 +183,29 @@ class _HeadFrame:
     plate_in: np.ndarray  # (box, 3) plate × alpha inside the box
     plate_out: np.ndarray  # (box, 3) plate × (1 - alpha) inside the box
     alpha_box: np.ndarray  # (box, 3) alpha inside the box, per channel
-    albedo: np.ndarray  # (S, S, 3)
-    #: () -> (normal (S, S, 3) head (SH) frame, depth (S, S, 1) camera-space, 0 where empty): the crop-size G-buffer,
-    #: rasterised only when a pass asks (half of a frame change's time went into it, for passes the preview never shows)
-    full_passes: Callable[[], tuple[np.ndarray, np.ndarray]]
-    _full: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    #: () -> {"albedo" (S, S, 3), "normal" (S, S, 3) head (SH) frame, "depth" (S, S, 1) camera-space, 0 where
+    #: empty}: made only when a pass is asked for (the crop-size G-buffer they need took half a frame change's time,
+    #: for passes the live preview never shows)
+    make_passes: Callable[[], dict[str, np.ndarray]]
+    _passes: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    def pass_image(self, name: str) -> np.ndarray:
+        """The light-independent pass ``name`` (albedo, normal, depth), made on first use and kept."""
+        if self._passes is None:
+            self._passes = self.make_passes()
+        return self._passes[name]
+
+    @property
+    def albedo(self) -> np.ndarray:
+        return self.pass_image("albedo")
 
     @property
     def normal_sh(self) -> np.ndarray:
-        return self._full_once()[0]
+        return self.pass_image("normal")
 
     @property
     def depth(self) -> np.ndarray:
-        return self._full_once()[1]
-
-    def _full_once(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._full is None:
-            self._full = self.full_passes()
-        return self._full
+        return self.pass_image("depth")
 
 
 #: How far past the head mesh's edge (fraction of the side) the matte's soft edge takes the nearest shaded pixel's ratio.
@@ -217,7 +222,7 @@ def _matte_id() -> str:
     h = hashlib.sha1()
     for module in (head_proxy, head, raster):
         h.update(Path(module.__file__).read_bytes())
-    return f"geometry-matte-{h.hexdigest()[:12]}"
+    return f"geometry-matte-v2-{h.hexdigest()[:12]}"  # v2: labels and shell
 
 
 def pass_name(light: str, kind: str) -> str:
@@ -277,34 +282,37 @@ class GeometryEngine:
         return own or other
 
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
-        """At analysis: the frame's GrabCut head labels (the costly, light- and camera-independent part of its matte:
-        ~70 ms, 2 KB in the cache), so a frame change in the live preview only reads them."""
-        from blender_relight.geometry import head_geometry, rasterize
-
+        """At analysis: the frame's GrabCut head labels and head-shell silhouette (the costly, light- and
+        camera-independent part of its matte: ~60 ms, 4 KB in the cache), so a frame change only reads them."""
         if cache is not None and not cache.has_planes(index, _matte_id()):
-            prior = rasterize(head_geometry(track), track.camera, crop_linear.shape[0] // 4)
-            self._matte_labels(index, crop_linear, track, cache, prior)
+            self._matte_bits(index, crop_linear, track, cache)
         if self.novel_view_engine is not None:
             self.novel_view_engine.prepare(index, crop_linear, track, cache)
 
     @staticmethod
-    def _matte_labels(index: int, crop_linear: np.ndarray, track, cache, prior) -> np.ndarray:
-        """The frame's GrabCut head labels (``head_proxy.head_labels`` inside the prior shell's grown silhouette):
-        from the clip's cache when analysis made them, else computed now (and cached when there is a cache)."""
+    def _matte_bits(index: int, crop_linear: np.ndarray, track, cache, geometry=None) -> tuple[np.ndarray, np.ndarray]:
+        """(GrabCut head labels, prior head shell's silhouette), both ``head_proxy.MATTE_SIZE``² bool: from the
+        clip's cache when analysis made them, else computed now (and cached when there is a cache)."""
         from blender_relight import colour, head_proxy
+        from blender_relight.geometry import head_geometry, rasterize
 
         side = head_proxy.MATTE_SIZE
-        shape = {"labels": ((side * side + 7) // 8,)}
+        packed = (side * side + 7) // 8
+
+        def bits(a: np.ndarray) -> np.ndarray:
+            return np.unpackbits(a)[:side * side].reshape(side, side).astype(bool)
+
         if cache is not None:
-            stored = cache.get_planes(index, _matte_id(), shape)
+            stored = cache.get_planes(index, _matte_id(), {"labels": (packed,), "shell": (packed,)})
             if stored is not None:
-                return np.unpackbits(stored["labels"])[:side * side].reshape(side, side).astype(bool)
-        region = head_proxy.matte_region(prior.mask)
-        labels = head_proxy.head_labels(colour.linear_to_uint8_srgb(crop_linear), region,
+                return bits(stored["labels"]), bits(stored["shell"])
+        prior = rasterize(head_geometry(track) if geometry is None else geometry, track.camera, side)
+        labels = head_proxy.head_labels(colour.linear_to_uint8_srgb(crop_linear), head_proxy.matte_region(prior.mask),
                                         prior.mask & (prior.part == 0))
         if cache is not None:
-            cache.put_planes(index, {"labels": np.packbits(labels.reshape(-1))}, _matte_id())
-        return labels
+            cache.put_planes(index, {"labels": np.packbits(labels.reshape(-1)),
+                                     "shell": np.packbits(prior.mask.reshape(-1))}, _matte_id())
+        return labels, prior.mask
 
     #: An engine that renders new camera angles for this one (``make_engine("auto")`` gives it the neural engine
     #: when trained weights are installed); None: new views are :meth:`_novel_view`'s.
@@ -332,9 +340,8 @@ class GeometryEngine:
         # that follows it changes the hair's normals with it (measured on lp_d3, DPR light: warping error 0.0189
         # fitted, 0.0071 not; analytic 0.0063). The prior shell (head with hair, placed on the face) is the head.
         geometry = head_geometry(track)
-        prior = rasterize(geometry, track.camera, size // 4)
-        grabcut = self._matte_labels(index, crop_linear, track, cache, prior)
-        matte = head_proxy.head_matte(None, prior.mask, prior.mask & (prior.part == 0), size=size, labels=grabcut)
+        grabcut, shell = self._matte_bits(index, crop_linear, track, cache, geometry)
+        matte = head_proxy.head_matte(None, shell, None, size=size, labels=grabcut)
         caster = shadow_caster(geometry)
         small = feather_seam(rasterize(geometry, track.camera, self.shading_size))
         inputs = prepare(small, track.camera)
@@ -365,18 +372,19 @@ class GeometryEngine:
         box = (slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1)) \
             if rows.size else (slice(0, 0), slice(0, 0))
         a3 = alpha[box][..., None]
-        src_full = cv2.resize(extend(source.diffuse, small.mask), up, interpolation=cv2.INTER_LINEAR)
-        albedo = (crop_linear * np.pi / np.maximum(src_full, 1e-3) * (alpha[..., None] > 1e-3)).astype(np.float32)
 
-        def full_passes() -> tuple[np.ndarray, np.ndarray]:
+        def make_passes() -> dict[str, np.ndarray]:
+            src_full = cv2.resize(extend(source.diffuse, small.mask), up, interpolation=cv2.INTER_LINEAR)
             full = feather_seam(rasterize(geometry, track.camera, size))
-            return (shmath.rotate_eg3d_to_sh(full.normal).astype(np.float32),
-                    np.where(full.mask, full.depth, 0.0).astype(np.float32)[..., None])
+            return {"albedo": (crop_linear * np.pi / np.maximum(src_full, 1e-3)
+                               * (alpha[..., None] > 1e-3)).astype(np.float32),
+                    "normal": shmath.rotate_eg3d_to_sh(full.normal).astype(np.float32),
+                    "depth": np.where(full.mask, full.depth, 0.0).astype(np.float32)[..., None]}
 
         entry = _HeadFrame(geometry, caster, inputs, shadows, e_src, source.specular.reshape(-1, 3)[flat], guard,
                            fill, box, alpha, (crop_linear[box] * a3).astype(np.float32),
                            (crop_linear[box] * (1.0 - a3)).astype(np.float32),
-                           np.repeat(a3, 3, axis=2).astype(np.float32), albedo, full_passes)
+                           np.repeat(a3, 3, axis=2).astype(np.float32), make_passes)
         return _keep(self._frames, index, entry)
 
     def _novel_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting,
@@ -440,8 +448,8 @@ class GeometryEngine:
             big = cv2.resize(img, up, interpolation=cv2.INTER_LINEAR)
             return np.maximum(big.reshape(size, size, -1), 0.0).astype(np.float32)
 
-        ready = {"albedo": frame.albedo, "alpha": frame.alpha[..., None]}
-        makers = {"normal": lambda: frame.normal_sh, "depth": lambda: frame.depth,
+        ready = {"alpha": frame.alpha[..., None]}
+        makers = {"albedo": lambda: frame.albedo, "normal": lambda: frame.normal_sh, "depth": lambda: frame.depth,
                   "shading": lambda: resized(np.concatenate([target, 0 * ones])[frame.fill].reshape(s, s, 3)),
                   "specular": lambda: resized(np.concatenate([extra, 0 * ones])[frame.fill].reshape(s, s, 3))}
         def light_pass(values: np.ndarray) -> np.ndarray:

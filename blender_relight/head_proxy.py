@@ -144,7 +144,7 @@ def matte_region(shell_coverage: np.ndarray, grow: float = 0.16) -> np.ndarray:
     return cv2.GaussianBlur((dist <= radius).astype(np.float32), (0, 0), max(radius / 3.0, 1.0))
 
 
-def head_matte(crop_srgb: np.ndarray | None, shell_coverage: np.ndarray, face_coverage: np.ndarray,
+def head_matte(crop_srgb: np.ndarray | None, shell_coverage: np.ndarray, face_coverage: np.ndarray | None,
                grow: float = 0.16, feather_px: float = 3.0, size: int | None = None,
                labels: np.ndarray | None = None) -> np.ndarray:
     """The whole head's soft matte (hair, ears, neck included) for the geometry engine, ``size``² (default the crop's
