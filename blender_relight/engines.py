@@ -306,9 +306,12 @@ class GeometryEngine:
             stored = cache.get_planes(index, _matte_id(), {"labels": (packed,), "shell": (packed,)})
             if stored is not None:
                 return bits(stored["labels"]), bits(stored["shell"])
+        import cv2
+
         prior = rasterize(head_geometry(track) if geometry is None else geometry, track.camera, side)
-        labels = head_proxy.head_labels(colour.linear_to_uint8_srgb(crop_linear), head_proxy.matte_region(prior.mask),
-                                        prior.mask & (prior.part == 0))
+        # GrabCut sees the crop at side² only: reduced (area mean, in linear light) before the sRGB conversion
+        small = colour.linear_to_uint8_srgb(cv2.resize(crop_linear, (side, side), interpolation=cv2.INTER_AREA))
+        labels = head_proxy.head_labels(small, head_proxy.matte_region(prior.mask), prior.mask & (prior.part == 0))
         if cache is not None:
             cache.put_planes(index, {"labels": np.packbits(labels.reshape(-1)),
                                      "shell": np.packbits(prior.mask.reshape(-1))}, _matte_id())
