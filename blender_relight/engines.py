@@ -283,7 +283,7 @@ class GeometryEngine:
 
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
         """At analysis: the frame's GrabCut head labels and head-shell silhouette (the costly, light- and
-        camera-independent part of its matte: ~60 ms, 4 KB in the cache), so a frame change only reads them."""
+        camera-independent part of its matte: ~47 ms CPU, ~4 KB in the cache), so a frame change only reads them."""
         if cache is not None and not cache.has_planes(index, _matte_id()):
             self._matte_bits(index, crop_linear, track, cache)
         if self.novel_view_engine is not None:
@@ -293,6 +293,8 @@ class GeometryEngine:
     def _matte_bits(index: int, crop_linear: np.ndarray, track, cache, geometry=None) -> tuple[np.ndarray, np.ndarray]:
         """(GrabCut head labels, prior head shell's silhouette), both ``head_proxy.MATTE_SIZE``² bool: from the
         clip's cache when analysis made them, else computed now (and cached when there is a cache)."""
+        import cv2
+
         from blender_relight import colour, head_proxy
         from blender_relight.geometry import head_geometry, rasterize
 
@@ -306,8 +308,6 @@ class GeometryEngine:
             stored = cache.get_planes(index, _matte_id(), {"labels": (packed,), "shell": (packed,)})
             if stored is not None:
                 return bits(stored["labels"]), bits(stored["shell"])
-        import cv2
-
         prior = rasterize(head_geometry(track) if geometry is None else geometry, track.camera, side)
         # GrabCut sees the crop at side² only: reduced (area mean, in linear light) before the sRGB conversion
         small = colour.linear_to_uint8_srgb(cv2.resize(crop_linear, (side, side), interpolation=cv2.INTER_AREA))

@@ -129,3 +129,24 @@ def test_analysis_caches_the_matte_and_a_frame_change_only_reads_it(tmp_path, mo
     again.relight(2, session.crop_linear(2), session.frame_track(2), lighting, None, cache)
     assert len(calls) == 2 and "plane file" in cache.repair_text()
     assert cache.get_planes(2, _matte_id(), None) is not None  # redone and stored
+
+
+def test_matte_region_grows_the_shell_by_its_fraction_of_the_side():
+    """The hair region: the shell's silhouette grown by a disc of ``grow`` × the side (a distance transform), softened
+    by a Gaussian of a third of that radius: full well inside, half at the grown edge, nothing well outside."""
+    from blender_relight.head_proxy import matte_region
+
+    cover = np.zeros((128, 128), np.uint8)
+    cover[54:74, 40:74] = 1
+    radius = 0.16 * 128
+    ys, xs = np.mgrid[:128, :128]
+    dx = np.maximum(np.maximum(40 - xs, xs - 73), 0)
+    dy = np.maximum(np.maximum(54 - ys, ys - 73), 0)
+    distance = np.hypot(dx, dy)  # from the silhouette, 0 inside it
+    region = matte_region(cover, grow=0.16)
+    sigma = radius / 3.0
+    assert region.shape == cover.shape and region.dtype == np.float32
+    assert region[distance <= radius - 2 * sigma].min() > 0.95
+    assert region[distance >= radius + 2 * sigma].max() < 0.05
+    edge = np.abs(distance - radius) < 0.5
+    assert 0.35 < float(np.median(region[edge])) < 0.65
