@@ -86,6 +86,7 @@ def scrub_real_clip(path: Path, rows: list, first: int = 100, count: int = 60) -
     scrub) and back by 5, on frames ``first``.. of ``path`` analysed first (not timed)."""
     from blender_relight.lighting.blender_lights import LightSpec
     from blender_relight.lighting.scene import SceneLighting
+    from blender_relight.lighting.sh import ambient_sh
     from blender_relight.pipeline import ClipSession
 
     session = ClipSession(path, cache_dir=Path(tempfile.mkdtemp(prefix="bench-scrub-")))
@@ -93,7 +94,7 @@ def scrub_real_clip(path: Path, rows: list, first: int = 100, count: int = 60) -
     session.analyse(frames)
     key = LightSpec("AREA", power=15.0, colour=(1.0, 0.85, 0.7), position=(1.0, -0.4, 0.1),
                     direction=(-1.0, 0.4, -0.1), size=0.1)
-    lighting = SceneLighting(sh=np.eye(9)[:, :1] * 0.1, lights=(key,))
+    lighting = SceneLighting(sh=ambient_sh(np.full(3, 0.03)), lights=(key,))
     stop = frames.stop - 1
     for name, order in (("next frame", list(range(first, first + 12))),
                         ("forward by 5", list(range(first, stop, 5))),
