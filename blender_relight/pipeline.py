@@ -32,9 +32,10 @@ PASS_NAMES = ("albedo", "normal", "depth", "shading", "alpha")
 #: Frames whose engine prepare (encode) may wait behind the tracker during analysis.
 PREPARE_AHEAD = 2
 #: Decoded frames a ClipSession keeps, in bytes (a scrub back over frames just decoded decodes nothing again), and
-#: how many frames before the target a jump back also decodes: a jump back is a seek, which decodes from the keyframe
-#: before the target anyway (130-650 ms CPU on the dev clips), so the frames just before it cost little more
-#: (1-5 ms each) and the next steps back of a scrub find them here.
+#: how many frames before the target a jump back also decodes. A jump back is a seek, which in long-GOP video decodes
+#: from the keyframe before the target anyway (130-650 ms CPU on the dev clips, against 1-5 ms a frame read in
+#: order), so the frames just before it cost little more and the next steps back of a scrub find them here. Where a
+#: seek is cheap (all-intra or short-GOP video: a seek under BACK_READ reads' time), only the target is decoded.
 DECODED_BYTES = 64 << 20
 BACK_READ = 10
 
@@ -140,6 +141,8 @@ class ClipSession:
         self._reader = None
         self._decoded: OrderedDict[int, np.ndarray] = OrderedDict()  # the last decoded frames (DECODED_BYTES)
         self._last_read = -1
+        self._seek_s: float | None = None  # the last jump back's seek and first decode (s)
+        self._step_s: float | None = None  # the last frame read in order (s)
         self._linear_cache: tuple[int, np.ndarray, np.ndarray] | None = None
 
     # -- frames ------------------------------------------------------------------------------------------------
@@ -157,13 +160,27 @@ class ClipSession:
             raise RelightError(f"{self.info.path}: frame {index} is out of range (0..{self.info.frame_count - 1})")
         if self._reader is None:
             self._reader = VideoReader(self.info.path)
-        if index < self._last_read:  # a jump back: as many frames before it as the budget keeps
-            back = min(BACK_READ, DECODED_BYTES // max(3 * self.info.width * self.info.height, 1) - 1)
-            for i, decoded in self._reader.frames(max(0, index - max(back, 0)), index):
-                self._keep_decoded(i, decoded)
-        frame = self._reader.read(index)
+        import time
+
+        back = 0
+        if index < self._last_read and (self._seek_s is None or self._step_s is None
+                                        or self._seek_s > BACK_READ * self._step_s):
+            # a jump back where seeks are dear: as many frames before it as the budget keeps
+            back = max(min(BACK_READ, DECODED_BYTES // max(3 * self.info.width * self.info.height, 1) - 1, index), 0)
+        t0 = time.perf_counter()
+        for i, decoded in self._reader.frames(index - back, index + 1):
+            if i == index - back:
+                took = time.perf_counter() - t0
+                if index < self._last_read:
+                    self._seek_s = took
+                elif index == self._last_read + 1:
+                    self._step_s = took
+            self._keep_decoded(i, decoded)
+        frame = self._decoded.get(index)
+        if frame is None:
+            raise RelightError(f"{self.info.path}: frame {index} cannot be decoded (truncated clip?); re-export it")
         self._last_read = index
-        return self._keep_decoded(index, frame)
+        return frame
 
     def _keep_decoded(self, index: int, frame: np.ndarray) -> np.ndarray:
         self._decoded[index] = frame

@@ -175,4 +175,7 @@ def test_clip_session_frames_scrubbed_back_and_forth_are_the_frames_in_order(tmp
         assert np.array_equal(small._frame(i), in_order[i]), i
         assert len(small._decoded) <= 4
     assert sorted(small._decoded) == [2, 3, 4, 16]  # 4 read with 1-3 before it, 16, then 2 from memory
+    small._seek_s, small._step_s = 0.002, 0.001  # where a seek costs about two frames read in order (all-intra)
+    assert np.array_equal(small._frame(14), in_order[14])
+    assert sorted(small._decoded) == [2, 4, 14, 16]  # a jump back decodes its target only
     small.close()
