@@ -80,12 +80,47 @@ def ms(times: list[float]) -> str:
     return f"{1000 * float(np.median(times)):.1f} ms"
 
 
+def scrub_real_clip(path: Path, rows: list, first: int = 100, count: int = 60) -> None:
+    """First visits on a real, long-GOP clip (the cut clip above is re-encoded with frequent keyframes, where a seek is
+    cheap): the core's ``relight_frame`` (decode, crop, engine, paste) stepping forward by 1 (playback) and 5 (a
+    scrub) and back by 5, on frames ``first``.. of ``path`` analysed first (not timed)."""
+    from blender_relight.lighting.blender_lights import LightSpec
+    from blender_relight.lighting.scene import SceneLighting
+    from blender_relight.lighting.sh import ambient_sh
+    from blender_relight.pipeline import ClipSession
+
+    session = ClipSession(path, cache_dir=Path(tempfile.mkdtemp(prefix="bench-scrub-")))
+    frames = range(first, min(first + count, session.info.frame_count))
+    session.analyse(frames)
+    key = LightSpec("AREA", power=15.0, colour=(1.0, 0.85, 0.7), position=(1.0, -0.4, 0.1),
+                    direction=(-1.0, 0.4, -0.1), size=0.1)
+    lighting = SceneLighting(sh=ambient_sh(np.full(3, 0.03)), lights=(key,))
+    stop = frames.stop - 1
+    for name, order in (("next frame", list(range(first, first + 12))),
+                        ("forward by 5", list(range(first, stop, 5))),
+                        ("back by 5", list(range(stop, first, -5)))):
+        walls, cpus = [], []
+        for i in order:
+            session.engine = type(session.engine)()  # a first visit: nothing kept in memory
+            t0, c0 = time.perf_counter(), time.process_time()
+            session.relight_frame(i, lighting)
+            walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+        rows.append((f"core first visit on {path.name} ({session.info.width}x{session.info.height}), {name}",
+                     f"{ms(walls)} (CPU {1000 * float(np.median(cpus)):.1f} ms)"))
+    session.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clip", default=None)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--engine", default="auto", choices=("auto", "analytic", "neural"))
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--scrub-clip", default=str(REPO.parent / "shared" / "data" / "videos" / "lp_d3.mp4"),
+                        help="a real clip for the core's first visits forward and back (empty: skip)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where a first visit's frame change spends its time (cProfile)")
     args = parser.parse_args()
     bpy = enable_addon()
     import importlib
@@ -160,25 +195,97 @@ def main() -> None:
     # Frame changes with the live preview on: the frame-change handler relights the new frame.
     kept = getattr(relight.LIVE, "kept", {})  # (absent before the live preview kept frames: a baseline run)
 
+    cpu: list[float] = []
+
     def frame_changes(order: list[int], forget: bool) -> list[float]:
         times = []
+        cpu.clear()
         for frame in order:
             if forget:
                 kept.clear()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             scene.frame_set(scene.frame_start + frame)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         return times
 
+    def with_cpu(times: list[float]) -> str:
+        return f"{ms(times)} (CPU {1000 * float(np.median(cpu)):.1f} ms)"
+
     jumps = [(k * 5) % n for k in range(min(n, args.repeats))]
-    rows.append(("frame change with live preview, first visit (scrub, jumps of 5)", ms(frame_changes(jumps, True))))
+    rows.append(("frame change with live preview, first visit (scrub, jumps of 5)",
+                 with_cpu(frame_changes(jumps, True))))
     rows.append(("frame change with live preview, first visit (playback, next frame)",
-                 ms(frame_changes(list(range(n)), True))))
+                 with_cpu(frame_changes(list(range(n)), True))))
     seen = list(range(max(n - getattr(relight, "KEEP_RELIT", 12), 0), n))
     frame_changes(seen, False)
     rows.append(("frame change with live preview, back over frames seen (kept relit frames)",
-                 ms(frame_changes(seen[::-1], False))))
+                 with_cpu(frame_changes(seen[::-1], False))))
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        frame_changes(jumps, True)
+        profiler.disable()
+        print(f"cProfile of {len(jumps)} first visits (scrub):")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
     settings.live = False
+
+    # A camera turned 20° around the head: a new view (first a camera change, then light changes at that view).
+    import math
+
+    from mathutils import Matrix
+
+    scene.frame_set(scene.frame_start + n // 2)
+    anchor, cam = settings.anchor.matrix_world.copy(), settings.camera
+    filmed_cam = cam.matrix_world.copy()
+    cam.matrix_world = anchor @ Matrix.Rotation(math.radians(20.0), 4, "Z") @ anchor.inverted() @ cam.matrix_world
+    bpy.context.view_layer.update()
+    req = relight.request(scene, settings, session, bpy.context.evaluated_depsgraph_get())
+    if req.camera_label is not None:
+        t0, c0 = time.perf_counter(), time.process_time()
+        relight.relight(session, req)
+        rows.append(("camera turned 20° around the head, first relight at the new view",
+                     f"{1000 * (time.perf_counter() - t0):.0f} ms (CPU {1000 * (time.process_time() - c0):.0f} ms)"))
+        times = []
+        for k in range(min(args.repeats, 8)):
+            light.data.energy = 12.0 + 0.41 * k
+            req = relight.request(scene, settings, session, bpy.context.evaluated_depsgraph_get())
+            t0 = time.perf_counter()
+            relight.relight(session, req)
+            times.append(time.perf_counter() - t0)
+        rows.append(("  then a light change at that view (core relight)", ms(times)))
+    cam.matrix_world = filmed_cam
+    bpy.context.view_layer.update()
+
+    # Exports of the whole range (the frames are relit again: the render's frames are the sequencer's).
+    for kind in ("PNG", "MULTILAYER", "VIDEO"):
+        start = time.perf_counter()
+        assert bpy.ops.portrait_relight.export("EXEC_DEFAULT", kind=kind) == {"FINISHED"}, settings.status
+        rows.append((f"Export {kind}", f"{1000 * (time.perf_counter() - start) / n:.0f} ms a frame"))
+
+    # Save, reopen (nothing analysed again) and the first relit frame after it.
+    blend = tmp / "shot.blend"
+    assert bpy.ops.wm.save_as_mainfile(filepath=str(blend)) == {"FINISHED"}
+    sessions.forget_sessions()
+    start = time.perf_counter()
+    assert bpy.ops.wm.open_mainfile(filepath=str(blend), load_ui=False) == {"FINISHED"}
+    opened = time.perf_counter() - start
+    scene = bpy.context.scene
+    settings = scene.portrait_relight
+    scene.frame_set(scene.frame_start + 1)
+    start = time.perf_counter()
+    assert bpy.ops.portrait_relight.relight_frame("EXEC_DEFAULT") == {"FINISHED"}, settings.status
+    rows.append(("save, reopen the .blend, first Relight Frame (session and engine made again, tracks from the "
+                 "cache)", f"open {1000 * opened:.0f} ms + {1000 * (time.perf_counter() - start):.0f} ms"))
+    cache_root = sessions.get_session(settings).cache.root
+    files = [f for f in cache_root.rglob("*") if f.is_file()]
+    rows.append(("analysis cache on disk", f"{sum(f.stat().st_size for f in files) / n / 1024:.1f} KB a frame "
+                                           f"({len(files)} files)"))
+    if args.scrub_clip and Path(args.scrub_clip).is_file():
+        scrub_real_clip(Path(args.scrub_clip), rows)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

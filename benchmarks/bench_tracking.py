@@ -203,11 +203,40 @@ def bench_4k(quick: bool) -> None:
     path.unlink(missing_ok=True)
 
 
+def bench_analyse(quick: bool) -> None:
+    """What Blender's Analyse does (``ClipSession.analyse``, default engine) on a 720p clip: decode, landmarks,
+    smoothing, crop, pose, source-light estimate, the engine's per-frame prepare and the cache writes."""
+    import shutil
+    import tempfile
+
+    from blender_relight.pipeline import ClipSession
+
+    clip = DATA / "videos" / "lp_s18.mp4"  # 1280x720
+    n = 96 if quick else None
+    root = Path(tempfile.mkdtemp(prefix="bench-analyse-"))
+    try:
+        warm = ClipSession(clip, cache_dir=root / "warm")  # imports and mediapipe's first graph, not timed
+        warm.analyse(range(1))
+        session = ClipSession(clip, cache_dir=root / "cache")
+        frames = range(session.info.frame_count if n is None else min(n, session.info.frame_count))
+        t0, c0 = time.perf_counter(), time.process_time()
+        session.analyse(frames)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        files = [f for f in session.cache.root.rglob("*") if f.is_file()]
+        size = sum(f.stat().st_size for f in files)
+        print(f"\n## Analysis ({session.engine.name} engine), {clip.name} {session.info.width}x{session.info.height}, "
+              f"{len(frames)} frames: {len(frames) / wall:.2f} frames/s wall, {1000 * cpu / len(frames):.0f} ms CPU a "
+              f"frame (all threads), load average {os.getloadavg()[0]:.1f}; cache {size / len(frames) / 1024:.1f} KB a "
+              f"frame ({len(files)} files)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer frames")
-    parser.add_argument("--only", nargs="*", default=None, help="throughput jitter small clips lag 4k")
+    parser.add_argument("--only", nargs="*", default=None, help="throughput jitter small clips lag 4k analyse")
     args = parser.parse_args()
     if not (DATA / "videos").is_dir():
         print(f"{DATA} absent: nothing to measure")
@@ -217,7 +246,8 @@ def main() -> int:
           f"opencv {cv2.__version__}")
     parts = {"throughput": lambda: bench_throughput(args.quick), "jitter": bench_jitter_still,
              "small": bench_small_faces,
-             "clips": lambda: bench_clips(args.quick), "lag": bench_lag, "4k": lambda: bench_4k(args.quick)}
+             "clips": lambda: bench_clips(args.quick), "lag": bench_lag, "4k": lambda: bench_4k(args.quick),
+             "analyse": lambda: bench_analyse(args.quick)}
     for name, fn in parts.items():
         if args.only is None or name in args.only:
             fn()

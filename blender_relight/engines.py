@@ -11,6 +11,7 @@ a relit crop with an alpha and compositing passes.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -83,7 +84,7 @@ def _keep(cache: OrderedDict, key, value):
 
 
 def _face_maps_and_matte(crop_linear: np.ndarray, track):
-    """The tracked face mesh's maps at crop size and the plate's head-and-hair matte (GrabCut seeded by the mesh;
+    """The tracked face mesh's maps at crop size and the plate's head-and-hair matte (the person matte with the mesh;
     ``head_proxy.head_alpha``): where a crop may be relit, shared by both engines."""
     from blender_relight import colour, face_geometry, head_proxy
 
@@ -182,13 +183,46 @@ class _HeadFrame:
     plate_in: np.ndarray  # (box, 3) plate × alpha inside the box
     plate_out: np.ndarray  # (box, 3) plate × (1 - alpha) inside the box
     alpha_box: np.ndarray  # (box, 3) alpha inside the box, per channel
-    albedo: np.ndarray  # (S, S, 3)
-    normal_sh: np.ndarray  # (S, S, 3) head (SH) frame
-    depth: np.ndarray  # (S, S, 1) camera-space depth, 0 where empty
+    #: () -> {"albedo" (S, S, 3), "normal" (S, S, 3) head (SH) frame, "depth" (S, S, 1) camera-space, 0 where
+    #: empty}: made only when a pass is asked for (the crop-size G-buffer they need took half a frame change's time,
+    #: for passes the live preview never shows)
+    make_passes: Callable[[], dict[str, np.ndarray]]
+    _passes: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    def pass_image(self, name: str) -> np.ndarray:
+        """The light-independent pass ``name`` (albedo, normal, depth), made on first use and kept."""
+        if self._passes is None:
+            self._passes = self.make_passes()
+        return self._passes[name]
+
+    @property
+    def albedo(self) -> np.ndarray:
+        return self.pass_image("albedo")
+
+    @property
+    def normal_sh(self) -> np.ndarray:
+        return self.pass_image("normal")
+
+    @property
+    def depth(self) -> np.ndarray:
+        return self.pass_image("depth")
 
 
 #: How far past the head mesh's edge (fraction of the side) the matte's soft edge takes the nearest shaded pixel's ratio.
 REACH = 0.04
+
+
+@functools.lru_cache(maxsize=1)
+def _matte_id() -> str:
+    """Name under which the clip's cache keeps the geometry engine's matte labels: the source of the code they
+    depend on (matte, head shell, raster), so a change to it makes stored labels stale instead of wrong."""
+    from blender_relight import head_proxy, matting
+    from blender_relight.geometry import head, raster
+
+    h = hashlib.sha1()
+    for module in (head_proxy, matting, head, raster):
+        h.update(Path(module.__file__).read_bytes())
+    return f"geometry-matte-v3-{h.hexdigest()[:12]}"  # v3: the person matte (uint8) and the shell
 
 
 def pass_name(light: str, kind: str) -> str:
@@ -240,19 +274,61 @@ class GeometryEngine:
         self._warned_view = False
         self._novel_path = None
 
+    def needs_prepare(self, index: int, cache) -> bool:
+        """Whether analysis still has to make the frame's head matte (or the novel-view engine its own work)."""
+        own = cache is not None and not cache.has_planes(index, _matte_id())
+        other = self.novel_view_engine is not None and getattr(self.novel_view_engine, "needs_prepare",
+                                                               lambda i, c: False)(index, cache)
+        return own or other
+
     def prepare(self, index: int, crop_linear: np.ndarray, track, cache) -> None:
-        return None if self.novel_view_engine is None else self.novel_view_engine.prepare(index, crop_linear, track,
-                                                                                           cache)
+        """At analysis: the frame's head-and-hair matte and head-shell silhouette (the costly, light- and
+        camera-independent part of its matte), so a frame change only reads them."""
+        if cache is not None and not cache.has_planes(index, _matte_id()):
+            self._matte_bits(index, crop_linear, track, cache)
+        if self.novel_view_engine is not None:
+            self.novel_view_engine.prepare(index, crop_linear, track, cache)
+
+    @staticmethod
+    def _matte_bits(index: int, crop_linear: np.ndarray, track, cache, geometry=None) -> tuple[np.ndarray, np.ndarray]:
+        """(head-and-hair matte ``head_proxy.head_labels``, uint8; prior head shell's silhouette, bool), both
+        ``head_proxy.MATTE_SIZE``²: from the clip's cache when analysis made them, else computed now (and cached
+        when there is a cache)."""
+        import cv2
+
+        from blender_relight import colour, head_proxy
+        from blender_relight.geometry import head_geometry, rasterize
+
+        side = head_proxy.MATTE_SIZE
+        packed = (side * side + 7) // 8
+
+        def bits(a: np.ndarray) -> np.ndarray:
+            return np.unpackbits(a)[:side * side].reshape(side, side).astype(bool)
+
+        if cache is not None:
+            stored = cache.get_planes(index, _matte_id(), {"labels": (side, side), "shell": (packed,)})
+            if stored is not None and stored["labels"].dtype == np.uint8:
+                return stored["labels"], bits(stored["shell"])
+        prior = rasterize(head_geometry(track) if geometry is None else geometry, track.camera, side)
+        # the network sees the crop at its own input size: reduced (area mean, in linear light) before the sRGB
+        # conversion
+        seg = head_proxy.SEGMENT_SIZE
+        small = colour.linear_to_uint8_srgb(cv2.resize(crop_linear, (seg, seg), interpolation=cv2.INTER_AREA))
+        labels = head_proxy.head_labels(small, prior.mask & (prior.part == 0))
+        if cache is not None:
+            cache.put_planes(index, {"labels": labels, "shell": np.packbits(prior.mask.reshape(-1))}, _matte_id())
+        return labels, prior.mask
 
     #: An engine that renders new camera angles for this one (``make_engine("auto")`` gives it the neural engine
     #: when trained weights are installed); None: new views are :meth:`_novel_view`'s.
     novel_view_engine: "RelightEngine | None" = None
 
-    def _frame(self, index: int, crop_linear: np.ndarray, track) -> _HeadFrame:
-        """Everything of frame ``index`` that does not depend on the target light (kept for the last few frames)."""
+    def _frame(self, index: int, crop_linear: np.ndarray, track, cache=None) -> _HeadFrame:
+        """Everything of frame ``index`` that does not depend on the target light (kept for the last few frames;
+        the matte comes from the clip's ``cache`` when analysis made it)."""
         import cv2
 
-        from blender_relight import colour, head_proxy
+        from blender_relight import head_proxy
         from blender_relight.geometry import head_geometry, rasterize
         from blender_relight.geometry.head import shadow_caster
         from blender_relight.geometry.raster import feather_seam
@@ -265,21 +341,16 @@ class GeometryEngine:
             return self._frames[index]
         size = crop_linear.shape[0]
         up = (size, size)
-        srgb = colour.linear_to_uint8_srgb(crop_linear)
         # The prior shell (head with hair, placed on the face) bounds the region the matte is looked for in; the
         # shell is then fitted to the matte, so hair beyond the prior shape follows the light too. (With GrabCut's
         # matte the fitted outline wandered from frame to frame: warping error 0.0189 fitted against 0.0071 on
         # lp_d3; the person matte is steady: 0.0091 fitted against 0.0083 prior under a side key, frames 30-37,
         # input 0.0059 / 0.0049 over the same grown mattes.)
         geometry = head_geometry(track)
-        prior = rasterize(geometry, track.camera, size // 4)
-        shell_cover = cv2.resize(prior.mask.astype(np.uint8), up, interpolation=cv2.INTER_NEAREST)
-        face_cover = cv2.resize((prior.mask & (prior.part == 0)).astype(np.uint8), up,
-                                interpolation=cv2.INTER_NEAREST)
-        matte = head_proxy.head_matte(srgb, shell_cover, face_cover)
+        labels, shell = self._matte_bits(index, crop_linear, track, cache, geometry)
+        matte = head_proxy.head_matte(None, shell, None, size=size, labels=labels)
         geometry = head_geometry(track, matte)
         caster = shadow_caster(geometry)
-        full = feather_seam(rasterize(geometry, track.camera, size))
         small = feather_seam(rasterize(geometry, track.camera, self.shading_size))
         inputs = prepare(small, track.camera)
         shadows = ShadowCache()
@@ -299,22 +370,29 @@ class GeometryEngine:
         label_to_vec[labels[ys, xs]] = np.arange(len(flat))  # zero pixels of ``outside`` are the shaded ones
         fill = np.where(dist.reshape(-1) <= REACH * s, label_to_vec[labels.reshape(-1)], len(flat))
         # the matte ends where the (fitted) mesh ends, softly: reaching 12 % further into the hair added flicker
-        # (GrabCut's matte: warping error 0.0140 against 0.0071; the person matte: 0.0098 against 0.0091)
-        cover = cv2.GaussianBlur(cv2.erode(full.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32),
-                                 (0, 0), 3.0)
+        # (GrabCut's matte: warping error 0.0140 against 0.0071; the person matte: 0.0098 against 0.0091). The
+        # shading-size mesh coverage at crop size: its edge is within a crop pixel of the crop-size raster's, far
+        # less than the 3-pixel feather.
+        mesh = cv2.resize(small.mask.astype(np.uint8), up, interpolation=cv2.INTER_LINEAR)
+        cover = cv2.GaussianBlur(cv2.erode(mesh, np.ones((5, 5), np.uint8)).astype(np.float32), (0, 0), 3.0)
         alpha = (matte * cover).astype(np.float32)
         rows, cols = np.nonzero(alpha > 1e-4)
         box = (slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1)) \
             if rows.size else (slice(0, 0), slice(0, 0))
         a3 = alpha[box][..., None]
-        src_full = cv2.resize(extend(source.diffuse, small.mask), up, interpolation=cv2.INTER_LINEAR)
-        albedo = (crop_linear * np.pi / np.maximum(src_full, 1e-3) * (alpha[..., None] > 1e-3)).astype(np.float32)
-        normal_sh = shmath.rotate_eg3d_to_sh(full.normal).astype(np.float32)
-        depth = np.where(full.mask, full.depth, 0.0).astype(np.float32)[..., None]
+
+        def make_passes() -> dict[str, np.ndarray]:
+            src_full = cv2.resize(extend(source.diffuse, small.mask), up, interpolation=cv2.INTER_LINEAR)
+            full = feather_seam(rasterize(geometry, track.camera, size))
+            return {"albedo": (crop_linear * np.pi / np.maximum(src_full, 1e-3)
+                               * (alpha[..., None] > 1e-3)).astype(np.float32),
+                    "normal": shmath.rotate_eg3d_to_sh(full.normal).astype(np.float32),
+                    "depth": np.where(full.mask, full.depth, 0.0).astype(np.float32)[..., None]}
+
         entry = _HeadFrame(geometry, caster, inputs, shadows, e_src, source.specular.reshape(-1, 3)[flat], guard,
                            fill, box, alpha, (crop_linear[box] * a3).astype(np.float32),
                            (crop_linear[box] * (1.0 - a3)).astype(np.float32),
-                           np.repeat(a3, 3, axis=2).astype(np.float32), albedo, normal_sh, depth)
+                           np.repeat(a3, 3, axis=2).astype(np.float32), make_passes)
         return _keep(self._frames, index, entry)
 
     def _novel_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting,
@@ -379,9 +457,9 @@ class GeometryEngine:
             big = cv2.resize(img, up, interpolation=cv2.INTER_LINEAR)
             return np.maximum(big.reshape(size, size, -1), 0.0).astype(np.float32)
 
-        ready = {"albedo": frame.albedo, "normal": frame.normal_sh, "depth": frame.depth,
-                 "alpha": frame.alpha[..., None]}
-        makers = {"shading": lambda: resized(np.concatenate([target, 0 * ones])[frame.fill].reshape(s, s, 3)),
+        ready = {"alpha": frame.alpha[..., None]}
+        makers = {"albedo": lambda: frame.albedo, "normal": lambda: frame.normal_sh, "depth": lambda: frame.depth,
+                  "shading": lambda: resized(np.concatenate([target, 0 * ones])[frame.fill].reshape(s, s, 3)),
                   "specular": lambda: resized(np.concatenate([extra, 0 * ones])[frame.fill].reshape(s, s, 3))}
         def light_pass(values: np.ndarray) -> np.ndarray:
             channels = values.shape[1] if values.ndim == 2 else 1
@@ -399,6 +477,8 @@ class GeometryEngine:
     def relight(self, index: int, crop_linear: np.ndarray, track, lighting: "SceneLighting | np.ndarray",
                 camera_label: np.ndarray | None, cache) -> RelitCrop:
         lighting = SceneLighting.coerce(lighting)
+        if camera_label is None or self.novel_view_engine is None:
+            self._frame(index, crop_linear, track, cache)  # kept: the views below find it (with the cached matte)
         if camera_label is not None:
             if self.novel_view_engine is not None:
                 return self.novel_view_engine.relight(index, crop_linear, track, lighting, camera_label, cache)
@@ -454,7 +534,7 @@ class NeuralEngine:
         return self._novel_path
 
     def _head_matte(self, index: int, crop_linear: np.ndarray, track) -> np.ndarray:
-        """The plate's head and hair (GrabCut seeded by the face mesh, as the analytic engine's): the model's
+        """The plate's head and hair (the person matte with the face mesh, as the analytic engine's): the model's
         coverage is a learnt, smoother silhouette that spills onto the background beside the head, where the shading
         ratio would otherwise light the wall (a halo, seen in the demo). Kept for the last few frames."""
         if index not in self._mattes:

@@ -5,6 +5,7 @@ Why thin: each one reads the scene, calls ``blender_relight`` through the helper
 """
 from __future__ import annotations
 
+import functools
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -207,21 +208,27 @@ def finish_job(context: bpy.types.Context, timeout: float | None = None, console
     return state
 
 
-def _finish_when_done(job: worker.BackgroundJob, scene_name: str) -> None:
-    """A UI timer that ends ``job`` on the main thread once it is done (unless a script did already)."""
+def poll_job(job: worker.BackgroundJob, scene_name: str) -> float | None:
+    """One tick of the UI timer that ends a ``wait=False`` job: seconds until the next tick, or None when there is
+    nothing more to do (the job was ended here, by ``finish_job``, or replaced). Ends it on the main thread (the
+    panel leaves "busy", the anchor is keyed) once it is done."""
+    if RUNNING.get(scene_name) is not job:
+        return None  # ended by finish_job, or replaced
+    if not job.future.done() or bpy.context.scene is None or bpy.context.scene.name != scene_name:
+        return 0.25
+    finish_job(bpy.context, console=False)
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            area.tag_redraw()
+    return None
 
-    def check() -> float | None:
-        if RUNNING.get(scene_name) is not job:
-            return None  # ended by finish_job, or replaced
-        if not job.future.done() or bpy.context.scene is None or bpy.context.scene.name != scene_name:
-            return 0.25
-        finish_job(bpy.context, console=False)
-        for window in bpy.context.window_manager.windows:
-            for area in window.screen.areas:
-                area.tag_redraw()
-        return None
 
+def _finish_when_done(job: worker.BackgroundJob, scene_name: str):
+    """Register the UI timer (:func:`poll_job`) that ends ``job`` once it is done (unless a script did already);
+    returns the registered function."""
+    check = functools.partial(poll_job, job, scene_name)
     bpy.app.timers.register(check, first_interval=0.25)
+    return check
 
 
 class _BackgroundModal:

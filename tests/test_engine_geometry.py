@@ -92,3 +92,61 @@ def test_light_change_reuses_the_frame_and_new_view_at_the_filmed_camera_matches
     np.testing.assert_array_equal(c.alpha, b.alpha)
     head = b.alpha > 0.5
     assert np.abs(own.image - crop)[head].mean() / crop[head].mean() < 0.02
+
+
+def test_analysis_caches_the_matte_and_a_frame_change_only_reads_it(tmp_path, monkeypatch):
+    """Analysis with the geometry engine stores each frame's head matte and shell silhouette (a few KB); a frame
+    change then runs no segmentation and gives the matte a cache-less relight computes; a damaged matte file is redone."""
+    from blender_relight import head_proxy
+    from blender_relight.engines import _matte_id
+    from blender_relight.pipeline import ClipSession
+    from tests.real_data import DATA
+
+    clip = DATA / "videos" / "lp_d3.mp4"
+    if not clip.is_file():
+        pytest.skip(f"{clip} not found")
+    session = ClipSession(clip, cache_dir=tmp_path, engine="geometry")
+    session.analyse(range(3))
+    cache = session.cache
+    for i in range(3):
+        assert not session.engine.needs_prepare(i, cache)
+        assert cache._planes_path(i, _matte_id()).stat().st_size < 8192
+    calls = []
+    real = head_proxy.head_labels
+    monkeypatch.setattr(head_proxy, "head_labels", lambda *a, **k: calls.append(1) or real(*a, **k))
+    key = LightSpec("AREA", power=15.0, position=(1.0, -0.4, 0.1), direction=(-1.0, 0.4, -0.1), size=0.1)
+    lighting = SceneLighting(sh=shlib.ambient_sh(np.full(3, 0.03)), lights=(key,))
+    session.engine = GeometryEngine()  # a new Blender session: nothing kept in memory
+    lit = session.relight_frame(1, lighting)
+    assert not calls and np.isfinite(lit.image).all()
+    track = session.frame_track(1)
+    fresh = GeometryEngine().relight(1, session.crop_linear(1, track), track, lighting, None, None)
+    assert len(calls) == 1  # without a cache the labels are computed, and give the same matte
+    np.testing.assert_array_equal(fresh.alpha, session.engine._frames[1].alpha)
+    cache._planes_path(2, _matte_id()).write_bytes(b"PK\x03\x04 not a zip")
+    assert session.engine.needs_prepare(2, cache) is False  # a file is there: found damaged when read
+    again = GeometryEngine()
+    again.relight(2, session.crop_linear(2), session.frame_track(2), lighting, None, cache)
+    assert len(calls) == 2 and "plane file" in cache.repair_text()
+    assert cache.get_planes(2, _matte_id(), None) is not None  # redone and stored
+
+
+def test_matte_region_grows_the_shell_by_its_fraction_of_the_side():
+    """The hair region: the shell's silhouette grown by a disc of ``grow`` × the side (a distance transform), softened
+    by a Gaussian of a third of that radius: full well inside, half at the grown edge, nothing well outside."""
+    from blender_relight.head_proxy import matte_region
+
+    cover = np.zeros((128, 128), np.uint8)
+    cover[54:74, 40:74] = 1
+    radius = 0.16 * 128
+    ys, xs = np.mgrid[:128, :128]
+    dx = np.maximum(np.maximum(40 - xs, xs - 73), 0)
+    dy = np.maximum(np.maximum(54 - ys, ys - 73), 0)
+    distance = np.hypot(dx, dy)  # from the silhouette, 0 inside it
+    region = matte_region(cover, grow=0.16)
+    sigma = radius / 3.0
+    assert region.shape == cover.shape and region.dtype == np.float32
+    assert region[distance <= radius - 2 * sigma].min() > 0.95
+    assert region[distance >= radius + 2 * sigma].max() < 0.05
+    edge = np.abs(distance - radius) < 0.5
+    assert 0.35 < float(np.median(region[edge])) < 0.65

@@ -148,3 +148,34 @@ def test_write_image_formats(tmp_path: Path) -> None:
     back = cv2.cvtColor(cv2.imread(str(tmp_path / "c.exr"), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
     np.testing.assert_allclose(back, linear, rtol=1e-6)
     assert not list(tmp_path.glob(".*part*"))
+
+
+def test_clip_session_frames_scrubbed_back_and_forth_are_the_frames_in_order(tmp_path: Path, monkeypatch) -> None:
+    """ClipSession._frame over a scrub (forward jumps read through, a jump back also decodes the frames before it,
+    kept within the byte budget) gives exactly the frames of reading in order; a step back after a jump back
+    decodes nothing."""
+    from blender_relight import pipeline
+
+    path = tmp_path / "clip.mp4"
+    _write_clip(path)
+    session = pipeline.ClipSession(path, cache_dir=tmp_path / "cache", engine="analytic")
+    with VideoReader(path) as r:
+        in_order = [f for _, f in r]
+    for i in (3, 8, 12, 19, 15, 10, 5, 9, 0, 17):
+        assert np.array_equal(session._frame(i), in_order[i]), i
+    session._frame(16)  # a jump back from 17: frames 6..15 decoded too
+    reader = session._reader
+    position = reader._pos
+    assert np.array_equal(session._frame(11), in_order[11]) and reader._pos == position  # from memory
+    session.close()
+    # a budget of 4 frames: at most 4 kept, a jump back decodes 3 before its target, the frames stay right
+    monkeypatch.setattr(pipeline, "DECODED_BYTES", 4 * in_order[0].nbytes)
+    small = pipeline.ClipSession(path, cache_dir=tmp_path / "cache", engine="analytic")
+    for i in (19, 12, 11, 10, 9, 4, 16, 2):
+        assert np.array_equal(small._frame(i), in_order[i]), i
+        assert len(small._decoded) <= 4
+    assert sorted(small._decoded) == [2, 3, 4, 16]  # 4 read with 1-3 before it, 16, then 2 from memory
+    small._seek_s, small._step_s = 0.002, 0.001  # where a seek costs about two frames read in order (all-intra)
+    assert np.array_equal(small._frame(14), in_order[14])
+    assert sorted(small._decoded) == [2, 4, 14, 16]  # a jump back decodes its target only
+    small.close()

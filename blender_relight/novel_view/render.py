@@ -138,7 +138,7 @@ def _length(v: np.ndarray) -> np.ndarray:
 
 def plate_trust(matte: np.ndarray) -> np.ndarray:
     """Where a filmed pixel's colour is the head's (H, W) [0, 1]: well inside the matte (eroded by
-    ``COLOUR_ERODE_PX``, then ``MATTE_COLOUR``). The matte's soft edge (GrabCut at 128², feathered) is wider than the
+    ``COLOUR_ERODE_PX``, then ``MATTE_COLOUR``). The matte's soft edge (kept at 128², feathered) is wider than the
     hair's and its pixels there are part wall; taken as head colour they painted a grey, glassy band on a turned
     head's side. The plate lookup and the clip texture use the same rule."""
     k = 2 * COLOUR_ERODE_PX + 1

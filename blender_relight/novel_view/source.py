@@ -1,8 +1,8 @@
 """The filmed frame as a novel-view source: its crop, camera, head geometry (fitted to the whole-head matte) and the
 geometry's G-buffer at the filmed camera, with the frame's estimated light.
 
-The matte: the engine's whole-head matte (``head_proxy.head_matte``, seeded inside the prior shell) united with a
-GrabCut seeded by the tracker's face mask grown over the whole hairdo (``hair_matte``): a head is moved as one piece
+The matte: the engine's whole-head matte (``head_proxy.head_matte``, inside the prior shell grown) united with the
+person matte inside the tracker's face mask grown over the whole hairdo (``hair_matte``): a head is moved as one piece
 only if all of its hair is in the matte — hair left outside stays on the wall when the head turns, with the old
 head's inpainted hole between them (seen on the sample's wide hairdo). The head shell is refitted to that matte.
 """
@@ -25,7 +25,7 @@ HOLE_PX = 6
 
 
 def hair_matte(crop_linear: np.ndarray, points_crop: np.ndarray) -> np.ndarray:
-    """(H, W) [0, 1] GrabCut matte of head and hair seeded by the grown face mask."""
+    """(H, W) [0, 1] matte of head and hair (``head_proxy.head_alpha``) inside the grown face mask."""
     size = crop_linear.shape[0]
     maps = face_geometry.render_face_maps(points_crop, crop_linear.shape[:2], fill_holes=True)
     seed = align.face_mask(points_crop, size, forehead=HAIR_FOREHEAD, grow=HAIR_GROW)

@@ -443,6 +443,55 @@ def test_script_analysis_without_waiting_cancels_and_resumes(scene, bpy_module, 
         prefs.cache_dir = ""
 
 
+def test_ui_timer_ends_an_analysis_started_without_waiting(scene, bpy_module, data_dir, tmp_path):
+    """The panel's path with Blender's UI: Analyse with wait=False returns at once and a bpy.app timer ends the job
+    on the main thread. Headless, timers never fire, so the test registers the operator's timer and runs its ticks
+    as Blender's event loop would, until the timer says it is done; the panel then leaves "busy"."""
+    import time
+
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.cache_dir = str(tmp_path / "cache")  # a cache of its own: the analysis really runs
+    operators = _mod("operators")
+    check = None
+    try:
+        clip = _clip_cut(data_dir, tmp_path / "cut.mp4", 5, 3)
+        _import(bpy, clip, "auto")
+        assert bpy.ops.portrait_relight.analyse("EXEC_DEFAULT", wait=False) == {"FINISHED"}
+        job = operators.RUNNING[scene.name]
+        check = operators._finish_when_done(job, scene.name)  # what the operator registers when a UI is up
+        assert bpy.app.timers.is_registered(check)
+        ticks, deadline = 0, time.monotonic() + 180
+        while True:
+            again = check()  # one tick of the timer
+            ticks += 1
+            if again is None:
+                break
+            assert again > 0 and settings.busy and not bpy.ops.portrait_relight.analyse.poll()
+            assert time.monotonic() < deadline, "analysis did not finish"
+            time.sleep(again)
+        assert job.future.done() and ticks > 1  # it ticked while the job ran, then ended it
+        assert scene.name not in operators.RUNNING and not settings.busy and settings.analysed
+        assert settings.progress == 1.0
+        assert "analysed 3 frames" in settings.status and "head tracked in 3 frames" in settings.status, \
+            settings.status
+        assert settings.anchor.animation_data is not None  # ended on the main thread: the anchor is keyed
+        for op in (bpy.ops.portrait_relight.analyse, bpy.ops.portrait_relight.relight_frame,
+                   bpy.ops.portrait_relight.render_sequencer):
+            assert op.poll(), op  # the panel's buttons are enabled again
+        assert check() is None  # a tick after the end does nothing
+        # a job a script ended first (finish_job) leaves the timer nothing to do
+        assert bpy.ops.portrait_relight.analyse("EXEC_DEFAULT", wait=False) == {"FINISHED"}
+        second = operators.RUNNING[scene.name]
+        operators.finish_job(bpy.context, timeout=120, console=False)
+        assert operators.poll_job(second, scene.name) is None and not settings.busy
+    finally:
+        if check is not None and bpy.app.timers.is_registered(check):
+            bpy.app.timers.unregister(check)  # never fires headless; one left registered hangs the exit
+        prefs.cache_dir = ""
+
+
 def test_ctrl_c_during_a_blocking_analysis_leaves_nothing_busy(scene, bpy_module, data_dir, tmp_path, capfd):
     import _thread
     import threading
