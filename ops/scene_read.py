@@ -35,7 +35,8 @@ def anchor_matrix(settings: Any, depsgraph: bpy.types.Depsgraph | None = None) -
 
 
 def light_spec(obj: bpy.types.Object, anchor: np.ndarray) -> blender_lights.LightSpec:
-    """One (evaluated) Blender light as a ``blender_lights.LightSpec`` in the anchor's frame."""
+    """One (evaluated) Blender light as a ``blender_lights.LightSpec`` in the anchor's frame: for its shadows' softness
+    a point or spot light's Radius (``shadow_soft_size``; LightSpec takes the diameter) and a sun's Angle."""
     light = obj.data
     position, direction, axis_x = blender_lights.relative_to_anchor(matrix(obj.matrix_world), anchor)
     use_temperature = bool(compat.read_prop(light, "use_temperature", False))  # Blender 4.5+ only
@@ -49,13 +50,24 @@ def light_spec(obj: bpy.types.Object, anchor: np.ndarray) -> blender_lights.Ligh
         axis_x=axis_x,
         spot_size=float(light.spot_size) if kind == "SPOT" else 0.0,
         spot_blend=float(light.spot_blend) if kind == "SPOT" else 0.0,
-        size=float(light.size) if kind == "AREA" else 0.0,
+        size=_size(light),
         size_y=float(light.size_y) if kind == "AREA" else 0.0,
         shape=light.shape if kind == "AREA" else "SQUARE",
         temperature=float(compat.read_prop(light, "temperature", 6500.0)) if use_temperature else None,
         exposure=float(compat.read_prop(light, "exposure", 0.0) or 0.0),
+        angle=float(light.angle) if kind == "SUN" else 0.0,
         name=obj.name,
     )
+
+
+def _size(light: bpy.types.Light) -> float:
+    """``LightSpec.size``: an area light's side (metres); a point or spot light's diameter, twice Blender's Radius
+    (``shadow_soft_size``), which softens its shadows as Blender's does; 0 for a sun (its softness is ``angle``)."""
+    if light.type == "AREA":
+        return float(light.size)
+    if light.type in ("POINT", "SPOT"):
+        return 2.0 * float(light.shadow_soft_size)
+    return 0.0
 
 
 def scene_lights(scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph, anchor: np.ndarray) -> list[Any]:

@@ -208,3 +208,44 @@ def test_pixels_split_over_two_workers_give_the_serial_result(monkeypatch):
     for a, b in ((split.diffuse, whole.diffuse), (split.specular, whole.specular),
                  (split.per_light["p"].shadow, whole.per_light["p"].shadow)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _two_blockers():
+    """A wall at z = 0 with two small square blockers in front of it: one 0.04 in front (left), one 0.16 (right)."""
+    v, t = _quad(-0.4, 0.4, -0.3, 0.3, 0.0, 16)
+    parts = [np.zeros(len(v), np.uint8)]
+    for x0, gap in ((-0.25, 0.04), (0.1, 0.16)):
+        vb, tb = _quad(x0, x0 + 0.1, -0.05, 0.05, gap, 2)
+        t = np.concatenate([t, tb + len(v)])
+        v = np.concatenate([v, vb])
+        parts.append(np.ones(len(vb), np.uint8))
+    geo = HeadGeometry(v.astype(np.float32), t.astype(np.int32), np.zeros((len(v), 2), np.float32),
+                       np.concatenate(parts))
+    return geo, rasterize(geo, cam.frontal_label(), 128)
+
+
+def _penumbra_px(vis: np.ndarray, wall: np.ndarray, columns: slice) -> int:
+    part = (vis > 0.1) & (vis < 0.9) & wall
+    return int(part[:, columns].sum())
+
+
+def test_sun_angle_gives_a_penumbra_that_widens_with_the_gap():
+    from blender_relight.lighting.blender_lights import shadow_extent
+
+    assert shadow_extent(LightSpec("SUN", angle=0.0), 1e3) == 0.0
+    assert shadow_extent(LightSpec("SUN", angle=0.2), 1e3) == pytest.approx(2e3 * np.tan(0.1))
+    assert shadow_extent(LightSpec("POINT", size=0.1), 1e3) == pytest.approx(0.1)  # a point light's diameter
+    assert shadow_extent(LightSpec("AREA", size=0.2, size_y=0.8, shape="RECTANGLE"), 1e3) == pytest.approx(0.4)
+    geo, gb = _two_blockers()
+    wall = gb.mask & (gb.part == 0)
+    sun = LightSpec("SUN", power=3.0, direction=(0.8, 1.0, 0.0), name="s")  # from the front and the image left
+    near, far = slice(0, 64), slice(64, 128)  # image columns of the 0.04 and the 0.16 blocker's shadows
+    hard = shade(gb, SceneLighting(lights=(sun,)), geo).per_light["s"].shadow[..., 0]
+    soft = shade(gb, SceneLighting(lights=(LightSpec("SUN", power=3.0, direction=(0.8, 1.0, 0.0), angle=0.25,
+                                                     name="s"),)), geo).per_light["s"].shadow[..., 0]
+    for vis in (hard, soft):  # both blockers cast a shadow with an umbra
+        assert (wall[:, near] & (vis[:, near] < 0.1)).sum() > 20 and (wall[:, far] & (vis[:, far] < 0.1)).sum() > 20
+    # a hard sun: the same thin edge behind either blocker; an angle: a penumbra ~ 2·tan(angle/2)·gap
+    assert _penumbra_px(hard, wall, far) < 1.6 * _penumbra_px(hard, wall, near)
+    assert _penumbra_px(soft, wall, far) > 1.8 * _penumbra_px(soft, wall, near)
+    assert _penumbra_px(soft, wall, far) > 1.8 * _penumbra_px(hard, wall, far)

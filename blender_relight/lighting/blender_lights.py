@@ -60,6 +60,10 @@ class LightSpec:
     ``spot_size``: full cone angle in radians; ``spot_blend`` in [0, 1].
     ``size``/``size_y``: area light extent (metres); ``shape``: SQUARE, RECTANGLE, DISK or ELLIPSE;
     ``axis_x``: the area light's local +X in anchor axes (orientation of a rectangle; any perpendicular if None).
+    For POINT and SPOT, ``size`` is the light's diameter (metres: twice Blender's Radius, ``shadow_soft_size``),
+    which sets how soft its shadows are (``blender_lights.shadow_extent``) and nothing else.
+    ``angle``: a SUN's angular diameter (radians, Blender's Angle): its shadows' penumbra widens with the distance
+    from the blocker, ``2·tan(angle/2)`` per unit of gap, as Blender's; 0 is a hard sun.
     """
 
     type: str
@@ -75,6 +79,7 @@ class LightSpec:
     axis_x: tuple[float, float, float] | np.ndarray | None = None
     temperature: float | None = None
     exposure: float = 0.0
+    angle: float = 0.0
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +118,20 @@ def spot_mask(cos_angle: float | np.ndarray, spot_size: float, spot_blend: float
         return (cos_angle > cos_half).astype(cos_angle.dtype)
     t = np.clip((cos_angle - cos_half) * (1.0 / spread), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
+
+
+def shadow_extent(spec: LightSpec, sun_distance: float) -> float:
+    """Width (metres) of the emitter as a shadow sees it, for a penumbra ``width · gap / (distance - gap)``: an area
+    light's (geometric mean of its sides), a point or spot light's diameter (``size``), and for a sun the width its
+    angular diameter has at ``sun_distance`` (the distance the shadow lookup gives a sun), so the penumbra is
+    ``2·tan(angle/2)`` per unit of gap (Blender's sun angle). Negative sizes count as 0 (a hard light)."""
+    if spec.type == "AREA":
+        sy = spec.size_y if spec.shape in ("RECTANGLE", "ELLIPSE") else spec.size
+        return float(np.sqrt(max(float(spec.size), 0.0) * max(float(sy), 0.0)))
+    if spec.type == "SUN":
+        angle = min(max(float(spec.angle), 0.0), np.radians(179.0))
+        return 2.0 * float(np.tan(0.5 * angle)) * float(sun_distance)
+    return max(float(spec.size), 0.0)
 
 
 def _area_patches(spec: LightSpec, grid: int = _AREA_GRID) -> tuple[np.ndarray, np.ndarray]:

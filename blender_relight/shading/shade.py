@@ -25,7 +25,7 @@ import numpy as np
 
 from blender_relight import camera as cam
 from blender_relight.lighting import sh as shlib
-from blender_relight.lighting.blender_lights import LightSpec, area_samples, irradiance_columns
+from blender_relight.lighting.blender_lights import LightSpec, area_samples, irradiance_columns, shadow_extent
 from blender_relight.shading import frames, shadow
 
 ROUGHNESS = 0.4
@@ -39,8 +39,8 @@ AREA_GRID = 2
 #: then within 1.4 % of the diffuse peak and 4.6 % of the highlight's, which is the 2×2 grid's own error at a
 #: third of the distance (1.3 % and 6.2 %) (tests/test_shading_direct.py checks the bound on a wall).
 SMALL_AREA_FRACTION = 0.1
-#: Softness assumed for lights whose size Blender does not hand over (point/spot radius, sun angle), world units.
-DEFAULT_SOFT_SIZE = 0.05
+#: The distance (world units) the shadow lookup gives a sun (its penumbra: ``blender_lights.shadow_extent``).
+SUN_DISTANCE = 1e3
 
 
 @dataclass
@@ -186,13 +186,9 @@ class ShadowCache:
 
 
 def _soft_size(spec: LightSpec) -> float:
-    """The light's extent (world units) for its penumbra."""
-    if spec.type == "AREA":
-        sy = spec.size_y if spec.shape in ("RECTANGLE", "ELLIPSE") else spec.size
-        return float(np.sqrt(max(spec.size, 0.0) * max(sy, 0.0))) / frames.BLENDER_UNITS_PER_EG3D_UNIT
-    if spec.type == "SUN":
-        return 0.0
-    return max(float(spec.size), DEFAULT_SOFT_SIZE) / frames.BLENDER_UNITS_PER_EG3D_UNIT
+    """The light's extent (world units) for its penumbra: an area light's sides, a point or spot light's diameter
+    (``size``: Blender's radius × 2), a sun's angle at :data:`SUN_DISTANCE` (``blender_lights.shadow_extent``)."""
+    return shadow_extent(spec, SUN_DISTANCE * frames.BLENDER_UNITS_PER_EG3D_UNIT) / frames.BLENDER_UNITS_PER_EG3D_UNIT
 
 
 def _unique_names(lights) -> list[str]:
@@ -232,7 +228,7 @@ def _light_terms(spec: LightSpec, inputs: ShadingInputs, part: slice, shadow_map
         vis[lit] = 1.0
         return diffuse, specular, vis
     if spec.type == "SUN":
-        dist: np.ndarray | float = 1e3
+        dist: np.ndarray | float = SUN_DISTANCE
     else:
         x, y, z = (float(c) for c in np.asarray(spec.position, np.float64).reshape(3))
         dx, dy, dz = px[lit] - x, py[lit] - y, pz[lit] - z
