@@ -135,21 +135,32 @@ def world_sh(scene: bpy.types.Scene, anchor: np.ndarray) -> np.ndarray | None:
     return blender_lights.world_colour_sh(np.asarray(world.colour))
 
 
-def scene_sh(scene: bpy.types.Scene, settings: Any, depsgraph: bpy.types.Depsgraph) -> np.ndarray:
-    """RGB SH (9, 3) of the scene's lights and world, in the head anchor's frame, at the current frame.
+def scene_lighting(scene: bpy.types.Scene, settings: Any, depsgraph: bpy.types.Depsgraph) -> Any:
+    """The scene's lights (each a LightSpec, shaded with its shadow by the geometry engine) and its world (RGB SH),
+    in the head anchor's frame, at the current frame, as a ``SceneLighting``.
 
-    A scene with no light and a black world would relight the face to black: that is reported instead.
+    A scene with no light and a black world would relight the face to black: that is reported instead, as is a
+    light the maths cannot use (one at the head's centre).
     """
+    from blender_relight.lighting.scene import SceneLighting
+
     anchor = anchor_matrix(settings, depsgraph)
     specs = scene_lights(scene, depsgraph, anchor)
     world = world_sh(scene, anchor)
     if not specs and world is None:
         raise RelightError("the scene has no light and a black world: add a light (Add > Light) or give the "
                            "world a colour, then relight again")
+    lighting = SceneLighting(sh=np.zeros((9, 3)) if world is None else world, lights=tuple(specs))
     try:
-        return np.asarray(blender_lights.scene_sh(specs, world=world), dtype=np.float64)
+        lighting.total_sh()  # every light must have a direction from the head
     except ValueError as exc:  # e.g. a light sitting at the head's centre
         raise RelightError(f"cannot use the scene's lights: {exc}") from exc
+    return lighting
+
+
+def scene_sh(scene: bpy.types.Scene, settings: Any, depsgraph: bpy.types.Depsgraph) -> np.ndarray:
+    """RGB SH (9, 3) of the scene's lights and world (:func:`scene_lighting` projected to second order)."""
+    return np.asarray(scene_lighting(scene, settings, depsgraph).total_sh(), dtype=np.float64)
 
 
 def scene_camera_label(scene: bpy.types.Scene, settings: Any, depsgraph: bpy.types.Depsgraph) -> np.ndarray | None:

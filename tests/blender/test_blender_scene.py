@@ -229,3 +229,22 @@ def test_light_softness_reaches_the_light_spec(scene, bpy_module):
     from blender_relight.lighting.blender_lights import shadow_extent
 
     assert shadow_extent(specs["sun"], 1.0) == pytest.approx(2.0 * math.tan(math.radians(3.75)))
+
+
+def test_scene_lighting_keeps_the_lights_and_projects_to_the_scene_sh(scene, bpy_module):
+    bpy = bpy_module
+    scene_read = importlib.import_module(PACKAGE + ".ops.scene_read")
+    _anchor(bpy, scene, _anchor_matrix())
+    data = bpy.data.lights.new("key", "POINT")
+    data.energy, data.shadow_soft_size = 80.0, 0.1
+    obj = bpy.data.objects.new("key", data)
+    scene.collection.objects.link(obj)
+    local = np.eye(4)
+    local[:3, 3] = (-0.9, -1.1, 0.3)
+    obj.matrix_world = _mat(_anchor_matrix() @ local)
+    set_world_colour(bpy, scene.world, (0.05, 0.05, 0.05))
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    lighting = scene_read.scene_lighting(scene, scene.portrait_relight, depsgraph)
+    assert [s.name for s in lighting.lights] == ["key"] and lighting.lights[0].size == pytest.approx(0.2)
+    assert float(np.abs(lighting.sh).max()) > 0  # the world stays SH
+    np.testing.assert_allclose(lighting.total_sh(), scene_read.scene_sh(scene, scene.portrait_relight, depsgraph))
