@@ -147,7 +147,10 @@ class CropTransform:
         Only the mask's bounding box is used: the crop's part of it (with a pixel of border for the interpolation)
         is turned into a ratio and resampled onto the frame region it covers, so a light drag pastes a head, not a
         512² crop, and a 4K frame costs no more than its face. Mask values below 1e-4 count as 0. Works on float or
-        integer frames.
+        integer frames. For a float32 frame with ``reference`` (the preview's path) the factor
+        ``1 + mask · (ratio - 1)`` is made at crop resolution and resampled once (1 outside the crop): one warp and
+        one multiply instead of two warps and four passes; against resampling mask and ratio apart it moves at most
+        one 8-bit sRGB level on 0.1-0.3 % of the values (lp_d3, lp_d13 frame 30 under three lights).
         """
         out = np.array(frame, copy=True)
         m8 = (np.asarray(mask) > 1e-4).astype(np.uint8)
@@ -168,7 +171,6 @@ class CropTransform:
         dsize = (x1 - x0, y1 - y0)
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         sub_mask = np.where(m8[cy0:cy1, cx0:cx1] > 0, np.asarray(mask, np.float32)[cy0:cy1, cx0:cx1], np.float32(0))
-        m = cv2.warpAffine(sub_mask, M, dsize, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         src = np.asarray(crop)[cy0:cy1, cx0:cx1].astype(np.float32, copy=False)
         if reference is not None:  # in place on the sub-crop: (max(crop, 0) + eps) / (max(reference, 0) + eps)
             ref = np.asarray(reference)[cy0:cy1, cx0:cx1]
@@ -179,16 +181,21 @@ class CropTransform:
             den += eps
             src /= den
             np.minimum(src, np.float32(MAX_PASTE_RATIO), out=src)  # >= 0 already
+            if out.dtype == np.float32:
+                # The preview's path: the frame's factor 1 + mask·(ratio - 1) made at crop resolution and resampled
+                # once (outside the crop: 1, no change), then one in-place multiply of the frame region.
+                src -= np.float32(1.0)
+                src *= sub_mask[..., None] if src.ndim == 3 else sub_mask
+                src += np.float32(1.0)
+                factor = cv2.warpAffine(src, M, dsize, flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                                        borderValue=(1.0, 1.0, 1.0, 1.0))
+                out[y0:y1, x0:x1] *= factor[..., None] if factor.ndim == 2 and out.ndim == 3 else factor
+                return out
+        m = cv2.warpAffine(sub_mask, M, dsize, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         pasted = cv2.warpAffine(src, M, dsize, flags=flags, borderMode=cv2.BORDER_REPLICATE)
         if pasted.ndim == 2 and out.ndim == 3:
             pasted = pasted[..., None]
         mm = m[..., None] if out.ndim == 3 else m
-        if reference is not None and out.dtype == np.float32:  # the preview's path: four in-place passes
-            pasted -= np.float32(1.0)
-            pasted *= mm
-            pasted += np.float32(1.0)
-            out[y0:y1, x0:x1] *= pasted
-            return out
         region = out[y0:y1, x0:x1].astype(np.float32, copy=False)
         if reference is not None:
             blended = region * (1.0 + mm * (pasted - 1.0))
