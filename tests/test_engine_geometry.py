@@ -92,3 +92,17 @@ def test_light_change_reuses_the_frame_and_new_view_at_the_filmed_camera_matches
     head = b.alpha > 0.5
     assert np.abs(own.image - crop)[head].mean() / crop[head].mean() < 0.02
     assert np.abs(c.image - b.image)[head].mean() / b.image[head].mean() < 0.12
+
+
+def test_the_box_of_a_resized_shading_image_is_the_box_of_the_whole_resize():
+    import cv2
+
+    from blender_relight.engines import _resized_box
+
+    rng = np.random.default_rng(3)
+    img = rng.random((256, 256, 3), dtype=np.float32)
+    whole = cv2.resize(img, (512, 512), interpolation=cv2.INTER_LINEAR)
+    for rows, cols in ((slice(0, 512), slice(0, 512)), (slice(37, 301), slice(120, 511)), (slice(5, 6), slice(1, 2))):
+        np.testing.assert_allclose(_resized_box(img, 512, rows, cols), whole[rows, cols], atol=1e-6)
+    np.testing.assert_allclose(_resized_box(img[:, :200], 512, slice(3, 90), slice(4, 80)),
+                               cv2.resize(img[:, :200], (512, 512), interpolation=cv2.INTER_LINEAR)[3:90, 4:80])

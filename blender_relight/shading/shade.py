@@ -377,8 +377,9 @@ def shade(gbuffer, lighting, shadow_geometry=None, camera_label: np.ndarray | No
         values[name] = (d_rgb, s_rgb, vis)
         if per_light:
             passes[name] = LightPasses(image(d_rgb), image(s_rgb), image(vis, 1))
-    total_d = np.nan_to_num(total_d, nan=0.0, posinf=0.0, copy=False)
-    total_s = np.nan_to_num(total_s, nan=0.0, posinf=0.0, copy=False)
+    for total in (total_d, total_s):  # finite by construction; a guard that costs one pass when it is
+        if not np.isfinite(total).all():
+            np.nan_to_num(total, nan=0.0, posinf=0.0, copy=False)
     if not images:
         return ShadingResult(None, None, None, passes, values, total_d, total_s)
     return ShadingResult(image(total_d), image(total_s), image(sh_part), passes, values, total_d, total_s)
