@@ -6,6 +6,11 @@ never-analysed clip writes the same frames as `analyse` then `relight`. Prints t
 
     .venv/bin/python benchmarks/bench_pipeline.py [--clip PATH] [--frames N] [--weights DIR]
         [--analysis-clip PATH] [--analysis-frames N] [--verify] [--skip-basic]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pipeline.py --light-drag [CLIP ...]
+
+``--light-drag``: only what a light drag in Blender costs at the filmed view with the geometry engine (the default):
+``ClipSession.relight_frame`` on a kept frame (0, 1 and 3 shadowed lights moving 5 cm a redraw), split into the
+engine's relight and the paste into the full frame, CPU and wall time.
 
 Without --clip it uses the demo clip built from the shipped sample; --analysis-clip defaults to
 ../shared/data/videos/lp_d13.mp4 (720x1280) when present. The neural rows need weights: the shipped ones, or any
