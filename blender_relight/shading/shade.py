@@ -374,9 +374,14 @@ def shade(gbuffer, lighting, shadow_geometry=None, camera_label: np.ndarray | No
         out[inputs.index] = np.asarray(values, np.float32).reshape(n_pix, channels)
         return out.reshape(h, w, channels)
 
-    sh_part = np.maximum(inputs.irradiance_basis @ lighting.sh.astype(np.float32), 0.0)
-    total_d = sh_part.copy()
-    total_s = np.zeros((n_pix, 3), np.float32)
+    # Totals in planes (3, N), made interleaved (N, 3) by cv2.merge at the end: a (N, 1) × (3,) broadcast costs
+    # NumPy 25× what a plane product does.
+    basis_t = inputs.__dict__.get("_basis_t")
+    if basis_t is None:
+        basis_t = inputs.__dict__.setdefault("_basis_t", np.ascontiguousarray(inputs.irradiance_basis.T))
+    sh_t = np.maximum(lighting.sh.astype(np.float32).T @ basis_t, 0.0)  # (3, N)
+    total_d_t = sh_t.copy()
+    total_s_t = np.zeros((3, n_pix), np.float32)
     passes: dict[str, LightPasses] = {}
     values: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     cache = shadows if shadows is not None else ShadowCache()
@@ -385,19 +390,30 @@ def shade(gbuffer, lighting, shadow_geometry=None, camera_label: np.ndarray | No
     results = _shade_lights(lighting.lights, inputs, shadow_geometry, cache, shadow_resolution, roughness, f0)
     for (name, spec), (diffuse, specular, vis) in zip(jobs, results):
         colour = spec.rgb().astype(np.float32)
-        d_rgb = diffuse[:, None] * colour
-        s_rgb = specular[:, None] * colour
-        total_d += d_rgb
-        total_s += s_rgb
+        d_rgb_t = np.multiply.outer(colour, diffuse)
+        s_rgb_t = np.multiply.outer(colour, specular)
+        total_d_t += d_rgb_t
+        total_s_t += s_rgb_t
+        d_rgb, s_rgb = _interleaved(d_rgb_t), _interleaved(s_rgb_t)
         values[name] = (d_rgb, s_rgb, vis)
         if per_light:
             passes[name] = LightPasses(image(d_rgb), image(s_rgb), image(vis, 1))
-    for total in (total_d, total_s):  # finite by construction; a guard that costs one pass when it is
+    for total in (total_d_t, total_s_t):  # finite by construction; a guard that costs one pass when it is
         if not np.isfinite(total).all():
             np.nan_to_num(total, nan=0.0, posinf=0.0, copy=False)
+    total_d, total_s = _interleaved(total_d_t), _interleaved(total_s_t)
     if not images:
         return ShadingResult(None, None, None, passes, values, total_d, total_s)
-    return ShadingResult(image(total_d), image(total_s), image(sh_part), passes, values, total_d, total_s)
+    return ShadingResult(image(total_d), image(total_s), image(_interleaved(sh_t)), passes, values, total_d, total_s)
+
+
+def _interleaved(planes: np.ndarray) -> np.ndarray:
+    """(3, N) float32 planes -> (N, 3) rows (cv2.merge: 30× faster than NumPy's transposed copy)."""
+    import cv2
+
+    if planes.shape[1] == 0:
+        return np.zeros((0, 3), np.float32)
+    return cv2.merge([planes[0], planes[1], planes[2]]).reshape(-1, 3)
 
 
 def extend(image: np.ndarray, mask: np.ndarray, sigmas: tuple[float, ...] = (2.0, 6.0)) -> np.ndarray:
