@@ -365,7 +365,7 @@ class ClipSession:
                 crop_pass = relit.passes[name]
                 channels = crop_pass.shape[2] if crop_pass.ndim == 3 else 1
                 return track.transform.unwarp(crop_pass, np.zeros(frame_linear.shape[:2] + (channels,), np.float32),
-                                              relit.alpha)
+                                              relit.alpha, in_place=True)
 
             # The standard passes, then whatever else the engine gives (the geometry engine's per-light
             # light_<name>_diffuse / _specular / _shadow and its specular), which the multilayer EXR carries; each
