@@ -50,8 +50,8 @@ def main() -> None:
                         help="check relight on a never-analysed clip == analyse then relight (6 frames)")
     parser.add_argument("--skip-basic", action="store_true", help="only the streaming-analysis figures")
     parser.add_argument("--light-drag", nargs="*", default=None, metavar="CLIP",
-                        help="only the geometry engine's light drag at the filmed view through ClipSession.relight_frame "
-                        "(default clips: ../shared/data/videos/lp_d3.mp4 and lp_d13.mp4)")
+                        help="only the geometry engine's light drag at the filmed view through "
+                        "ClipSession.relight_frame (default clips: ../shared/data/videos/lp_d3.mp4 and lp_d13.mp4)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     if args.light_drag is not None:

@@ -190,7 +190,7 @@ def shading_ratio(e_src: np.ndarray, e_tgt: np.ndarray, max_ratio: float = MAX_R
     if guard is None:
         guard = GUARD_FRACTION * float(l_src.mean()) + 1e-6
     lum_ratio = _three((l_tgt + guard) / (l_src + guard))
-    per_channel = (e_tgt + guard) / (e_src + guard)  # chroma of each light guarded alike: a black target keeps its colour
+    per_channel = (e_tgt + guard) / (e_src + guard)  # each light's chroma guarded alike: a black target keeps its hue
     np.maximum(per_channel, lum_ratio * (1.0 / MAX_CHROMA_RATIO), out=per_channel)
     np.minimum(per_channel, lum_ratio * MAX_CHROMA_RATIO, out=per_channel)
     return np.clip(per_channel, 0.0, float(max_ratio), out=per_channel)
