@@ -167,7 +167,7 @@ def _three(x: np.ndarray) -> np.ndarray:
     import cv2
 
     x = np.ascontiguousarray(x)
-    if x.size == 0 or x.dtype not in (np.float32, np.float64, np.bool_, np.uint8):
+    if x.size == 0 or x.ndim > 2 or x.dtype not in (np.float32, np.float64, np.bool_, np.uint8):
         return np.repeat(x[..., None], 3, axis=-1)
     plane = x.view(np.uint8) if x.dtype == np.bool_ else x
     return cv2.merge([plane, plane, plane]).reshape(x.shape + (3,)).view(x.dtype)
