@@ -107,19 +107,22 @@ def main(argv: list[str] | None = None) -> int:
           f"{setup[0]:.0f} ms wall, {setup[1]:.0f} ms CPU")
     from dataclasses import replace
 
-    def scene(n: int, i: int, step: float = 0.05, power: bool = False) -> SceneLighting:
-        """The first ``n`` lights at redraw ``i``: each moved ``step`` (m) along x per redraw, or (``power``) only
-        its power changed."""
+    def scene(n: int, i: int, step: float = 0.05, power: bool = False, dragged: int | None = None
+              ) -> SceneLighting:
+        """The first ``n`` lights at redraw ``i``: each moved ``step`` (m) along x per redraw (only light
+        ``dragged`` when given, as a drag in Blender moves one), or (``power``) only its power changed."""
         lights = tuple(replace(s, power=s.power * (1.0 + 0.01 * (i % 50))) if power else
+                       s if dragged is not None and k != dragged else
                        replace(s, position=tuple(np.asarray(s.position) + (step * (i % 20), 0.0, 0.0)))
-                       for s in _lights(n))
+                       for k, s in enumerate(_lights(n)))
         return SceneLighting(sh=world, lights=lights)
 
     print("\n| lights (all shadowed) | change per redraw | relight wall ms | CPU ms | frames/s (wall) | "
           "of which shading wall ms | shadow maps built a redraw |")
     print("|---|---|---|---|---|---|---|")
     results = {}
-    for n, what, kw in ((0, "-", {}), (1, "moved 5 cm", {}), (3, "moved 5 cm", {}), (3, "power only", {"power": True}),
+    for n, what, kw in ((0, "-", {}), (1, "moved 5 cm", {}), (3, "moved 5 cm", {}),
+                        (3, "the key moved 5 cm (a drag)", {"dragged": 0}), (3, "power only", {"power": True}),
                         (3, "moved 2 mm", {"step": 0.002})):
         built = frame.shadows.built
         relight = _timed(lambda i: engine.relight(0, crop, track, scene(n, i, **kw), None, None), args.repeats)
