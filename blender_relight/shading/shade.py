@@ -4,7 +4,7 @@ world/HDRI/ambient part as second-order SH.
 
 Why per light and not all SH: a second-order SH cannot hold a delta, so it has no nose shadow, no hard terminator and
 no highlight; users key with point, spot, area and sun lights. Each light's irradiance at each pixel comes from
-``blender_lights.irradiance_at`` (the unit formulas the SH projection uses, evaluated at the pixel instead of the
+``blender_lights.irradiance_columns`` (the unit formulas the SH projection uses, evaluated at the pixel instead of the
 head's centre), so a light means the same thing in every engine.
 
 Units: ``diffuse`` is irradiance E (W/m² in Blender's units; a Lambertian surface of albedo ρ shows ρ·E/π);
@@ -39,8 +39,8 @@ AREA_GRID = 2
 COMPACT_FRACTION = 0.5
 #: An area light no wider than this fraction of its distance to the nearest shaded point is shaded as one patch.
 #: Measured on lp_d3 frame 30 against a 16×16 grid (square lights at 0.7-3 m from three directions): one patch is
-#: then within 1.4 % of the diffuse peak and 4.6 % of the highlight's, which is the 2×2 grid's own error at a
-#: third of the distance (1.3 % and 6.2 %) (tests/test_shading_direct.py checks the bound on a wall).
+#: then within 1.4 % of the diffuse peak and 4.6 % of the highlight's, the 2×2 grid's own error at width /
+#: distance = 1/3 (1.3 % and 6.2 %) (tests/test_shading_direct.py checks the bound on a wall).
 SMALL_AREA_FRACTION = 0.1
 #: The distance (world units) the shadow lookup gives a sun (its penumbra: ``blender_lights.shadow_extent``).
 SUN_DISTANCE = 1e3
