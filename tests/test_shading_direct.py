@@ -201,9 +201,10 @@ def test_pixels_split_over_two_workers_give_the_serial_result(monkeypatch):
     geo, gb = _scene()
     lights = (LightSpec("POINT", power=100.0, position=(0.4, -0.8, 0.0), name="p"),
               LightSpec("AREA", power=60.0, position=(-0.5, -0.7, 0.3), direction=(0.5, 0.7, -0.3), size=0.3, name="a"))
+    monkeypatch.setattr(shade_mod, "WORKERS", 2)
     monkeypatch.setattr(shade_mod, "SPLIT_PIXELS", 1)
     split = shade(gb, SceneLighting(lights=lights), geo)
-    monkeypatch.setattr(shade_mod, "SPLIT_PIXELS", 10 ** 9)
+    monkeypatch.setattr(shade_mod, "WORKERS", 1)
     whole = shade(gb, SceneLighting(lights=lights), geo)
     for a, b in ((split.diffuse, whole.diffuse), (split.specular, whole.specular),
                  (split.per_light["p"].shadow, whole.per_light["p"].shadow)):

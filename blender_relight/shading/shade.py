@@ -159,7 +159,7 @@ class ShadowCache:
 
         self._maps: OrderedDict[tuple, shadow.ShadowMap] = OrderedDict()
         self.keep = keep
-        self._lock = threading.Lock()  # lights are shaded on two threads
+        self._lock = threading.Lock()  # lights may be shaded on worker threads (WORKERS)
         self.built = 0  # maps rasterised (for tests and benchmarks)
 
     def get(self, geometry, spec: LightSpec, resolution: int, receivers: np.ndarray | None = None
@@ -290,18 +290,24 @@ def _smooth(values: np.ndarray, inputs: ShadingInputs, sigma: float = 0.8) -> np
 _POOL = None
 #: Fewer covered pixels than this are shaded in one piece (splitting them costs more than it saves).
 SPLIT_PIXELS = 8192
+#: Worker threads for the lights (1: serial). Measured on the 2-core VM with its second core idle (15:33, lp_d3
+#: frame 30, three moving shadowed lights): serial 19.3 ms wall, two threads on pixel halves 31.4 ms, two threads on
+#: whole lights no faster than serial and 30 % more CPU: NumPy's operations on ~15 000 pixels last a few µs each,
+#: too short for two threads to share the GIL profitably (two plain NumPy loops on two threads did not run faster
+#: than one either, while two processes did). Kept settable for machines where it pays.
+WORKERS = 1
 
 
 def _pool():
-    """Two worker threads (NumPy and OpenCV release the GIL): a light's pixels are shaded in two halves side by side
-    on 2 cores, and shadow maps are rasterised side by side."""
+    """:data:`WORKERS` worker threads (NumPy and OpenCV release the GIL): a light's pixels in two halves side by
+    side, and shadow maps rasterised side by side."""
     global _POOL
-    if _POOL is None:
-        import os
+    if _POOL is None or _POOL._max_workers != WORKERS:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)),
-                                   thread_name_prefix="relight-shade")
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
+        _POOL = ThreadPoolExecutor(max_workers=max(1, WORKERS), thread_name_prefix="relight-shade")
     return _POOL
 
 
@@ -317,12 +323,12 @@ class _Done:
 
 def _shade_lights(lights, inputs: ShadingInputs, caster, cache: ShadowCache, shadow_resolution: int,
                   roughness: float, f0: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Every light's (diffuse, specular, visibility) (N,) before its colour, on two cores where there are two: the
-    shadow maps first (one task each), then each light's pixels in two halves (work split by pixels rather than by
-    lights keeps both cores busy for one light or three), then each light's visibility smoothed (it needs the whole
-    image)."""
+    """Every light's (diffuse, specular, visibility) (N,) before its colour: the shadow maps first (one task each),
+    then each light's pixels (in two halves on :data:`WORKERS` > 1 threads: split by pixels rather than by lights,
+    both workers are busy for one light or three), then each light's visibility smoothed (it needs the whole
+    image). Serial by default (:data:`WORKERS`)."""
     n_pix = len(inputs.index)
-    pool = _pool() if (len(lights) > 1 or n_pix >= SPLIT_PIXELS) and _pool()._max_workers > 1 else None
+    pool = _pool() if WORKERS > 1 and (len(lights) > 1 or n_pix >= SPLIT_PIXELS) else None
     parts = [slice(0, n_pix // 2), slice(n_pix // 2, n_pix)] if pool is not None and n_pix >= SPLIT_PIXELS \
         else [slice(0, n_pix)]
 
