@@ -307,5 +307,5 @@ if __name__ == "__main__":
     if "--light-drag" in sys.argv:
         import cv2
 
-        cv2.setNumThreads(1)  # one OpenCV thread: the shading's own two threads own the two cores
+        cv2.setNumThreads(1)  # one OpenCV thread, as bench_shading: the figures are one core's
     main()

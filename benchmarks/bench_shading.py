@@ -6,8 +6,8 @@ shadowed lights (point, area, spot) while every light moves 5 cm a redraw (a dra
 when the lights only change power (maps kept) or move 2 mm a redraw (maps kept while their shadows move < 0.5
 texel), the cost of one shadowed light, and the split between shadow maps, lookup and shading. Wall time and
 process CPU time are both given: on a shared machine the CPU time is the steadier figure. OpenCV runs one thread
-(``--library-threads``); run with ``OMP_NUM_THREADS=1`` for BLAS too (the shading's own two threads then own the two
-cores).
+(``--library-threads``); run with ``OMP_NUM_THREADS=1`` for BLAS too (library thread pools only oversubscribe the
+cores here).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_shading.py [--repeats 20] [--shading-size 256]``.
 """
