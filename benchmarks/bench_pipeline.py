@@ -6,6 +6,11 @@ never-analysed clip writes the same frames as `analyse` then `relight`. Prints t
 
     .venv/bin/python benchmarks/bench_pipeline.py [--clip PATH] [--frames N] [--weights DIR]
         [--analysis-clip PATH] [--analysis-frames N] [--verify] [--skip-basic]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pipeline.py --light-drag [CLIP ...]
+
+``--light-drag``: only what a light drag in Blender costs at the filmed view with the geometry engine (the default):
+``ClipSession.relight_frame`` on a kept frame (0, 1 and 3 shadowed lights moving 5 cm a redraw), split into the
+engine's relight and the paste into the full frame, CPU and wall time.
 
 Without --clip it uses the demo clip built from the shipped sample; --analysis-clip defaults to
 ../shared/data/videos/lp_d13.mp4 (720x1280) when present. The neural rows need weights: the shipped ones, or any
@@ -44,8 +49,17 @@ def main() -> None:
     parser.add_argument("--verify", action="store_true",
                         help="check relight on a never-analysed clip == analyse then relight (6 frames)")
     parser.add_argument("--skip-basic", action="store_true", help="only the streaming-analysis figures")
+    parser.add_argument("--light-drag", nargs="*", default=None, metavar="CLIP",
+                        help="only the geometry engine's light drag at the filmed view through "
+                        "ClipSession.relight_frame (default clips: ../shared/data/videos/lp_d3.mp4 and lp_d13.mp4)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    if args.light_drag is not None:
+        clips = args.light_drag or [str(REPO.parent / "shared" / "data" / "videos" / name)
+                                    for name in ("lp_d3.mp4", "lp_d13.mp4")]
+        for clip in clips:
+            light_drag(Path(clip), tmp)
+        return
     if not args.skip_basic:
         basic(args, tmp)
     if Path(args.analysis_clip).is_file():
@@ -91,6 +105,71 @@ def basic(args, tmp: Path) -> None:
     else:
         rows.append(("neural engine", "skipped: no weights (pass --weights DIR)"))
     print(f"machine: {machine()}; clip {clip.name}, {n} frames")
+    table(rows)
+
+
+def drag_lighting(n_lights: int, i: int):
+    """Redraw ``i`` of a light drag: the first ``n_lights`` of a key point, a 0.5 m area fill and a rim spot (the
+    shading benchmark's), each 5 cm further along x than the redraw before (every shadow map is rebuilt), over a
+    little ambient."""
+    from dataclasses import replace
+
+    from blender_relight.lighting import sh as shmath
+    from blender_relight.lighting.blender_lights import LightSpec
+    from blender_relight.lighting.scene import SceneLighting
+
+    specs = (LightSpec("POINT", power=60.0, position=(-1.1, -1.0, 0.3), name="key"),
+             LightSpec("AREA", power=30.0, position=(1.2, -0.9, 0.2), direction=(-1.2, 0.9, -0.2), size=0.5,
+                       name="fill"),
+             LightSpec("SPOT", power=80.0, position=(0.3, 1.2, 1.0), direction=(-0.3, -1.2, -1.0), spot_size=0.8,
+                       name="rim"))
+    lights = tuple(replace(s, position=tuple(np.asarray(s.position) + (0.05 * (i % 20), 0.0, 0.0)))
+                   for s in specs[:n_lights])
+    return SceneLighting(sh=shmath.ambient_sh(np.full(3, 0.05)), lights=lights)
+
+
+def _cpu_wall(fn, n: int) -> tuple[float, float]:
+    """Mean CPU and wall milliseconds of ``fn(i)`` over ``n`` calls."""
+    c0, w0 = time.process_time(), time.perf_counter()
+    for i in range(n):
+        fn(i)
+    return 1e3 * (time.process_time() - c0) / n, 1e3 * (time.perf_counter() - w0) / n
+
+
+def light_drag(clip: Path, tmp: Path, n: int = 30) -> None:
+    """What a light drag in Blender costs at the filmed view with the geometry engine (the default): the core path
+    of a redraw, ``ClipSession.relight_frame`` on one kept frame without passes (the preview reads the image only),
+    split into the engine's relight and the paste into the full frame; then with every pass read (an export)."""
+    import os
+
+    from blender_relight.pipeline import ClipSession
+
+    session = ClipSession(clip, cache_dir=tmp / f"drag-{clip.stem}", engine="geometry")
+    index = 30
+    session.ensure_tracked(range(index, index + 1))
+    track = session.cache.get_track(index)
+    session.relight_frame(index, drag_lighting(3, 0))  # the frame's geometry, matte and source light: once
+    frame, crop = session._linear_frame_and_crop(index, track)
+    rows = []
+    for lights in (0, 1, 3):
+        total = _cpu_wall(lambda i: session.relight_frame(index, drag_lighting(lights, i + 1)), n)
+        engine = _cpu_wall(lambda i: session.engine.relight(index, crop, track, drag_lighting(lights, i + 1), None,
+                                                            session.cache), n)
+        relit = session.engine.relight(index, crop, track, drag_lighting(lights, 1), None, session.cache)
+        paste = _cpu_wall(lambda i: track.transform.unwarp(relit.image, frame, relit.alpha, reference=crop), n)
+        rows.append((f"{lights} shadowed lights moving: relight_frame (no passes)",
+                     f"{total[1]:.1f} ms wall ({1e3 / total[1]:.1f} frames/s), {total[0]:.1f} ms CPU; of which "
+                     f"engine.relight {engine[0]:.1f} ms CPU, paste into the frame {paste[0]:.1f} ms CPU"))
+    def export(i: int) -> None:
+        relit = session.relight_frame(index, drag_lighting(3, i + 1), with_passes=True)
+        for name in relit.passes:  # every pass read, as the multilayer EXR does
+            relit.passes[name]
+
+    every = _cpu_wall(export, max(n // 3, 3))
+    rows.append(("3 shadowed lights moving: relight_frame with every pass read (a multilayer EXR)",
+                 f"{every[1]:.1f} ms wall, {every[0]:.1f} ms CPU"))
+    print(f"machine: {machine()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; geometry engine, "
+          f"{clip.name} {session.info.width}x{session.info.height}, frame {index}, {n} redraws each")
     table(rows)
 
 
@@ -225,4 +304,8 @@ def streaming(args, tmp: Path) -> None:
 
 if __name__ == "__main__":
     np.seterr(all="ignore")
+    if "--light-drag" in sys.argv:
+        import cv2
+
+        cv2.setNumThreads(1)  # one OpenCV thread, as bench_shading: the figures are one core's
     main()

@@ -2,10 +2,14 @@
 
 Prints, for a real dev frame (or the astronaut sample when the dev data is absent): the per-frame setup (geometry,
 matte, G-buffers, source shading: paid once per frame), then the light-only relight of the 512² crop with 0, 1 and 3
-shadowed lights (point, area, spot), the cost of one shadowed light, and the split between shadow maps, shading and
-compositing. Wall time and process CPU time are both given: on a shared machine the CPU time is the steadier figure.
+shadowed lights (point, area, spot) while every light moves 5 cm a redraw (a drag: each map is rebuilt), the same
+when the lights only change power (maps kept) or move 2 mm a redraw (maps kept while their shadows move < 0.5
+texel), the cost of one shadowed light, and the split between shadow maps, lookup and shading. Wall time and
+process CPU time are both given: on a shared machine the CPU time is the steadier figure. OpenCV runs one thread
+(``--library-threads``); run with ``OMP_NUM_THREADS=1`` for BLAS too (library thread pools only oversubscribe the
+cores here).
 
-Run: ``python benchmarks/bench_shading.py [--repeats 20] [--shading-size 256] [--threads 2]``.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_shading.py [--repeats 20] [--shading-size 256]``.
 """
 from __future__ import annotations
 
@@ -72,11 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--shading-size", type=int, default=256)
     ap.add_argument("--shadow-resolution", type=int, default=128)
+    ap.add_argument("--library-threads", type=int, default=1, help="OpenCV's threads (cv2.setNumThreads)")
     ap.add_argument("--sheet", type=Path, default=None,
                     help="instead: write a contact sheet of the public-domain astronaut sample relit by a side key")
     args = ap.parse_args(argv)
     if args.sheet is not None:
         return write_sheet(args.sheet)
+    import cv2
+
+    cv2.setNumThreads(args.library_threads)
 
     from blender_relight.engines import GeometryEngine
     from blender_relight.lighting import sh as shlib
@@ -93,41 +101,66 @@ def main(argv: list[str] | None = None) -> int:
     print(f"frame: {label}; crop 512², shading {args.shading_size}², shadow maps {args.shadow_resolution}²; "
           f"{len(frame.geometry.triangles)} triangles ({len(frame.caster.triangles)} in the shadow caster), "
           f"{len(frame.inputs.index)} shaded pixels")
-    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, OpenCV threads {cv2.getNumThreads()}")
     print(f"per-frame setup (geometry, matte, G-buffers, source light; once per frame): "
           f"{setup[0]:.0f} ms wall, {setup[1]:.0f} ms CPU")
-    print("\n| lights (all shadowed) | relight wall ms | CPU ms | frames/s (wall) | of which shading ms |")
-    print("|---|---|---|---|---|")
+    from dataclasses import replace
+
+    def scene(n: int, i: int, step: float = 0.05, power: bool = False, dragged: int | None = None
+              ) -> SceneLighting:
+        """The first ``n`` lights at redraw ``i``: each moved ``step`` (m) along x per redraw (only light
+        ``dragged`` when given, as a drag in Blender moves one), or (``power``) only its power changed."""
+        lights = tuple(replace(s, power=s.power * (1.0 + 0.01 * (i % 50))) if power else
+                       s if dragged is not None and k != dragged else
+                       replace(s, position=tuple(np.asarray(s.position) + (step * (i % 20), 0.0, 0.0)))
+                       for k, s in enumerate(_lights(n)))
+        return SceneLighting(sh=world, lights=lights)
+
+    print("\n| lights (all shadowed) | change per redraw | relight wall ms | CPU ms | frames/s (wall) | "
+          "of which shading wall ms | shadow maps built a redraw |")
+    print("|---|---|---|---|---|---|---|")
     results = {}
-    for n in (0, 1, 3):
-        base = _lights(n)
-
-        def moved(i: int, base=base) -> SceneLighting:
-            # every light moves a little each time: its shadow map is rebuilt, as in a drag
-            from dataclasses import replace
-
-            lights = tuple(replace(s, position=tuple(np.asarray(s.position) + (0.002 * (i + 1), 0.0, 0.0)))
-                           for s in base)
-            return SceneLighting(sh=world, lights=lights)
-
-        relight = _timed(lambda i: engine.relight(0, crop, track, moved(i), None, None), args.repeats)
-        shading = _timed(lambda i: shade(None, moved(i + 1000), frame.caster, inputs=frame.inputs,
+    for n, what, kw in ((0, "-", {}), (1, "moved 5 cm", {}), (3, "moved 5 cm", {}),
+                        (3, "the key moved 5 cm (a drag)", {"dragged": 0}), (3, "power only", {"power": True}),
+                        (3, "moved 2 mm", {"step": 0.002})):
+        built = frame.shadows.built
+        relight = _timed(lambda i: engine.relight(0, crop, track, scene(n, i, **kw), None, None), args.repeats)
+        maps = (frame.shadows.built - built) / args.repeats
+        shading = _timed(lambda i: shade(None, scene(n, i + 7, **kw), frame.caster, inputs=frame.inputs,
                                          shadows=frame.shadows, shadow_resolution=args.shadow_resolution,
-                                         per_light=True), args.repeats)
-        results[n] = relight
-        print(f"| {n} | {relight[0]:.1f} | {relight[1]:.1f} | {1e3 / relight[0]:.1f} | {shading[0]:.1f} |")
-    per_light = ((results[3][0] - results[0][0]) / 3, (results[3][1] - results[0][1]) / 3)
-    print(f"\none shadowed light costs ~{per_light[0]:.1f} ms wall ({per_light[1]:.1f} ms CPU) on top of "
-          f"{results[0][0]:.1f} ms for the frame's compositing and SH")
+                                         per_light=False, images=False), args.repeats)
+        results[(n, what)] = relight
+        print(f"| {n} | {what} | {relight[0]:.1f} | {relight[1]:.1f} | {1e3 / relight[0]:.1f} | {shading[0]:.1f} | "
+              f"{maps:.2f} |")
+    three, none = results[(3, "moved 5 cm")], results[(0, "-")]
+    per_light = ((three[0] - none[0]) / 3, (three[1] - none[1]) / 3)
+    print(f"\none moving shadowed light costs ~{per_light[0]:.1f} ms wall ({per_light[1]:.1f} ms CPU) on top of "
+          f"{none[0]:.1f} ms for the frame's compositing and SH")
+    import importlib
+
+    from blender_relight.shading import frames as fr
     from blender_relight.shading import shadow
 
-    spec = _lights(1)[0]
-    from blender_relight.shading import frames as fr
-
-    sm_ms = _timed(lambda i: shadow.build_shadow_map(frame.caster, light_position=fr.light_frame_to_eg3d(
-        np.asarray(spec.position) + (0.001 * i, 0, 0)), resolution=args.shadow_resolution,
-        receivers=frame.inputs.receivers), args.repeats)
-    print(f"of which its shadow map: {sm_ms[0]:.1f} ms wall ({sm_ms[1]:.1f} ms CPU)")
+    shade_mod = importlib.import_module("blender_relight.shading.shade")
+    inputs = frame.inputs
+    everything = slice(0, len(inputs.index))
+    print("\n| one light, serial, CPU ms | shadow map | shading (no shadow) | shadow lookup | visibility blur |")
+    print("|---|---|---|---|---|")
+    for spec in _lights(3):
+        where = np.asarray(spec.position)
+        sm_ms = _timed(lambda i: shadow.build_shadow_map(frame.caster, light_position=fr.light_frame_to_eg3d(
+            where + (0.05 * i, 0, 0)), resolution=args.shadow_resolution, receivers=inputs.receivers), args.repeats)
+        terms = _timed(lambda i: shade_mod._light_terms(spec, inputs, everything, None, 0.4, 0.028), args.repeats)
+        sm = shadow.build_shadow_map(frame.caster, light_position=fr.light_frame_to_eg3d(where),
+                                     resolution=args.shadow_resolution, receivers=inputs.receivers)
+        lit = np.flatnonzero(shade_mod._light_terms(spec, inputs, everything, None, 0.4, 0.028)[0] > 0)
+        look = _timed(lambda i: shadow.visibility_columns(sm, inputs.position_t[:, lit], inputs.normal_t[:, lit],
+                                                          shade_mod._soft_size(spec), 1.5), args.repeats)
+        vis = np.ones(len(inputs.index), np.float32)
+        blur = _timed(lambda i: shade_mod._smooth(vis, inputs), args.repeats)
+        print(f"| {spec.type.lower()} ({spec.name}, {lit.size} lit px) | {sm_ms[1]:.2f} | {terms[1]:.2f} | "
+              f"{look[1]:.2f} | {blur[1]:.2f} |")
     return 0
 
 

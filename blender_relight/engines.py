@@ -251,6 +251,29 @@ class LazyPasses(Mapping):
         return len(self._values) + len(self._makers)
 
 
+def _at_fill(values: np.ndarray, outside: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """Per shading pixel, the value (N, C) of the shaded pixel ``fill`` names (``outside`` (1, C) where it names
+    none, index N), float32. ``np.take``: five times faster than fancy indexing of the rows."""
+    return np.take(np.concatenate([values, outside]).astype(np.float32, copy=False), fill, axis=0)
+
+
+def _resized_box(img: np.ndarray, size: int, rows: slice, cols: slice) -> np.ndarray:
+    """``cv2.resize(img, (size, size))[rows, cols]`` (bilinear), resizing only the part of ``img`` the box needs
+    (with a pixel of border) when ``size`` is a whole multiple of its side: the same values (a pixel-centred
+    bilinear upscale by a whole factor maps a block to a block), at the cost of the box instead of the crop."""
+    import cv2
+
+    s = img.shape[0]
+    f = size // s
+    if f * s != size or img.shape[1] != s:
+        return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)[rows, cols]
+    r0, c0 = max(rows.start // f - 1, 0), max(cols.start // f - 1, 0)
+    r1, c1 = min(-(-rows.stop // f) + 1, s), min(-(-cols.stop // f) + 1, s)
+    block = cv2.resize(np.ascontiguousarray(img[r0:r1, c0:c1]), ((c1 - c0) * f, (r1 - r0) * f),
+                       interpolation=cv2.INTER_LINEAR)
+    return block[rows.start - r0 * f:rows.stop - r0 * f, cols.start - c0 * f:cols.stop - c0 * f]
+
+
 class GeometryEngine:
     """The head's 3D geometry shaded per light: at the filmed view ``plate × E_target / E_source + specular`` under
     a soft whole-head matte.
@@ -438,17 +461,17 @@ class GeometryEngine:
         ratio = _shading_ratio(frame.source, target, frame.guard)
         extra = np.maximum(result.specular_values - frame.source_specular, 0.0)  # highlights the plate lacks
         ones = np.ones((1, 3), np.float32)
-        ratio_img = np.concatenate([ratio, ones]).astype(np.float32)[frame.fill].reshape(s, s, 3)
+        ratio_img = _at_fill(ratio, ones, frame.fill).reshape(s, s, 3)
         rows, cols = frame.box
         h, w = rows.stop - rows.start, cols.stop - cols.start
         image = crop_linear.copy()
         if h and w:
             def to_box(img: np.ndarray) -> np.ndarray:  # the shading image at crop size, the matte's box of it
-                return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)[rows, cols]
+                return _resized_box(img, size, rows, cols)
 
             out = cv2.add(cv2.multiply(to_box(ratio_img), frame.plate_in), frame.plate_out)
             if extra.max(initial=0.0) > 0:
-                spec_img = np.concatenate([extra, 0 * ones]).astype(np.float32)[frame.fill].reshape(s, s, 3)
+                spec_img = _at_fill(extra, 0 * ones, frame.fill).reshape(s, s, 3)
                 out = cv2.add(out, cv2.multiply(to_box(spec_img), frame.alpha_box))
             image[rows, cols] = np.maximum(out, 0.0)
         up = (size, size)
@@ -459,8 +482,8 @@ class GeometryEngine:
 
         ready = {"alpha": frame.alpha[..., None]}
         makers = {"albedo": lambda: frame.albedo, "normal": lambda: frame.normal_sh, "depth": lambda: frame.depth,
-                  "shading": lambda: resized(np.concatenate([target, 0 * ones])[frame.fill].reshape(s, s, 3)),
-                  "specular": lambda: resized(np.concatenate([extra, 0 * ones])[frame.fill].reshape(s, s, 3))}
+                  "shading": lambda: resized(_at_fill(target, 0 * ones, frame.fill).reshape(s, s, 3)),
+                  "specular": lambda: resized(_at_fill(extra, 0 * ones, frame.fill).reshape(s, s, 3))}
         def light_pass(values: np.ndarray) -> np.ndarray:
             channels = values.shape[1] if values.ndim == 2 else 1
             img = np.zeros((s * s, channels), np.float32)

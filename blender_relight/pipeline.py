@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,10 +62,11 @@ class ClipInfo:
 
 @dataclass
 class RelitFrame:
-    """A relit full frame (linear RGB float32), its passes at full-frame size, and the frame's tracking status."""
+    """A relit full frame (linear RGB float32), its passes at full-frame size (a mapping that pastes each pass into
+    the frame when it is first read), and the frame's tracking status."""
 
     image: np.ndarray
-    passes: dict[str, np.ndarray]
+    passes: Mapping[str, np.ndarray]
     status: str
 
 
@@ -407,20 +408,22 @@ class ClipSession:
             head = relit.alpha * relit.alpha if reference is not None else relit.alpha
             image = self._body.apply(index, image, frame_linear, self._frame(index), track.transform, head,
                                      track.camera, track.source_sh, lighting.total_sh())
-        passes = {}
+        passes: Mapping[str, np.ndarray] = {}
         if with_passes:
-            zeros = np.zeros_like(frame_linear[..., :1])
+            from blender_relight.engines import LazyPasses
+
+            def uncropped(name: str) -> np.ndarray:
+                crop_pass = relit.passes[name]
+                channels = crop_pass.shape[2] if crop_pass.ndim == 3 else 1
+                return track.transform.unwarp(crop_pass, np.zeros(frame_linear.shape[:2] + (channels,), np.float32),
+                                              relit.alpha, in_place=True)
+
             # The standard passes, then whatever else the engine gives (the geometry engine's per-light
-            # light_<name>_diffuse / _specular / _shadow and its specular), which the multilayer EXR carries.
-            names = [*PASS_NAMES, *(n for n in relit.passes if n not in PASS_NAMES)]
-            for name in names:
-                crop_pass = relit.passes.get(name)
-                if crop_pass is None:
-                    continue
-                base = np.zeros(frame_linear.shape[:2] + (crop_pass.shape[2],), np.float32) if crop_pass.ndim == 3 \
-                    else zeros
-                passes[name] = track.transform.unwarp(crop_pass, base, relit.alpha)
-        return RelitFrame(image.astype(np.float32), passes, track.status)
+            # light_<name>_diffuse / _specular / _shadow and its specular), which the multilayer EXR carries; each
+            # is pasted into the frame when first read (a PNG sequence with passes reads the standard five only).
+            names = [*(n for n in PASS_NAMES if n in relit.passes), *(n for n in relit.passes if n not in PASS_NAMES)]
+            passes = LazyPasses({}, {name: (lambda name=name: uncropped(name)) for name in names})
+        return RelitFrame(image.astype(np.float32, copy=False), passes, track.status)
 
     def _linear_frame_and_crop(self, index: int, track) -> tuple[np.ndarray, np.ndarray]:
         """Frame ``index`` and its crop in linear RGB, kept for the last frame: a light change or a camera move on

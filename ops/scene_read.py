@@ -35,7 +35,8 @@ def anchor_matrix(settings: Any, depsgraph: bpy.types.Depsgraph | None = None) -
 
 
 def light_spec(obj: bpy.types.Object, anchor: np.ndarray) -> blender_lights.LightSpec:
-    """One (evaluated) Blender light as a ``blender_lights.LightSpec`` in the anchor's frame."""
+    """One (evaluated) Blender light as a ``blender_lights.LightSpec`` in the anchor's frame: for its shadows' softness
+    a point or spot light's Radius (``shadow_soft_size``; LightSpec takes the diameter) and a sun's Angle."""
     light = obj.data
     position, direction, axis_x = blender_lights.relative_to_anchor(matrix(obj.matrix_world), anchor)
     use_temperature = bool(compat.read_prop(light, "use_temperature", False))  # Blender 4.5+ only
@@ -49,13 +50,24 @@ def light_spec(obj: bpy.types.Object, anchor: np.ndarray) -> blender_lights.Ligh
         axis_x=axis_x,
         spot_size=float(light.spot_size) if kind == "SPOT" else 0.0,
         spot_blend=float(light.spot_blend) if kind == "SPOT" else 0.0,
-        size=float(light.size) if kind == "AREA" else 0.0,
+        size=_size(light),
         size_y=float(light.size_y) if kind == "AREA" else 0.0,
         shape=light.shape if kind == "AREA" else "SQUARE",
         temperature=float(compat.read_prop(light, "temperature", 6500.0)) if use_temperature else None,
         exposure=float(compat.read_prop(light, "exposure", 0.0) or 0.0),
+        angle=float(light.angle) if kind == "SUN" else 0.0,
         name=obj.name,
     )
+
+
+def _size(light: bpy.types.Light) -> float:
+    """``LightSpec.size``: an area light's side (metres); a point or spot light's diameter, twice Blender's Radius
+    (``shadow_soft_size``), which softens its shadows as Blender's does; 0 for a sun (its softness is ``angle``)."""
+    if light.type == "AREA":
+        return float(light.size)
+    if light.type in ("POINT", "SPOT"):
+        return 2.0 * float(light.shadow_soft_size)
+    return 0.0
 
 
 def scene_lights(scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph, anchor: np.ndarray) -> list[Any]:
@@ -123,21 +135,32 @@ def world_sh(scene: bpy.types.Scene, anchor: np.ndarray) -> np.ndarray | None:
     return blender_lights.world_colour_sh(np.asarray(world.colour))
 
 
-def scene_sh(scene: bpy.types.Scene, settings: Any, depsgraph: bpy.types.Depsgraph) -> np.ndarray:
-    """RGB SH (9, 3) of the scene's lights and world, in the head anchor's frame, at the current frame.
+def scene_lighting(scene: bpy.types.Scene, settings: Any, depsgraph: bpy.types.Depsgraph) -> Any:
+    """The scene's lights (each a LightSpec, shaded with its shadow by the geometry engine) and its world (RGB SH),
+    in the head anchor's frame, at the current frame, as a ``SceneLighting``.
 
-    A scene with no light and a black world would relight the face to black: that is reported instead.
+    A scene with no light and a black world would relight the face to black: that is reported instead, as is a
+    light the maths cannot use (one at the head's centre).
     """
+    from blender_relight.lighting.scene import SceneLighting
+
     anchor = anchor_matrix(settings, depsgraph)
     specs = scene_lights(scene, depsgraph, anchor)
     world = world_sh(scene, anchor)
     if not specs and world is None:
         raise RelightError("the scene has no light and a black world: add a light (Add > Light) or give the "
                            "world a colour, then relight again")
+    lighting = SceneLighting(sh=np.zeros((9, 3)) if world is None else world, lights=tuple(specs))
     try:
-        return np.asarray(blender_lights.scene_sh(specs, world=world), dtype=np.float64)
+        lighting.total_sh()  # every light must have a direction from the head
     except ValueError as exc:  # e.g. a light sitting at the head's centre
         raise RelightError(f"cannot use the scene's lights: {exc}") from exc
+    return lighting
+
+
+def scene_sh(scene: bpy.types.Scene, settings: Any, depsgraph: bpy.types.Depsgraph) -> np.ndarray:
+    """RGB SH (9, 3) of the scene's lights and world (:func:`scene_lighting` projected to second order)."""
+    return np.asarray(scene_lighting(scene, settings, depsgraph).total_sh(), dtype=np.float64)
 
 
 def scene_camera_label(scene: bpy.types.Scene, settings: Any, depsgraph: bpy.types.Depsgraph) -> np.ndarray | None:

@@ -150,3 +150,17 @@ def test_matte_region_grows_the_shell_by_its_fraction_of_the_side():
     assert region[distance >= radius + 2 * sigma].max() < 0.05
     edge = np.abs(distance - radius) < 0.5
     assert 0.35 < float(np.median(region[edge])) < 0.65
+
+
+def test_the_box_of_a_resized_shading_image_is_the_box_of_the_whole_resize():
+    import cv2
+
+    from blender_relight.engines import _resized_box
+
+    rng = np.random.default_rng(3)
+    img = rng.random((256, 256, 3), dtype=np.float32)
+    whole = cv2.resize(img, (512, 512), interpolation=cv2.INTER_LINEAR)
+    for rows, cols in ((slice(0, 512), slice(0, 512)), (slice(37, 301), slice(120, 511)), (slice(5, 6), slice(1, 2))):
+        np.testing.assert_allclose(_resized_box(img, 512, rows, cols), whole[rows, cols], atol=1e-6)
+    np.testing.assert_allclose(_resized_box(img[:, :200], 512, slice(3, 90), slice(4, 80)),
+                               cv2.resize(img[:, :200], (512, 512), interpolation=cv2.INTER_LINEAR)[3:90, 4:80])

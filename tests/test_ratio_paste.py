@@ -38,3 +38,26 @@ def test_ratio_paste_is_non_negative_and_keeps_detail():
     # uint8 frames work too and stay in range
     out8 = t.unwarp(colour.linear_to_uint8_srgb(relit), frame8, mask, reference=colour.linear_to_uint8_srgb(crop))
     assert out8.dtype == np.uint8
+
+
+def test_the_preview_paste_matches_resampling_mask_and_ratio_apart():
+    """A float32 frame takes the one-warp path (the factor 1 + mask·(ratio - 1) resampled once), a float64 frame the
+    general one (mask and ratio resampled apart): the same paste to well under an 8-bit level, only in the mask's
+    region, and the same region outside the crop."""
+    from blender_relight import colour
+
+    frame8, t, mask = _setup()
+    frame = colour.uint8_srgb_to_linear(frame8)
+    crop = t.warp(frame)
+    u = np.linspace(0.0, 1.0, 512, dtype=np.float32)[None, :, None]
+    relit = crop * np.clip(1.6 * u - 0.2, 0.0, None)
+    fast = t.unwarp(relit, frame, mask, reference=crop)
+    general = t.unwarp(relit, frame.astype(np.float64), mask, reference=crop)
+    assert fast.dtype == np.float32 and general.dtype == np.float64
+    assert np.abs(fast - general).max() < 5e-4
+    assert np.abs(fast - general).mean() < 1e-6
+    x0, y0, x1, y1 = t.frame_roi(frame.shape, mask)
+    outside = np.ones(frame.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(fast[outside], frame[outside])  # nothing changes outside the mask's region
+    assert np.abs(fast - frame).max() > 0.05  # and inside it the light did change

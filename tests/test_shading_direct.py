@@ -144,3 +144,109 @@ def test_real_head_side_light_shadows_the_far_cheek_only():
     assert left.min() > 0.9, "nothing shadows the near cheek"
     lit = res.diffuse[..., 0]
     assert lit[r, c - 30] > 2.0 * lit[r, c + 30]  # the near cheek is brighter than the far one
+
+
+def test_a_small_area_light_is_one_patch_within_the_measured_bound(monkeypatch):
+    import importlib
+
+    shade_mod = importlib.import_module("blender_relight.shading.shade")
+    geo, gb = _scene(with_blocker=False)
+    inputs = shade_mod.prepare(gb, cam.frontal_label())
+    small = LightSpec("AREA", power=50.0, position=(0.3, -0.9, 0.2), direction=(-0.3, 0.9, -0.2), size=0.08, name="a")
+    large = LightSpec("AREA", power=50.0, position=(0.3, -0.9, 0.2), direction=(-0.3, 0.9, -0.2), size=0.4, name="a")
+    assert len(shade_mod._samples(small, inputs.receivers)) == 1
+    assert len(shade_mod._samples(large, inputs.receivers)) == shade_mod.AREA_GRID ** 2
+    fast = shade(None, SceneLighting(lights=(small,)), None, inputs=inputs)
+    monkeypatch.setattr(shade_mod, "AREA_GRID", 16)  # the reference: a 16×16 integral over the light
+    monkeypatch.setattr(shade_mod, "SMALL_AREA_FRACTION", 0.0)
+    ref = shade(None, SceneLighting(lights=(small,)), None, inputs=inputs)
+    assert np.abs(fast.diffuse - ref.diffuse).max() <= 0.015 * ref.diffuse.max()
+    assert np.abs(fast.specular - ref.specular).max() <= 0.05 * ref.specular.max()
+
+
+def test_shadow_maps_are_kept_for_a_power_change_and_a_move_below_half_a_texel():
+    from dataclasses import replace
+
+    from blender_relight.shading import ShadowCache, prepare, shadow
+
+    geo, gb = _scene()
+    inputs = prepare(gb, cam.frontal_label())
+    cache = ShadowCache()
+    key = LightSpec("SPOT", power=100.0, position=(0.8, -1.6, 0.0), direction=(-0.8, 1.6, 0.0), name="k")
+    first = shade(None, SceneLighting(lights=(key,)), geo, inputs=inputs, shadows=cache).per_light["k"].shadow
+    assert cache.built == 1
+    shade(None, SceneLighting(lights=(replace(key, power=300.0, spot_size=1.2, direction=(-0.3, 0.8, 0.1)),)), geo,
+          inputs=inputs, shadows=cache)
+    assert cache.built == 1  # power, cone and aim do not change what the light sees
+    sm = cache.get(geo, key, shadow.DEFAULT_RESOLUTION, inputs.receivers)
+    step = 0.2 * sm.texel_world  # far below the half-texel shift the cache allows for this light
+    assert shadow.shadow_shift(sm, light_position=frames.light_frame_to_eg3d(np.add(key.position, (step, 0, 0)))) < 0.5
+    nudged = shade(None, SceneLighting(lights=(replace(key, position=(0.8 + step, -1.6, 0.0)),)), geo, inputs=inputs,
+                   shadows=cache).per_light["k"].shadow
+    assert cache.built == 1
+    np.testing.assert_allclose(nudged, first, atol=0.02)
+    assert (first < 0.5).sum() > 10  # there is a shadow to keep
+    shade(None, SceneLighting(lights=(replace(key, position=(0.7, -1.6, 0.1)),)), geo, inputs=inputs, shadows=cache)
+    assert cache.built == 2  # a real move rebuilds
+    sun = LightSpec("SUN", power=3.0, direction=(-0.3, 1.0, 0.0), name="s")
+    shade(None, SceneLighting(lights=(sun,)), geo, inputs=inputs, shadows=cache)
+    shade(None, SceneLighting(lights=(replace(sun, power=1.0),)), geo, inputs=inputs, shadows=cache)
+    assert cache.built == 3
+
+
+def test_pixels_split_over_two_workers_give_the_serial_result(monkeypatch):
+    import importlib
+
+    shade_mod = importlib.import_module("blender_relight.shading.shade")
+    geo, gb = _scene()
+    lights = (LightSpec("POINT", power=100.0, position=(0.4, -0.8, 0.0), name="p"),
+              LightSpec("AREA", power=60.0, position=(-0.5, -0.7, 0.3), direction=(0.5, 0.7, -0.3), size=0.3, name="a"))
+    monkeypatch.setattr(shade_mod, "WORKERS", 2)
+    monkeypatch.setattr(shade_mod, "SPLIT_PIXELS", 1)
+    split = shade(gb, SceneLighting(lights=lights), geo)
+    monkeypatch.setattr(shade_mod, "WORKERS", 1)
+    whole = shade(gb, SceneLighting(lights=lights), geo)
+    for a, b in ((split.diffuse, whole.diffuse), (split.specular, whole.specular),
+                 (split.per_light["p"].shadow, whole.per_light["p"].shadow)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _two_blockers():
+    """A wall at z = 0 with two small square blockers in front of it: one 0.04 in front (left), one 0.16 (right)."""
+    v, t = _quad(-0.4, 0.4, -0.3, 0.3, 0.0, 16)
+    parts = [np.zeros(len(v), np.uint8)]
+    for x0, gap in ((-0.25, 0.04), (0.1, 0.16)):
+        vb, tb = _quad(x0, x0 + 0.1, -0.05, 0.05, gap, 2)
+        t = np.concatenate([t, tb + len(v)])
+        v = np.concatenate([v, vb])
+        parts.append(np.ones(len(vb), np.uint8))
+    geo = HeadGeometry(v.astype(np.float32), t.astype(np.int32), np.zeros((len(v), 2), np.float32),
+                       np.concatenate(parts))
+    return geo, rasterize(geo, cam.frontal_label(), 128)
+
+
+def _penumbra_px(vis: np.ndarray, wall: np.ndarray, columns: slice) -> int:
+    part = (vis > 0.1) & (vis < 0.9) & wall
+    return int(part[:, columns].sum())
+
+
+def test_sun_angle_gives_a_penumbra_that_widens_with_the_gap():
+    from blender_relight.lighting.blender_lights import shadow_extent
+
+    assert shadow_extent(LightSpec("SUN", angle=0.0), 1e3) == 0.0
+    assert shadow_extent(LightSpec("SUN", angle=0.2), 1e3) == pytest.approx(2e3 * np.tan(0.1))
+    assert shadow_extent(LightSpec("POINT", size=0.1), 1e3) == pytest.approx(0.1)  # a point light's diameter
+    assert shadow_extent(LightSpec("AREA", size=0.2, size_y=0.8, shape="RECTANGLE"), 1e3) == pytest.approx(0.4)
+    geo, gb = _two_blockers()
+    wall = gb.mask & (gb.part == 0)
+    sun = LightSpec("SUN", power=3.0, direction=(0.8, 1.0, 0.0), name="s")  # from the front and the image left
+    near, far = slice(0, 64), slice(64, 128)  # image columns of the 0.04 and the 0.16 blocker's shadows
+    hard = shade(gb, SceneLighting(lights=(sun,)), geo).per_light["s"].shadow[..., 0]
+    soft = shade(gb, SceneLighting(lights=(LightSpec("SUN", power=3.0, direction=(0.8, 1.0, 0.0), angle=0.25,
+                                                     name="s"),)), geo).per_light["s"].shadow[..., 0]
+    for vis in (hard, soft):  # both blockers cast a shadow with an umbra
+        assert (wall[:, near] & (vis[:, near] < 0.1)).sum() > 20 and (wall[:, far] & (vis[:, far] < 0.1)).sum() > 20
+    # a hard sun: the same thin edge behind either blocker; an angle: a penumbra ~ 2·tan(angle/2)·gap
+    assert _penumbra_px(hard, wall, far) < 1.6 * _penumbra_px(hard, wall, near)
+    assert _penumbra_px(soft, wall, far) > 1.8 * _penumbra_px(soft, wall, near)
+    assert _penumbra_px(soft, wall, far) > 1.8 * _penumbra_px(hard, wall, far)

@@ -131,29 +131,69 @@ def relight_by_shading(image_linear: np.ndarray, mask: np.ndarray, source_shadin
     if img.shape[:2] != m.shape or np.shape(source_shading)[:2] != m.shape or np.shape(target_shading)[:2] != m.shape:
         raise ValueError(f"image {img.shape}, shadings {np.shape(source_shading)}, {np.shape(target_shading)} and "
                          f"mask {m.shape} must match")
+    import cv2
+
     inside = m > 0
-    if not np.any(inside):
+    x, y, w, h = cv2.boundingRect(inside.astype(np.uint8))
+    if w == 0 or h == 0:
         return img.copy()
-    e_src = np.maximum(np.asarray(source_shading, dtype=np.float64)[inside], 0.0)
-    e_tgt = np.maximum(np.asarray(target_shading, dtype=np.float64)[inside], 0.0)
-    ratio = shading_ratio(e_src, e_tgt, max_ratio)
+    # The mask's bounding box only, whole arrays in float32, no boolean gathers (a light drag calls this per
+    # redraw): outside the mask the weight is 0 and the input comes back unchanged.
+    box = (slice(y, y + h), slice(x, x + w))
+    inside, weight, plate = inside[box], m[box], img[box]
+    e_src = np.maximum(np.asarray(source_shading)[box].astype(np.float32, copy=False), np.float32(0.0))
+    e_tgt = np.maximum(np.asarray(target_shading)[box].astype(np.float32, copy=False), np.float32(0.0))
+    l_src = _luminance(e_src)
+    guard = GUARD_FRACTION * float(l_src[inside].mean()) + 1e-6
+    ratio = shading_ratio(e_src, e_tgt, max_ratio, guard=guard, source_luminance=l_src)
+    ratio -= np.float32(1.0)
+    ratio *= _three(weight)
+    ratio *= plate
+    ratio += plate
+    np.maximum(ratio, np.float32(0.0), out=ratio, where=_three(inside))
     out = img.copy()
-    w = m[inside][:, None]
-    out[inside] = np.maximum(img[inside] + img[inside] * (w * (ratio - 1.0)), 0.0).astype(np.float32)
+    out[box] = ratio
     return out
 
 
-def shading_ratio(e_src: np.ndarray, e_tgt: np.ndarray, max_ratio: float = MAX_RATIO) -> np.ndarray:
-    """Per-pixel RGB ratio ``(N, 3)`` from non-negative source and target shadings ``(N, 3)``: luminance ratio times
-    bounded chroma ratio (see :func:`relight_by_shading`)."""
-    l_src, l_tgt = e_src @ LUMINANCE, e_tgt @ LUMINANCE
-    guard = GUARD_FRACTION * float(l_src.mean()) + 1e-6
-    lum_ratio = (l_tgt + guard) / (l_src + guard)
-    # chroma of each light (per channel over luminance), guarded the same way so a black target keeps its colour
-    c_src = (e_src + guard) / (l_src + guard)[:, None]
-    c_tgt = (e_tgt + guard) / (l_tgt + guard)[:, None]
-    chroma = np.clip(c_tgt / c_src, 1.0 / MAX_CHROMA_RATIO, MAX_CHROMA_RATIO)
-    return np.clip(lum_ratio[:, None] * chroma, 0.0, float(max_ratio))
+def _luminance(e: np.ndarray) -> np.ndarray:
+    """Rec. 709 luminance of (..., 3) shadings, in their own precision (float32 stays float32)."""
+    return e @ LUMINANCE.astype(e.dtype)
+
+
+def _three(x: np.ndarray) -> np.ndarray:
+    """(...,) -> (..., 3), the value in each channel: NumPy broadcasts a (..., 1) against (..., 3) 25× slower
+    than it combines two (..., 3) arrays, so the hot path repeats the plane once (cv2.merge) instead."""
+    import cv2
+
+    x = np.ascontiguousarray(x)
+    if x.size == 0 or x.ndim > 2 or x.dtype not in (np.float32, np.float64, np.bool_, np.uint8):
+        return np.repeat(x[..., None], 3, axis=-1)
+    plane = x.view(np.uint8) if x.dtype == np.bool_ else x
+    return cv2.merge([plane, plane, plane]).reshape(x.shape + (3,)).view(x.dtype)
+
+
+def shading_ratio(e_src: np.ndarray, e_tgt: np.ndarray, max_ratio: float = MAX_RATIO, guard: float | None = None,
+                  source_luminance: np.ndarray | None = None) -> np.ndarray:
+    """Per-pixel RGB ratio ``(..., 3)`` from non-negative source and target shadings ``(..., 3)`` (``(N, 3)`` or
+    images): luminance ratio times bounded chroma ratio (see :func:`relight_by_shading`), in the inputs' precision.
+
+    ``guard``: the denominators' guard (default :data:`GUARD_FRACTION` of the mean source luminance);
+    ``source_luminance``: the source's luminance when the caller has it. The chroma factor of a channel is its own
+    guarded ratio over the luminance ratio, clamped to [1/:data:`MAX_CHROMA_RATIO`, :data:`MAX_CHROMA_RATIO`], so
+    the product is that channel's ratio clamped to [L/c, L·c] for the luminance ratio L."""
+    e_src, e_tgt = np.asarray(e_src), np.asarray(e_tgt)
+    if e_src.dtype != np.float32 or e_tgt.dtype != np.float32:
+        e_src, e_tgt = e_src.astype(np.float64), e_tgt.astype(np.float64)
+    l_src = _luminance(e_src) if source_luminance is None else source_luminance
+    l_tgt = _luminance(e_tgt)
+    if guard is None:
+        guard = GUARD_FRACTION * float(l_src.mean()) + 1e-6
+    lum_ratio = _three((l_tgt + guard) / (l_src + guard))
+    per_channel = (e_tgt + guard) / (e_src + guard)  # each light's chroma guarded alike: a black target keeps its hue
+    np.maximum(per_channel, lum_ratio * (1.0 / MAX_CHROMA_RATIO), out=per_channel)
+    np.minimum(per_channel, lum_ratio * MAX_CHROMA_RATIO, out=per_channel)
+    return np.clip(per_channel, 0.0, float(max_ratio), out=per_channel)
 
 
 def _mask_2d(mask: np.ndarray) -> np.ndarray:

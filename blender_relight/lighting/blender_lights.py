@@ -60,6 +60,10 @@ class LightSpec:
     ``spot_size``: full cone angle in radians; ``spot_blend`` in [0, 1].
     ``size``/``size_y``: area light extent (metres); ``shape``: SQUARE, RECTANGLE, DISK or ELLIPSE;
     ``axis_x``: the area light's local +X in anchor axes (orientation of a rectangle; any perpendicular if None).
+    For POINT and SPOT, ``size`` is the light's diameter (metres: twice Blender's Radius, ``shadow_soft_size``),
+    which sets how soft its shadows are (``blender_lights.shadow_extent``) and nothing else.
+    ``angle``: a SUN's angular diameter (radians, Blender's Angle): its shadows' penumbra widens with the distance
+    from the blocker, ``2·tan(angle/2)`` per unit of gap, as Blender's; 0 is a hard sun.
     """
 
     type: str
@@ -75,6 +79,7 @@ class LightSpec:
     axis_x: tuple[float, float, float] | np.ndarray | None = None
     temperature: float | None = None
     exposure: float = 0.0
+    angle: float = 0.0
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -102,14 +107,31 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def spot_mask(cos_angle: float | np.ndarray, spot_size: float, spot_blend: float) -> np.ndarray:
-    """Blender's spot cone mask: 0 outside the cone, smoothstep over the blend band inside its edge, else 1."""
+    """Blender's spot cone mask: 0 outside the cone, smoothstep over the blend band inside its edge, else 1.
+    A float32 array stays float32 (the shader's columns)."""
     cos_half = np.cos(0.5 * float(spot_size))
-    cos_angle = np.asarray(cos_angle, dtype=np.float64)
+    cos_angle = np.asarray(cos_angle)
+    if cos_angle.dtype != np.float32:
+        cos_angle = cos_angle.astype(np.float64)
     spread = (1.0 - cos_half) * float(spot_blend)
     if spread <= 1e-12:
-        return (cos_angle > cos_half).astype(np.float64)
-    t = np.clip((cos_angle - cos_half) / spread, 0.0, 1.0)
+        return (cos_angle > cos_half).astype(cos_angle.dtype)
+    t = np.clip((cos_angle - cos_half) * (1.0 / spread), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
+
+
+def shadow_extent(spec: LightSpec, sun_distance: float) -> float:
+    """Width (metres) of the emitter as a shadow sees it, for a penumbra ``width · gap / (distance - gap)``: an area
+    light's (geometric mean of its sides), a point or spot light's diameter (``size``), and for a sun the width its
+    angular diameter has at ``sun_distance`` (the distance the shadow lookup gives a sun), so the penumbra is
+    ``2·tan(angle/2)`` per unit of gap (Blender's sun angle). Negative sizes count as 0 (a hard light)."""
+    if spec.type == "AREA":
+        sy = spec.size_y if spec.shape in ("RECTANGLE", "ELLIPSE") else spec.size
+        return float(np.sqrt(max(float(spec.size), 0.0) * max(float(sy), 0.0)))
+    if spec.type == "SUN":
+        angle = min(max(float(spec.angle), 0.0), np.radians(179.0))
+        return 2.0 * float(np.tan(0.5 * angle)) * float(sun_distance)
+    return max(float(spec.size), 0.0)
 
 
 def _area_patches(spec: LightSpec, grid: int = _AREA_GRID) -> tuple[np.ndarray, np.ndarray]:
@@ -147,22 +169,37 @@ def irradiance_at(spec: LightSpec, points: np.ndarray) -> tuple[np.ndarray, np.n
     """Per surface point (N, 3; anchor axes, Blender units): the irradiance (N,) the light gives a surface there
     that faces it, and the unit direction (N, 3) from the point to the light. The same small-light formulas as
     :func:`light_irradiance` (which is this at the head's centre), evaluated where each point is: falloff with its
-    own distance, the spot cone and an area light's emission angle as that point sees them."""
+    own distance, the spot cone and an area light's emission angle as that point sees them (:func:`irradiance_columns`
+    on the points' coordinates)."""
     pts = np.asarray(points)
     pts = pts.reshape(-1, 3) if pts.dtype == np.float32 else pts.astype(np.float64).reshape(-1, 3)  # float32 stays
+    e, lx, ly, lz = irradiance_columns(spec, pts[:, 0], pts[:, 1], pts[:, 2])
+    towards = np.stack([np.broadcast_to(c, e.shape) for c in (lx, ly, lz)], 1).astype(pts.dtype, copy=False)
+    return e.astype(pts.dtype, copy=False), towards
+
+
+def irradiance_columns(spec: LightSpec, x: np.ndarray, y: np.ndarray, z: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray | float, np.ndarray | float, np.ndarray | float]:
+    """:func:`irradiance_at` on coordinate columns (each (N,), anchor axes, Blender units; float32 stays float32):
+    the irradiance (N,) and the three components of the unit direction to the light (scalars for a sun). Why
+    columns: a shader works on one component at a time; (N, 3) rows cost a strided reduction per dot product."""
+    dtype = np.float32 if np.asarray(x).dtype == np.float32 else np.float64
     power = float(spec.power)
     if spec.type == "SUN":
-        return np.full(len(pts), power, pts.dtype), np.broadcast_to(-_unit(spec.direction).astype(pts.dtype),
-                                                                    pts.shape)
-    offset = np.asarray(spec.position, dtype=pts.dtype).reshape(3) - pts
-    r2 = np.maximum(np.einsum("ij,ij->i", offset, offset), 1e-12)
-    towards = offset / np.sqrt(r2)[:, None]
+        d = -_unit(spec.direction)
+        return np.full(np.shape(x), power, dtype), float(d[0]), float(d[1]), float(d[2])
+    px, py, pz = (float(c) for c in np.asarray(spec.position, dtype=np.float64).reshape(3))
+    dx, dy, dz = px - x, py - y, pz - z
+    r2 = np.maximum(dx * dx + dy * dy + dz * dz, dtype(1e-12))
+    inv_r = 1.0 / np.sqrt(r2)
+    lx, ly, lz = dx * inv_r, dy * inv_r, dz * inv_r
     if spec.type == "POINT":
-        return power / (4.0 * np.pi * r2), towards
+        return (power / (4.0 * np.pi)) / r2, lx, ly, lz
+    ax, ay, az = (float(c) for c in _unit(spec.direction))
+    cos_axis = -(lx * ax + ly * ay + lz * az)  # the point seen from the light's axis
     if spec.type == "SPOT":
-        cone = spot_mask(-(towards @ _unit(spec.direction)), spec.spot_size, spec.spot_blend)
-        return power / (4.0 * np.pi * r2) * cone, towards
-    return power / (np.pi * r2) * np.maximum(0.0, -(towards @ _unit(spec.direction))), towards  # AREA
+        return (power / (4.0 * np.pi)) / r2 * spot_mask(cos_axis, spec.spot_size, spec.spot_blend), lx, ly, lz
+    return (power / np.pi) / r2 * np.maximum(cos_axis, 0.0), lx, ly, lz  # AREA: its emission cosine
 
 
 def area_samples(spec: LightSpec, grid: int) -> list[LightSpec]:

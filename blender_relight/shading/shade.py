@@ -4,7 +4,7 @@ world/HDRI/ambient part as second-order SH.
 
 Why per light and not all SH: a second-order SH cannot hold a delta, so it has no nose shadow, no hard terminator and
 no highlight; users key with point, spot, area and sun lights. Each light's irradiance at each pixel comes from
-``blender_lights.irradiance_at`` (the unit formulas the SH projection uses, evaluated at the pixel instead of the
+``blender_lights.irradiance_columns`` (the unit formulas the SH projection uses, evaluated at the pixel instead of the
 head's centre), so a light means the same thing in every engine.
 
 Units: ``diffuse`` is irradiance E (W/m² in Blender's units; a Lambertian surface of albedo ρ shows ρ·E/π);
@@ -25,7 +25,7 @@ import numpy as np
 
 from blender_relight import camera as cam
 from blender_relight.lighting import sh as shlib
-from blender_relight.lighting.blender_lights import LightSpec, area_samples, irradiance_at
+from blender_relight.lighting.blender_lights import LightSpec, area_samples, irradiance_columns, shadow_extent
 from blender_relight.shading import frames, shadow
 
 ROUGHNESS = 0.4
@@ -34,8 +34,16 @@ F0_SKIN = 0.028
 SPECULAR_WEIGHT = (1.0, 0.25)
 #: Patches per side an area light is summed over for its diffuse and specular.
 AREA_GRID = 2
-#: Softness assumed for lights whose size Blender does not hand over (point/spot radius, sun angle), world units.
-DEFAULT_SOFT_SIZE = 0.05
+#: Below this fraction of the pixels reached by a light (or patch), its highlight is computed on those pixels alone
+#: (gathering them costs more than it saves when most are reached).
+COMPACT_FRACTION = 0.5
+#: An area light no wider than this fraction of its distance to the nearest shaded point is shaded as one patch.
+#: Measured on lp_d3 frame 30 against a 16×16 grid (square lights at 0.7-3 m from three directions): one patch is
+#: then within 1.4 % of the diffuse peak and 4.6 % of the highlight's, the 2×2 grid's own error at width /
+#: distance = 1/3 (1.3 % and 6.2 %) (tests/test_shading_direct.py checks the bound on a wall).
+SMALL_AREA_FRACTION = 0.1
+#: The distance (world units) the shadow lookup gives a sun (its penumbra: ``blender_lights.shadow_extent``).
+SUN_DISTANCE = 1e3
 
 
 @dataclass
@@ -83,6 +91,18 @@ class ShadingInputs:
     specular_weight: np.ndarray  # (N,)
     receivers: np.ndarray  # (M, 3) EG3D world: a sparse sample of ``position`` that shadow maps are fitted to
 
+    def __post_init__(self) -> None:
+        # The same vectors as contiguous float32 columns (3, N), made once per G-buffer: a light's dot products are
+        # then sums of three column products, not strided reductions over (N, 3) rows (4x slower in NumPy).
+        def cols(a: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(np.asarray(a, np.float32).T)
+
+        self.position_t = cols(self.position)
+        self.normal_t = cols(self.normal)
+        self.position_light_t = cols(self.position_light)
+        self.normal_light_t = cols(self.normal_light)
+        self.view_light_t = cols(self.view_light)
+
 
 def prepare(gbuffer, camera_label: np.ndarray) -> ShadingInputs:
     """Gather a G-buffer's covered pixels for :func:`shade` (``camera_label``: the camera that made it)."""
@@ -123,47 +143,55 @@ def _ggx(n_dot_l: np.ndarray, n_dot_v: np.ndarray, n_dot_h: np.ndarray, v_dot_h:
     return d * g * f / (4.0 * np.maximum(n_dot_v, 1e-3))
 
 
-def _light_key(spec: LightSpec) -> str:
-    return repr(spec)
-
-
 class ShadowCache:
-    """Shadow maps of the current geometry by light (a change of one light of three rebuilds one map)."""
+    """Shadow maps of the current geometry by light (a change of one light of three rebuilds one map).
+
+    A map depends on the light's position only (a sun's direction): a change of power, colour, cone, blend, size or
+    a spot's aim keeps it, and so does a move so small that no shadow on the receivers would shift by more than
+    :data:`REUSE_TEXELS` (``shadow.shadow_shift``: blockers up to the receivers' diameter in front; at 1.5 m from
+    a head that is a move of ~3 mm)."""
+
+    #: Largest shadow shift (texels, ~2 mm on a face at 128²) a map is kept for while its light moves.
+    REUSE_TEXELS = 0.5
 
     def __init__(self, keep: int = 8) -> None:
         import threading
 
         self._maps: OrderedDict[tuple, shadow.ShadowMap] = OrderedDict()
         self.keep = keep
-        self._lock = threading.Lock()  # lights are shaded on two threads
+        self._lock = threading.Lock()  # lights may be shaded on worker threads (WORKERS)
+        self.built = 0  # maps rasterised (for tests and benchmarks)
 
     def get(self, geometry, spec: LightSpec, resolution: int, receivers: np.ndarray | None = None
             ) -> shadow.ShadowMap:
-        key = (id(geometry), _light_key(spec), resolution, id(receivers))
+        sun = spec.type == "SUN"
+        where = frames.direction_to_eg3d(spec.direction) if sun else frames.light_frame_to_eg3d(spec.position)
+        where = np.asarray(where, np.float64).reshape(3)
+        group = (id(geometry), int(resolution), id(receivers), sun)
         with self._lock:
-            sm = self._maps.get(key)
-        if sm is None:
-            if spec.type == "SUN":
-                sm = shadow.build_shadow_map(geometry, light_direction=frames.direction_to_eg3d(spec.direction),
-                                             resolution=resolution, receivers=receivers)
-            else:
-                sm = shadow.build_shadow_map(geometry, light_position=frames.light_frame_to_eg3d(spec.position),
-                                             resolution=resolution, receivers=receivers)
-            with self._lock:
-                self._maps[key] = sm
-                while len(self._maps) > self.keep:
-                    self._maps.popitem(last=False)
+            for key in reversed(self._maps):
+                sm = self._maps[key]
+                if key[:4] == group and (key[4] == where.tobytes() or self.REUSE_TEXELS >= (
+                        shadow.shadow_shift(sm, light_direction=where) if sun
+                        else shadow.shadow_shift(sm, light_position=where))):
+                    self._maps.move_to_end(key)
+                    return sm
+        if sun:
+            sm = shadow.build_shadow_map(geometry, light_direction=where, resolution=resolution, receivers=receivers)
+        else:
+            sm = shadow.build_shadow_map(geometry, light_position=where, resolution=resolution, receivers=receivers)
+        with self._lock:
+            self.built += 1
+            self._maps[group + (where.tobytes(),)] = sm
+            while len(self._maps) > self.keep:
+                self._maps.popitem(last=False)
         return sm
 
 
 def _soft_size(spec: LightSpec) -> float:
-    """The light's extent (world units) for its penumbra."""
-    if spec.type == "AREA":
-        sy = spec.size_y if spec.shape in ("RECTANGLE", "ELLIPSE") else spec.size
-        return float(np.sqrt(max(spec.size, 0.0) * max(sy, 0.0))) / frames.BLENDER_UNITS_PER_EG3D_UNIT
-    if spec.type == "SUN":
-        return 0.0
-    return max(float(spec.size), DEFAULT_SOFT_SIZE) / frames.BLENDER_UNITS_PER_EG3D_UNIT
+    """The light's extent (world units) for its penumbra: an area light's sides, a point or spot light's diameter
+    (``size``: Blender's radius × 2), a sun's angle at :data:`SUN_DISTANCE` (``blender_lights.shadow_extent``)."""
+    return shadow_extent(spec, SUN_DISTANCE * frames.BLENDER_UNITS_PER_EG3D_UNIT) / frames.BLENDER_UNITS_PER_EG3D_UNIT
 
 
 def _unique_names(lights) -> list[str]:
@@ -175,45 +203,69 @@ def _unique_names(lights) -> list[str]:
     return names
 
 
-def _shade_light(spec: LightSpec, inputs: ShadingInputs, caster, cache: "ShadowCache", shadow_resolution: int,
-                 roughness: float, f0: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One light's (diffuse irradiance, specular radiance, visibility) per covered pixel (N,), before its colour.
+def _light_terms(spec: LightSpec, inputs: ShadingInputs, part: slice, shadow_map, roughness: float, f0: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One light's (diffuse irradiance, specular radiance, visibility) on the covered pixels ``part``, before its
+    colour, its visibility's smoothing and the specular weight. ``shadow_map``: a Future of the light's map, or None
+    (no cast shadows).
 
-    Work is done only where the light arrives (facing it, inside its cone): a side light skips half the head."""
-    n_pix = len(inputs.index)
-    samples = area_samples(spec, AREA_GRID) if spec.type == "AREA" and spec.size > 0 else [spec]
-    diffuse = np.zeros(n_pix, np.float32)
-    specular = np.zeros(n_pix, np.float32)
-    n, v = inputs.normal_light, inputs.view_light
-    for sample in samples:
-        e, to_light = irradiance_at(sample, inputs.position_light)
-        e = e.astype(np.float32)
-        to_light = np.asarray(to_light, np.float32)
-        n_dot_l = n[:, 0] * to_light[:, 0] + n[:, 1] * to_light[:, 1] + n[:, 2] * to_light[:, 2]
-        idx = np.flatnonzero((n_dot_l > 0) & (e > 0))
-        if idx.size == 0:
-            continue
-        nl, el, tl, nn, vv = n_dot_l[idx], e[idx], to_light[idx], n[idx], v[idx]
-        diffuse[idx] += el * nl
-        half = tl + vv
-        half *= (1.0 / np.maximum(np.sqrt((half * half).sum(1)), 1e-9))[:, None]
-        n_dot_h = np.clip((nn * half).sum(1), 0.0, 1.0)
-        v_dot_h = np.clip((vv * half).sum(1), 0.0, 1.0)
-        specular[idx] += el * _ggx(nl, inputs.n_dot_v[idx], n_dot_h, v_dot_h, roughness, f0)
-    lit = np.flatnonzero(diffuse > 0)
-    vis = np.zeros(n_pix, np.float32)  # no light reaches a point that faces away (or is out of the cone)
-    if caster is None or lit.size == 0:
-        vis[lit] = 1.0
-    else:
-        sm = cache.get(caster, spec, shadow_resolution, inputs.receivers)
-        if spec.type == "SUN":
-            dist: np.ndarray | float = 1e3
+    Float32 columns throughout; the shadow lookup runs only where the light arrives (facing it, inside its cone)."""
+    px, py, pz = inputs.position_light_t[:, part]
+    nx, ny, nz = inputs.normal_light_t[:, part]
+    vx, vy, vz = inputs.view_light_t[:, part]
+    n_dot_v = inputs.n_dot_v[part]
+    diffuse = np.zeros(px.shape, np.float32)
+    specular = np.zeros(px.shape, np.float32)
+    for sample in _samples(spec, inputs.receivers):
+        e, lx, ly, lz = irradiance_columns(sample, px, py, pz)
+        n_dot_l = np.maximum(nx * lx + ny * ly + nz * lz, 0.0)
+        arriving = e * n_dot_l  # 0 where the surface faces away or the light's cone ends
+        diffuse += arriving
+        terms = (e, n_dot_l, lx, ly, lz, nx, ny, nz, vx, vy, vz, n_dot_v)
+        reached = np.flatnonzero(arriving > 0)
+        if len(reached) < COMPACT_FRACTION * arriving.size:  # a rim, back light or narrow spot: its highlight
+            specular[reached] += _specular(*(a[reached] if np.ndim(a) else a for a in terms), roughness, f0)
         else:
-            offset = np.asarray(spec.position, np.float32) - inputs.position_light[lit]
-            dist = np.sqrt((offset * offset).sum(1)) / np.float32(frames.BLENDER_UNITS_PER_EG3D_UNIT)
-        vis[lit] = shadow.visibility(sm, inputs.position[lit], inputs.normal[lit], _soft_size(spec), dist)
-        vis = _smooth(vis, inputs)
-    return diffuse * vis, specular * vis * inputs.specular_weight, vis
+            specular += _specular(*terms, roughness, f0)
+    lit = np.flatnonzero(diffuse > 0)
+    vis = np.zeros(px.shape, np.float32)  # no light reaches a point that faces away (or is out of the cone)
+    if shadow_map is None or lit.size == 0:
+        vis[lit] = 1.0
+        return diffuse, specular, vis
+    if spec.type == "SUN":
+        dist: np.ndarray | float = SUN_DISTANCE
+    else:
+        x, y, z = (float(c) for c in np.asarray(spec.position, np.float64).reshape(3))
+        dx, dy, dz = px[lit] - x, py[lit] - y, pz[lit] - z
+        dist = np.sqrt(dx * dx + dy * dy + dz * dz) * np.float32(1.0 / frames.BLENDER_UNITS_PER_EG3D_UNIT)
+    points = np.take(inputs.position_t[:, part], lit, axis=1)  # take: 4x faster than [:, lit] here
+    normals = np.take(inputs.normal_t[:, part], lit, axis=1)
+    vis[lit] = shadow.visibility_columns(shadow_map.result(), points, normals, _soft_size(spec), dist)
+    return diffuse, specular, vis
+
+
+def _specular(e, n_dot_l, lx, ly, lz, nx, ny, nz, vx, vy, vz, n_dot_v, roughness: float, f0: float) -> np.ndarray:
+    """The GGX lobe's reflected radiance for irradiance ``e`` from unit direction ``l`` at normal ``n``, view ``v``
+    (columns; 0 where n·l = 0: Smith masking)."""
+    hx, hy, hz = lx + vx, ly + vy, lz + vz  # the half vector (unnormalised)
+    inv_h = 1.0 / np.maximum(np.sqrt(hx * hx + hy * hy + hz * hz), np.float32(1e-9))
+    n_dot_h = np.clip((nx * hx + ny * hy + nz * hz) * inv_h, 0.0, 1.0)
+    v_dot_h = np.clip((vx * hx + vy * hy + vz * hz) * inv_h, 0.0, 1.0)
+    return e * _ggx(n_dot_l, n_dot_v, n_dot_h, v_dot_h, roughness, f0)
+
+
+def _samples(spec: LightSpec, receivers: np.ndarray | None = None) -> list[LightSpec]:
+    """What a light is summed over: an area light's patches (:data:`AREA_GRID`², one for a light small for its
+    distance to the nearest of ``receivers`` (EG3D world), :data:`SMALL_AREA_FRACTION`), any other light itself."""
+    if spec.type != "AREA" or spec.size <= 0:
+        return [spec]
+    if receivers is not None and len(receivers):
+        width = max(float(spec.size), float(spec.size_y) if spec.shape in ("RECTANGLE", "ELLIPSE") else 0.0)
+        where = frames.light_frame_to_eg3d(np.asarray(spec.position, np.float64))
+        nearest = float(np.sqrt(((np.asarray(receivers) - where) ** 2).sum(1).min()))
+        if width <= SMALL_AREA_FRACTION * nearest * frames.BLENDER_UNITS_PER_EG3D_UNIT:
+            return area_samples(spec, 1)
+    return area_samples(spec, AREA_GRID)
 
 
 def _smooth(values: np.ndarray, inputs: ShadingInputs, sigma: float = 0.8) -> np.ndarray:
@@ -222,29 +274,80 @@ def _smooth(values: np.ndarray, inputs: ShadingInputs, sigma: float = 0.8) -> np
     import cv2
 
     h, w = inputs.shape
+    den = inputs.__dict__.get("_smooth_den")
+    if den is None:  # the blurred coverage: the same for every light of this G-buffer
+        cover = np.zeros(h * w, np.float32)
+        cover[inputs.index] = 1.0
+        den = cv2.GaussianBlur(cover.reshape(h, w), (3, 3), sigma).reshape(-1)[inputs.index]
+        den = inputs.__dict__.setdefault("_smooth_den", 1.0 / np.maximum(den, 1e-6))
     img = np.zeros(h * w, np.float32)
     img[inputs.index] = values
-    cover = np.zeros(h * w, np.float32)
-    cover[inputs.index] = 1.0
-    num = cv2.GaussianBlur(img.reshape(h, w), (3, 3), sigma).reshape(-1)
-    den = cv2.GaussianBlur(cover.reshape(h, w), (3, 3), sigma).reshape(-1)
-    out = num[inputs.index] / np.maximum(den[inputs.index], 1e-6)
-    return np.where(values > 0, out, 0.0).astype(np.float32)  # what faces away stays unlit
+    out = cv2.GaussianBlur(img.reshape(h, w), (3, 3), sigma).reshape(-1)[inputs.index] * den
+    out[values <= 0] = 0.0  # what faces away stays unlit
+    return out
 
 
 _POOL = None
+#: Fewer covered pixels than this are shaded in one piece (splitting them costs more than it saves).
+SPLIT_PIXELS = 8192
+#: Worker threads for the lights (1: serial). Measured on the 2-core VM with its second core idle (15:33, lp_d3
+#: frame 30, three moving shadowed lights): serial 19.3 ms wall, two threads on pixel halves 31.4 ms, two threads on
+#: whole lights no faster than serial and 30 % more CPU: NumPy's operations on ~15 000 pixels last a few µs each,
+#: too short for two threads to share the GIL profitably (two plain NumPy loops on two threads did not run faster
+#: than one either, while two processes did). Kept settable for machines where it pays.
+WORKERS = 1
 
 
 def _pool():
-    """Two worker threads (NumPy and OpenCV release the GIL): lights are shaded side by side on 2 cores."""
+    """:data:`WORKERS` worker threads (NumPy and OpenCV release the GIL): a light's pixels in two halves side by
+    side, and shadow maps rasterised side by side."""
     global _POOL
-    if _POOL is None:
-        import os
+    if _POOL is None or _POOL._max_workers != WORKERS:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)),
-                                   thread_name_prefix="relight-shade")
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
+        _POOL = ThreadPoolExecutor(max_workers=max(1, WORKERS), thread_name_prefix="relight-shade")
     return _POOL
+
+
+class _Done:
+    """A finished value with a Future's ``result()`` (the serial path)."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+def _shade_lights(lights, inputs: ShadingInputs, caster, cache: ShadowCache, shadow_resolution: int,
+                  roughness: float, f0: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every light's (diffuse, specular, visibility) (N,) before its colour: the shadow maps first (one task each),
+    then each light's pixels (in two halves on :data:`WORKERS` > 1 threads: split by pixels rather than by lights,
+    both workers are busy for one light or three), then each light's visibility smoothed (it needs the whole
+    image). Serial by default (:data:`WORKERS`)."""
+    n_pix = len(inputs.index)
+    pool = _pool() if WORKERS > 1 and (len(lights) > 1 or n_pix >= SPLIT_PIXELS) else None
+    parts = [slice(0, n_pix // 2), slice(n_pix // 2, n_pix)] if pool is not None and n_pix >= SPLIT_PIXELS \
+        else [slice(0, n_pix)]
+
+    def run(fn, *args):
+        return pool.submit(fn, *args) if pool is not None else _Done(fn(*args))
+
+    # maps are queued before any shading task, so a task waiting on its map never waits on a task behind it
+    maps = [None if caster is None else run(cache.get, caster, spec, shadow_resolution, inputs.receivers)
+            for spec in lights]
+    terms = [[run(_light_terms, spec, inputs, part, sm, roughness, f0) for part in parts]
+             for spec, sm in zip(lights, maps)]
+    out = []
+    for spec, pieces in zip(lights, terms):
+        pieces = [t.result() for t in pieces]
+        diffuse, specular, vis = (np.concatenate(k) if len(pieces) > 1 else k[0] for k in zip(*pieces))
+        if caster is not None:
+            vis = _smooth(vis, inputs)
+        out.append((diffuse * vis, specular * vis * inputs.specular_weight, vis))
+    return out
 
 
 def shade(gbuffer, lighting, shadow_geometry=None, camera_label: np.ndarray | None = None,
@@ -277,35 +380,46 @@ def shade(gbuffer, lighting, shadow_geometry=None, camera_label: np.ndarray | No
         out[inputs.index] = np.asarray(values, np.float32).reshape(n_pix, channels)
         return out.reshape(h, w, channels)
 
-    sh_part = np.maximum(inputs.irradiance_basis @ lighting.sh.astype(np.float32), 0.0)
-    total_d = sh_part.copy()
-    total_s = np.zeros((n_pix, 3), np.float32)
+    # Totals in planes (3, N), made interleaved (N, 3) by cv2.merge at the end: a (N, 1) × (3,) broadcast costs
+    # NumPy 25× what a plane product does.
+    basis_t = inputs.__dict__.get("_basis_t")
+    if basis_t is None:
+        basis_t = inputs.__dict__.setdefault("_basis_t", np.ascontiguousarray(inputs.irradiance_basis.T))
+    sh_t = np.maximum(lighting.sh.astype(np.float32).T @ basis_t, 0.0)  # (3, N)
+    total_d_t = sh_t.copy()
+    total_s_t = np.zeros((3, n_pix), np.float32)
     passes: dict[str, LightPasses] = {}
     values: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     cache = shadows if shadows is not None else ShadowCache()
     names = _unique_names(lighting.lights)
     jobs = [(name, spec) for name, spec in zip(names, lighting.lights)]
-    if len(jobs) > 1:
-        futures = [_pool().submit(_shade_light, spec, inputs, shadow_geometry, cache, shadow_resolution, roughness,
-                                  f0) for _, spec in jobs]
-        results = [f.result() for f in futures]
-    else:
-        results = [_shade_light(spec, inputs, shadow_geometry, cache, shadow_resolution, roughness, f0)
-                   for _, spec in jobs]
+    results = _shade_lights(lighting.lights, inputs, shadow_geometry, cache, shadow_resolution, roughness, f0)
     for (name, spec), (diffuse, specular, vis) in zip(jobs, results):
         colour = spec.rgb().astype(np.float32)
-        d_rgb = diffuse[:, None] * colour
-        s_rgb = specular[:, None] * colour
-        total_d += d_rgb
-        total_s += s_rgb
+        d_rgb_t = np.multiply.outer(colour, diffuse)
+        s_rgb_t = np.multiply.outer(colour, specular)
+        total_d_t += d_rgb_t
+        total_s_t += s_rgb_t
+        d_rgb, s_rgb = _interleaved(d_rgb_t), _interleaved(s_rgb_t)
         values[name] = (d_rgb, s_rgb, vis)
         if per_light:
             passes[name] = LightPasses(image(d_rgb), image(s_rgb), image(vis, 1))
-    total_d = np.nan_to_num(total_d, nan=0.0, posinf=0.0, copy=False)
-    total_s = np.nan_to_num(total_s, nan=0.0, posinf=0.0, copy=False)
+    for total in (total_d_t, total_s_t):  # finite by construction; a guard that costs one pass when it is
+        if not np.isfinite(total).all():
+            np.nan_to_num(total, nan=0.0, posinf=0.0, copy=False)
+    total_d, total_s = _interleaved(total_d_t), _interleaved(total_s_t)
     if not images:
         return ShadingResult(None, None, None, passes, values, total_d, total_s)
-    return ShadingResult(image(total_d), image(total_s), image(sh_part), passes, values, total_d, total_s)
+    return ShadingResult(image(total_d), image(total_s), image(_interleaved(sh_t)), passes, values, total_d, total_s)
+
+
+def _interleaved(planes: np.ndarray) -> np.ndarray:
+    """(3, N) float32 planes -> (N, 3) rows (cv2.merge: 30× faster than NumPy's transposed copy)."""
+    import cv2
+
+    if planes.shape[1] == 0:
+        return np.zeros((0, 3), np.float32)
+    return cv2.merge([planes[0], planes[1], planes[2]]).reshape(-1, 3)
 
 
 def extend(image: np.ndarray, mask: np.ndarray, sigmas: tuple[float, ...] = (2.0, 6.0)) -> np.ndarray:

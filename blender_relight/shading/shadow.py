@@ -44,6 +44,8 @@ class ShadowMap:
     focal: float  # texels per unit of x/z (perspective) or per world unit (orthographic)
     orthographic: bool
     texel_world: float  # a texel's width in world units at the head's centre
+    centre: np.ndarray | None = None  # (3,) centre of the receivers it was fitted to (or of the mesh)
+    radius: float = 0.0  # their bounding radius (twice it bounds a blocker-receiver gap)
 
     @property
     def size(self) -> int:
@@ -117,7 +119,7 @@ def build_shadow_map(geometry, light_position: np.ndarray | None = None, light_d
         _, far = bounding_sphere(verts)
         origin = centre - rot[2] * (far * 2.0 + float(np.linalg.norm(bounding_sphere(verts)[0] - centre)))
         focal = (s / 2.0) / max(half, 1e-6)
-        sm = ShadowMap(np.empty((s, s), np.float32), rot, origin, focal, True, 1.0 / focal)
+        sm = ShadowMap(np.empty((s, s), np.float32), rot, origin, focal, True, 1.0 / focal, centre, radius)
     else:
         pos = np.asarray(light_position, dtype=np.float64).reshape(3)
         to_head = centre - pos
@@ -131,7 +133,7 @@ def build_shadow_map(geometry, light_position: np.ndarray | None = None, light_d
         else:  # receivers beside or behind the light (a light inside the hair): the widest map
             tan_half = np.tan(np.radians(80.0))
         focal = (s / 2.0) / tan_half
-        sm = ShadowMap(np.empty((s, s), np.float32), rot, pos, focal, False, dist / focal)
+        sm = ShadowMap(np.empty((s, s), np.float32), rot, pos, focal, False, dist / focal, centre, radius)
     xy, z = sm.to_light(verts)
     depth = np.full(s * s, np.inf, np.float32)
     if sm.orthographic or np.all(z > 1e-6):
@@ -147,6 +149,38 @@ def build_shadow_map(geometry, light_position: np.ndarray | None = None, light_d
     return sm
 
 
+def shadow_shift(sm: ShadowMap, light_position: np.ndarray | None = None,
+                 light_direction: np.ndarray | None = None) -> float:
+    """How far (texels) the shadows of map ``sm`` would move on its receivers if its light were at
+    ``light_position`` (or travelled along ``light_direction`` for a sun) instead: a blocker at gap ``g`` in front of
+    a receiver throws its shadow ``|Δp| · g / (D - g)`` further for a light moved by ``Δp`` at distance ``D`` (a sun
+    turned by ``Δθ``: ``g · Δθ``); the gap is bounded by the receivers' diameter (a blocker and the receiver it
+    shadows are both on the head). What decides whether a map can be kept while its light moves a little."""
+    g = 2.0 * float(sm.radius)
+    if sm.orthographic:
+        if light_direction is None:
+            return np.inf
+        d = np.asarray(light_direction, np.float64).reshape(3)
+        d = d / max(np.linalg.norm(d), 1e-12)
+        angle = float(np.arccos(np.clip(d @ sm.rotation[2], -1.0, 1.0)))
+        return g * angle / sm.texel_world
+    if light_position is None or sm.centre is None:
+        return np.inf
+    move = float(np.linalg.norm(np.asarray(light_position, np.float64).reshape(3) - sm.origin))
+    dist = float(np.linalg.norm(sm.origin - sm.centre))
+    if dist <= g:  # a light among the receivers: any move changes what it sees
+        return np.inf if move > 0 else 0.0
+    return move * g / (dist - g) / sm.texel_world
+
+
+def _gather_xy(depth: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``depth`` at the nearest texel of each (x, y) (clamped to the map)."""
+    s = depth.shape[0]
+    ix = np.clip(np.rint(x), 0, s - 1).astype(np.int32)
+    iy = np.clip(np.rint(y), 0, s - 1).astype(np.int32)
+    return depth.reshape(-1)[iy * s + ix]
+
+
 def _gather(depth: np.ndarray, xy: np.ndarray) -> np.ndarray:
     s = depth.shape[0]
     ix = np.clip(np.rint(xy[..., 0]).astype(np.int32), 0, s - 1)
@@ -160,44 +194,68 @@ def visibility(sm: ShadowMap, points: np.ndarray, normals: np.ndarray, light_siz
 
     ``points``/``normals``: EG3D world (N, 3), normals unit. ``light_distance``: from each point to the light (for
     the penumbra); the map's own depth when None. Call it for points that face the light (the others get no light
-    whatever the shadow says).
+    whatever the shadow says). :func:`visibility_columns` on the transposed arrays.
     """
-    p = np.asarray(points, dtype=np.float32)
-    n = np.asarray(normals, dtype=np.float32)
-    if len(p) == 0:
+    p = np.ascontiguousarray(np.asarray(points, dtype=np.float32).reshape(-1, 3).T)
+    n = np.ascontiguousarray(np.asarray(normals, dtype=np.float32).reshape(-1, 3).T)
+    return visibility_columns(sm, p, n, light_size, light_distance)
+
+
+def visibility_columns(sm: ShadowMap, points_t: np.ndarray, normals_t: np.ndarray, light_size: float = 0.0,
+                       light_distance: np.ndarray | float | None = None) -> np.ndarray:
+    """:func:`visibility` of points and normals given as float32 columns (3, N) (what ``shading.shade`` keeps).
+
+    Steps: project each receiver (pushed ~1.5 texels along its normal) into the map; where even the nearest depth
+    within the widest filter (a min-filtered map) is behind the receiver's tangent plane, it is lit (most of a face:
+    one lookup); the rest get the blocker search and the percentage-closer filter."""
+    px, py, pz = (np.asarray(c, np.float32) for c in points_t)
+    nx, ny, nz = (np.asarray(c, np.float32) for c in normals_t)
+    if px.size == 0:
         return np.zeros(0, np.float32)
-    _, d0 = sm.to_light(p)
-    texel = (np.full(len(p), sm.texel_world, np.float32) if sm.orthographic
-             else np.maximum(d0, 1e-6) / np.float32(sm.focal))  # a texel's width where the receiver is
+    r = [[float(v) for v in row] for row in sm.rotation]
+    ox, oy, oz = (float(v) for v in sm.origin)
+    qx, qy, qz = px - ox, py - oy, pz - oz
+    cz = qx * r[2][0] + qy * r[2][1] + qz * r[2][2]  # the receiver's depth along the light's axis
+    mx = nx * r[0][0] + ny * r[0][1] + nz * r[0][2]  # its normal in the light's axes
+    my = nx * r[1][0] + ny * r[1][1] + nz * r[1][2]
+    mz = nx * r[2][0] + ny * r[2][1] + nz * r[2][2]
+    focal = float(sm.focal)
+    texel = (np.full(px.shape, sm.texel_world, np.float32) if sm.orthographic
+             else np.maximum(cz, np.float32(1e-6)) * np.float32(1.0 / focal))  # a texel's width at the receiver
     # normal offset (~1.5 texels) and receiver-plane depth: each tap is compared with the depth the receiver's own
     # tangent plane has under that tap (a lit slope seen obliquely rises across the filter and must not shadow itself)
-    xy, d = sm.to_light(p + n * (1.5 * texel)[:, None])
-    r = sm.rotation.astype(np.float32)
-    ncx = n @ r[0]
-    ncy = n @ r[1]
-    ncz = np.minimum(n @ r[2], -0.25)  # facing the light: negative; grazing slopes clamped (|gradient| ≤ ~4)
-    grad = np.stack([-ncx / ncz, -ncy / ncz], 1) * texel[:, None]  # depth per texel along the map's x and y
-    slack = texel * 1.5
+    push = texel * np.float32(1.5)
+    cx = qx * r[0][0] + qy * r[0][1] + qz * r[0][2] + mx * push
+    cy = qx * r[1][0] + qy * r[1][1] + qz * r[1][2] + my * push
+    d = cz + mz * push
+    centre = sm.size / 2.0 - 0.5
+    scale = np.float32(focal) if sm.orthographic else np.float32(focal) / np.maximum(d, np.float32(1e-6))
+    tx, ty = cx * scale + np.float32(centre), cy * scale + np.float32(centre)
+    inv_mz = -1.0 / np.minimum(mz, np.float32(-0.25))  # facing the light: negative; grazing slopes clamped (≤ ~4)
+    gx, gy = mx * inv_mz * texel, my * inv_mz * texel  # depth per texel along the map's x and y
+    slack = push  # 1.5 texels
     dist = d if light_distance is None else np.broadcast_to(np.asarray(light_distance, np.float32), d.shape)
-    texels_per_world = 1.0 / np.maximum(texel, 1e-9)
+    texels_per_world = 1.0 / np.maximum(texel, np.float32(1e-9))
     # blocker search over the penumbra of blockers up to MAX_GAP in front (a nose over a cheek, a jaw over the neck)
-    search = np.clip(light_size * MAX_GAP / np.maximum(dist, 1e-3) * texels_per_world, 1.0, 8.0).astype(np.float32)
+    search = np.clip(np.float32(light_size * MAX_GAP) / np.maximum(dist, np.float32(1e-3)) * texels_per_world,
+                     1.0, 8.0)
     # Most of a face is plainly lit: where even the nearest depth within the widest filter is behind the receiver's
     # plane, no tap can be blocked (one lookup in a min-filtered map instead of 16 taps).
-    reach = float(np.ceil(min(max(search.max(), 1.0), 8.0)))
+    reach = float(np.ceil(min(max(float(search.max()), 1.0), 8.0)))
     nearest = sm.nearest_within(int(reach))
-    slope = np.abs(grad).sum(1) * reach
-    clear = _gather(nearest, xy) >= d - slack - slope
-    vis = np.ones(len(p), np.float32)
+    slope = (np.abs(gx) + np.abs(gy)) * np.float32(reach)
+    clear = _gather_xy(nearest, tx, ty) >= d - slack - slope
+    vis = np.ones(px.shape, np.float32)
     todo = np.flatnonzero(~clear)
     if todo.size == 0:
         return vis
-    xy, d, grad, slack, dist, texels_per_world, search = (
-        xy[todo], d[todo], grad[todo], slack[todo], np.broadcast_to(dist, vis.shape)[todo], texels_per_world[todo],
-        search[todo])
+    xy = np.stack([tx[todo], ty[todo]], 1)
+    grad = np.stack([gx[todo], gy[todo]], 1)
+    d, slack, dist, texels_per_world, search = (d[todo], slack[todo], np.broadcast_to(dist, vis.shape)[todo],
+                                                texels_per_world[todo], search[todo])
     offsets = search[:, None, None] * _BLOCKER_TAPS[None].astype(np.float32)
     bd = _gather(sm.depth, xy[:, None, :] + offsets)
-    plane = d[:, None] + np.einsum("nkc,nc->nk", offsets, grad)
+    plane = d[:, None] + offsets[..., 0] * grad[:, None, 0] + offsets[..., 1] * grad[:, None, 1]
     blocked = bd < plane - slack[:, None]
     count = blocked.sum(1)
     part = np.ones(len(todo), np.float32)
@@ -212,7 +270,8 @@ def visibility(sm: ShadowMap, points: np.ndarray, normals: np.ndarray, light_siz
     penumbra = light_size * gap / np.maximum(dist_s - gap, 1e-3)
     radius = np.clip(penumbra * texels_per_world[some], 1.0, 8.0).astype(np.float32)
     offsets = radius[:, None, None] * POISSON[None].astype(np.float32)
-    plane = d_s[:, None] + np.einsum("nkc,nc->nk", offsets, grad[some])
+    g = grad[some]
+    plane = d_s[:, None] + offsets[..., 0] * g[:, None, 0] + offsets[..., 1] * g[:, None, 1]
     lit = _gather(sm.depth, xy[some][:, None, :] + offsets) >= plane - slack[some][:, None]
     part[some] = lit.mean(1)
     vis[todo] = part

@@ -114,15 +114,19 @@ class CropTransform:
         return cv2.warpAffine(frame, self.matrix, (self.size, self.size), flags=interpolation,
                               borderMode=cv2.BORDER_REFLECT_101)
 
-    def frame_roi(self, frame_shape: tuple[int, ...], mask: np.ndarray | None = None) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1) of the frame region the crop (or the mask's non-zero part) covers, clipped."""
+    def frame_roi(self, frame_shape: tuple[int, ...], mask: np.ndarray | None = None,
+                  box: tuple[int, int, int, int] | None = None) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) of the frame region the crop (or the mask's non-zero part, or the crop-space ``box``
+        (x0, y0, x1, y1) inclusive) covers, clipped."""
         h, w = frame_shape[:2]
-        if mask is not None:
-            ys, xs = np.nonzero(mask > 1e-4)
-            if len(xs) == 0:
+        if box is None and mask is not None:
+            bx, by, bw, bh = cv2.boundingRect((np.asarray(mask) > 1e-4).astype(np.uint8))
+            if bw == 0 or bh == 0:
                 return 0, 0, 0, 0
-            corners = np.array([[xs.min(), ys.min()], [xs.max(), ys.min()], [xs.min(), ys.max()], [xs.max(), ys.max()]],
-                               dtype=np.float64)
+            box = (bx, by, bx + bw - 1, by + bh - 1)
+        if box is not None:
+            xa, ya, xb, yb = box
+            corners = np.array([[xa, ya], [xb, ya], [xa, yb], [xb, yb]], dtype=np.float64)
         else:
             e = self.size - 1
             corners = np.array([[0, 0], [e, 0], [0, e], [e, e]], dtype=np.float64)
@@ -132,38 +136,71 @@ class CropTransform:
         return max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
 
     def unwarp(self, crop: np.ndarray, frame: np.ndarray, mask: np.ndarray,
-               reference: np.ndarray | None = None) -> np.ndarray:
-        """Paste ``crop`` back into a copy of ``frame`` through the inverse warp, blended by the crop-space ``mask``.
+               reference: np.ndarray | None = None, in_place: bool = False) -> np.ndarray:
+        """Paste ``crop`` back into a copy of ``frame`` (``frame`` itself with ``in_place``, for a frame made only to be
+        pasted into) through the inverse warp, blended by the crop-space ``mask``.
 
         - ``reference`` None: the frame takes the crop's pixels where the mask is 1 (feathered at its edge).
         - ``reference`` = the unmodified crop (``warp(frame)``): the *ratio* ``crop / reference`` (a smooth shading
           change, clamped to [0, :data:`MAX_PASTE_RATIO`]) multiplies the frame, so the frame keeps its own
           full-resolution detail, an unchanged crop returns the frame exactly, and the result is never negative (a
           pasted difference went below 0 wherever the frame was darker than the crop's resampling of it).
-        Only the region under the mask is resampled (cheap on 4K frames). Works on float or integer frames.
+        Only the mask's bounding box is used: the crop's part of it (with a pixel of border for the interpolation)
+        is turned into a ratio and resampled onto the frame region it covers, so a light drag pastes a head, not a
+        512² crop, and a 4K frame costs no more than its face. Mask values below 1e-4 count as 0. Works on float or
+        integer frames. For a float32 frame with ``reference`` (the preview's path) the factor
+        ``1 + mask · (ratio - 1)`` is made at crop resolution and resampled once (1 outside the crop): one warp and
+        one multiply instead of two warps and four passes; against resampling mask and ratio apart it moves at most
+        one 8-bit sRGB level on 0.1-0.3 % of the values (lp_d3, lp_d13 frame 30 under three lights).
         """
-        out = np.array(frame, copy=True)
-        x0, y0, x1, y1 = self.frame_roi(frame.shape, mask)
+        out = frame if in_place else np.array(frame, copy=True)
+        m8 = (np.asarray(mask) > 1e-4).astype(np.uint8)
+        bx, by, bw, bh = cv2.boundingRect(m8)
+        if bw == 0 or bh == 0:
+            return out
+        x0, y0, x1, y1 = self.frame_roi(frame.shape, mask, box=(bx, by, bx + bw - 1, by + bh - 1))
         if x1 <= x0 or y1 <= y0:
             return out
-        # Inverse map restricted to the ROI: dst (x, y) in the ROI samples the crop at matrix @ (x + x0, y + y0).
+        # the crop's part under the mask, one pixel of border for the bilinear taps
+        size_y, size_x = np.shape(mask)[:2]
+        cx0, cy0 = max(bx - 1, 0), max(by - 1, 0)
+        cx1, cy1 = min(bx + bw + 1, size_x), min(by + bh + 1, size_y)
+        # Inverse map restricted to the ROI: dst (x, y) in the ROI samples the crop at matrix @ (x + x0, y + y0),
+        # i.e. the sub-crop at that point minus its corner.
         M = self.matrix.copy()
-        M[:, 2] += M[:, :2] @ np.array([x0, y0], dtype=np.float64)
+        M[:, 2] += M[:, :2] @ np.array([x0, y0], dtype=np.float64) - np.array([cx0, cy0], dtype=np.float64)
         dsize = (x1 - x0, y1 - y0)
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        m = cv2.warpAffine(mask.astype(np.float32), M, dsize, flags=flags, borderMode=cv2.BORDER_CONSTANT,
-                           borderValue=0.0)
-        src = np.asarray(crop, dtype=np.float32)
-        if reference is not None:
-            ref = np.asarray(reference, dtype=np.float32)
-            scale = 1.0 if np.issubdtype(np.asarray(reference).dtype, np.floating) else 255.0
-            eps = PASTE_EPS * scale
-            src = np.clip((np.maximum(src, 0.0) + eps) / (np.maximum(ref, 0.0) + eps), 0.0, MAX_PASTE_RATIO)
+        sub_mask = np.where(m8[cy0:cy1, cx0:cx1] > 0, np.asarray(mask, np.float32)[cy0:cy1, cx0:cx1], np.float32(0))
+        src = np.asarray(crop)[cy0:cy1, cx0:cx1].astype(np.float32, copy=False)
+        if reference is not None:  # in place on the sub-crop: (max(crop, 0) + eps) / (max(reference, 0) + eps)
+            ref = np.asarray(reference)[cy0:cy1, cx0:cx1]
+            eps = np.float32(PASTE_EPS * (1.0 if np.issubdtype(ref.dtype, np.floating) else 255.0))
+            src = np.maximum(src, np.float32(0.0))
+            src += eps
+            den = np.maximum(ref.astype(np.float32, copy=False), np.float32(0.0))
+            den += eps
+            src /= den
+            np.minimum(src, np.float32(MAX_PASTE_RATIO), out=src)  # >= 0 already
+            if out.dtype == np.float32:
+                # The preview's path: the frame's factor 1 + mask·(ratio - 1) made at crop resolution and resampled
+                # once (outside the crop: 1, no change), then one in-place multiply of the frame region.
+                src -= np.float32(1.0)
+                # the mask repeated per channel (cv2.merge): NumPy's (h, w, 1) broadcast is ~10x slower
+                src *= cv2.merge([sub_mask] * src.shape[2]) if src.ndim == 3 and src.shape[2] > 1 else \
+                    sub_mask.reshape(src.shape)
+                src += np.float32(1.0)
+                factor = cv2.warpAffine(src, M, dsize, flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                                        borderValue=(1.0, 1.0, 1.0, 1.0))
+                out[y0:y1, x0:x1] *= factor[..., None] if factor.ndim == 2 and out.ndim == 3 else factor
+                return out
+        m = cv2.warpAffine(sub_mask, M, dsize, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         pasted = cv2.warpAffine(src, M, dsize, flags=flags, borderMode=cv2.BORDER_REPLICATE)
         if pasted.ndim == 2 and out.ndim == 3:
             pasted = pasted[..., None]
-        region = out[y0:y1, x0:x1].astype(np.float32)
-        mm = m[..., None] if region.ndim == 3 else m
+        # the mask repeated per channel (cv2.merge) rather than broadcast from (h, w, 1): ~10x faster in NumPy
+        mm = (cv2.merge([m] * out.shape[2]) if out.shape[2] > 1 else m[..., None]) if out.ndim == 3 else m
+        region = out[y0:y1, x0:x1].astype(np.float32, copy=False)
         if reference is not None:
             blended = region * (1.0 + mm * (pasted - 1.0))
         else:
@@ -171,7 +208,7 @@ class CropTransform:
         if np.issubdtype(out.dtype, np.integer):
             info = np.iinfo(out.dtype)
             blended = np.clip(np.rint(blended), info.min, info.max)
-        out[y0:y1, x0:x1] = blended.astype(out.dtype)
+        out[y0:y1, x0:x1] = blended
         return out
 
 

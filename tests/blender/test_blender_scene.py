@@ -194,3 +194,57 @@ def test_hdri_world_is_projected_in_the_anchor_frame(scene, bpy_module, tmp_path
     rz = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     np.testing.assert_allclose(band1_t, rz @ band1, atol=1e-6 * max(1.0, np.abs(band1).max()))
     assert np.linalg.norm(band1) > 0.1
+
+
+def test_light_softness_reaches_the_light_spec(scene, bpy_module):
+    """A point or spot light's Radius (shadow_soft_size) reaches LightSpec.size as its diameter, a sun's Angle
+    reaches LightSpec.angle: the shading's shadows are as soft as Blender's."""
+    bpy = bpy_module
+    scene_read = importlib.import_module(PACKAGE + ".ops.scene_read")
+    A = _anchor_matrix()
+    _anchor(bpy, scene, A)
+    made = {}
+    for kind, name in (("POINT", "key"), ("SPOT", "rim"), ("SUN", "sun")):
+        data = bpy.data.lights.new(name, kind)
+        data.energy = 50.0
+        if kind == "SUN":
+            data.angle = math.radians(7.5)
+        else:
+            data.shadow_soft_size = 0.12 if kind == "POINT" else 0.03
+        obj = bpy.data.objects.new(name, data)
+        scene.collection.objects.link(obj)
+        local = np.eye(4)
+        local[:3, 3] = (0.8, -1.2, 0.4)
+        obj.matrix_world = _mat(A @ local)
+        made[name] = obj
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    anchor = scene_read.anchor_matrix(scene.portrait_relight, depsgraph)
+    specs = {s.name: s for s in scene_read.scene_lights(scene, depsgraph, anchor)}
+    assert specs["key"].size == pytest.approx(0.24) and specs["rim"].size == pytest.approx(0.06)
+    assert specs["sun"].angle == pytest.approx(math.radians(7.5)) and specs["key"].angle == 0.0
+    made["key"].data.shadow_soft_size = 0.0  # a zero radius is a hard light, not a default
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    hard = scene_read.light_spec(made["key"].evaluated_get(depsgraph), anchor)
+    assert hard.size == 0.0
+    from blender_relight.lighting.blender_lights import shadow_extent
+
+    assert shadow_extent(specs["sun"], 1.0) == pytest.approx(2.0 * math.tan(math.radians(3.75)))
+
+
+def test_scene_lighting_keeps_the_lights_and_projects_to_the_scene_sh(scene, bpy_module):
+    bpy = bpy_module
+    scene_read = importlib.import_module(PACKAGE + ".ops.scene_read")
+    _anchor(bpy, scene, _anchor_matrix())
+    data = bpy.data.lights.new("key", "POINT")
+    data.energy, data.shadow_soft_size = 80.0, 0.1
+    obj = bpy.data.objects.new("key", data)
+    scene.collection.objects.link(obj)
+    local = np.eye(4)
+    local[:3, 3] = (-0.9, -1.1, 0.3)
+    obj.matrix_world = _mat(_anchor_matrix() @ local)
+    set_world_colour(bpy, scene.world, (0.05, 0.05, 0.05))
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    lighting = scene_read.scene_lighting(scene, scene.portrait_relight, depsgraph)
+    assert [s.name for s in lighting.lights] == ["key"] and lighting.lights[0].size == pytest.approx(0.2)
+    assert float(np.abs(lighting.sh).max()) > 0  # the world stays SH
+    np.testing.assert_allclose(lighting.total_sh(), scene_read.scene_sh(scene, scene.portrait_relight, depsgraph))
