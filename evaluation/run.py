@@ -43,7 +43,7 @@ from evaluation.systems import Timings, Unavailable, build_systems
 log = logging.getLogger("evaluation")
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
-DEFAULT_SYSTEMS = ["input", "analytic", "dpr", "project"]
+DEFAULT_SYSTEMS = ["input", "analytic", "geometry", "dpr", "project"]
 CONTACT_ROWS = 5
 
 
@@ -387,11 +387,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="--yale: product engines to score by name (engines.make_engine), e.g. analytic neural geometry")
     p.add_argument("--max-photos", type=int, default=0, help="--yale: at most N target photos per subject (0: all)")
     p.add_argument("--subjects", type=int, default=0, help="--yale: at most N subjects (0: all)")
+    p.add_argument("--subject-names", nargs="+", default=None,
+                   help="--yale: only these subject folders (e.g. yaleB12 yaleB15 yaleB17: a held-out split)")
+    p.add_argument("--ambient", type=float, default=None,
+                   help="--yale: the target's ambient as a fraction of the key for every subject (default: each "
+                        "subject's, measured from its ambient-only photo)")
     p.add_argument("--out", required=True, help="report folder (created)")
     p.add_argument("--stride", type=int, default=1, help="evaluate every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, default=0, help="at most N evaluated frames per clip (0: all)")
     p.add_argument("--systems", nargs="+", default=DEFAULT_SYSTEMS,
-                   help="systems to compare: input analytic dpr project (default: all)")
+                   help="systems to compare: input analytic geometry dpr project (default: all)")
     p.add_argument("--dpr-weights", default=str(data / "dpr" / "trained_model_03.t7"),
                    help="DPR's trained_model_03.t7 (research use only; never shipped)")
     p.add_argument("--dpr-lights", default=str(data / "dpr" / "example_light"),

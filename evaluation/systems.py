@@ -7,7 +7,8 @@ returns the relit crop (float32 linear RGB, same size). Frames arrive in clip or
 ``last_stage_seconds`` dict reports the time of each stage of the last frame.
 
 Why floors: a learned model must beat something honest. ``input`` (unchanged) scores what doing nothing scores;
-``analytic`` (tracked geometry + SH ratio, no learning) scores what plain shading maths scores.
+``analytic`` (tracked geometry + SH ratio, no learning) scores what plain shading maths scores. ``geometry`` is the
+product's default engine (3D head, per-light shading with cast shadows), scored the same way.
 """
 from __future__ import annotations
 
@@ -46,26 +47,47 @@ class InputUnchanged:
         return crop_linear
 
 
-class AnalyticRelight:
-    """Floor: per-frame SH-ratio relighting on the tracked face geometry, no learning.
-
-    It is the product's own analytic engine (``blender_relight.engines.AnalyticEngine``, built on
-    ``blender_relight.lighting.analytic.relight_ratio``), so the floor is exactly what users get without weights.
-    """
-
-    name = "analytic"
+class MemoryCache:
+    """The per-frame store an engine's ``prepare``/``relight`` may use (planes of the neural engine), in memory."""
 
     def __init__(self) -> None:
-        from blender_relight.engines import AnalyticEngine
+        self._planes: dict = {}
 
-        self._engine = AnalyticEngine()
+    def get_planes(self, index: int, model_id: str | None = None):
+        return self._planes.get((index, model_id))
+
+    def put_planes(self, index: int, planes, model_id: str | None = None) -> None:
+        self._planes[(index, model_id)] = planes
+
+
+class EngineRelight:
+    """A product engine by name (``engines.make_engine``: ``analytic``, ``geometry``, ...) at the filmed view, its
+    relit crop composited over the input with the engine's alpha as the session pastes it.
+
+    ``analytic`` is the floor of plain SH-ratio maths with no learning (tracked mesh normals,
+    ``lighting.analytic.relight_ratio``) and ``geometry`` the product's default engine (the head's 3D geometry
+    shaded per light with cast shadows: ``engines.GeometryEngine``), so both rows are exactly what users get."""
+
+    def __init__(self, name: str) -> None:
+        from blender_relight.engines import make_engine
+
+        self.engine = make_engine(name)
+        self.name = name
+        self.cache = MemoryCache()
 
     def reset(self) -> None:
         pass
 
+    def relight_lighting(self, index: int, crop_linear: np.ndarray, frame_track: object, lighting) -> np.ndarray:
+        """Relight under a ``SceneLighting`` or an RGB SH (9, 3)."""
+        self.engine.prepare(index, crop_linear, frame_track, self.cache)
+        relit = self.engine.relight(index, crop_linear, frame_track, lighting, None, self.cache)
+        alpha = np.clip(np.asarray(relit.alpha, dtype=np.float32), 0.0, 1.0)
+        alpha = alpha[..., None] if alpha.ndim == 2 else alpha
+        return (alpha * relit.image + (1.0 - alpha) * crop_linear).astype(np.float32)
+
     def relight(self, crop_linear: np.ndarray, frame_track: object, target_sh_rgb: np.ndarray) -> np.ndarray:
-        index = getattr(frame_track, "index", 0)
-        return self._engine.relight(index, crop_linear, frame_track, target_sh_rgb, None, None).image
+        return self.relight_lighting(getattr(frame_track, "index", 0), crop_linear, frame_track, target_sh_rgb)
 
 
 class DPRSystem:
@@ -133,9 +155,13 @@ class Timings:
         return 1.0 / s if s > 0 else float("nan")
 
 
+#: Product engines the command scores by name at the filmed view (:class:`EngineRelight`).
+ENGINE_SYSTEMS = ("analytic", "geometry")
+
+
 def available_names() -> list[str]:
     """System names the command accepts (project systems are named ``project-<preset>[-temporal]``)."""
-    return ["input", "analytic", "dpr", "project"]
+    return ["input", *ENGINE_SYSTEMS, "dpr", "project"]
 
 
 def build_systems(names: list[str], dpr_weights: str | os.PathLike | None, dpr: object | None = None,
@@ -146,8 +172,8 @@ def build_systems(names: list[str], dpr_weights: str | os.PathLike | None, dpr: 
         try:
             if name == "input":
                 out.append(InputUnchanged())
-            elif name == "analytic":
-                out.append(AnalyticRelight())
+            elif name in ENGINE_SYSTEMS:
+                out.append(EngineRelight(name))
             elif name == "dpr":
                 if dpr is None:
                     from evaluation.dpr import DPR
