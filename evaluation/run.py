@@ -57,6 +57,7 @@ class SystemResult:
     err_geo: list[float] = field(default_factory=list)
     err_geo_rgb: list[float] = field(default_factory=list)
     est_dpr: list[np.ndarray] = field(default_factory=list)
+    targets: list[np.ndarray] = field(default_factory=list)  # the demo target (gray SH) of each scored frame
     est_geo: list[np.ndarray] = field(default_factory=list)
     static_dpr: list[np.ndarray] = field(default_factory=list)
     static_geo: list[np.ndarray] = field(default_factory=list)
@@ -76,6 +77,8 @@ class SystemResult:
             "light_err_dpr": _mean(self.err_dpr),
             "light_err_geo": _mean(self.err_geo),
             "light_err_geo_rgb": _mean(self.err_geo_rgb),
+            **{f"slope_{axis}": (metrics.coefficient_slope(np.array(self.est_dpr), np.array(self.targets), j)
+                                 if self.targets else math.nan) for axis, j in metrics.DIRECTION_COEFFICIENTS.items()},
             "instability_dpr": metrics.lighting_instability(np.array(self.static_dpr)) if self.static_dpr else math.nan,
             "instability_geo": metrics.lighting_instability(np.array(self.static_geo)) if self.static_geo else math.nan,
             "identity": _mean(self.identity),
@@ -204,6 +207,7 @@ def _score_demo(res: SystemResult, estimators: Estimators, identity: metrics.Ide
     res.frames.append(f.index)
     est = estimators.dpr_gray(srgb)
     res.est_dpr.append(est)
+    res.targets.append(np.asarray(target_gray, dtype=np.float64))
     res.err_dpr.append(float(metrics.lighting_error(est[None], target_gray[None])[0]))
     geo = _safe_geo(estimators, out, f.track)
     res.est_geo.append(geo if geo is not None else np.full((9, 3), np.nan))
