@@ -32,9 +32,24 @@ WHITE_LIGHTS = {"key left": "-1,-0.8,0.4", "key right": "1,-0.8,0.4", "top": "0,
 GRID = 5
 
 
+#: Pixels darker than this (mean linear RGB) in input or relit are left out of the chroma.
+DARK = 0.02
+
+
 def chroma(pixels: np.ndarray) -> np.ndarray:
-    m = np.asarray(pixels, dtype=np.float64).reshape(-1, 3).mean(axis=0)
-    return m / max(m.mean(), 1e-9)
+    """Mean over pixels ``(N, 3)`` of each pixel's RGB over its own mean (module docstring)."""
+    p = np.asarray(pixels, dtype=np.float64).reshape(-1, 3)
+    return (p / np.maximum(p.mean(axis=1, keepdims=True), 1e-9)).mean(axis=0)
+
+
+def chroma_drift(relit: np.ndarray, source: np.ndarray) -> float:
+    """Largest per-channel change of the region's chroma from ``source`` to ``relit`` (pixels ``(N, 3)`` each),
+    over pixels lit in both; NaN when fewer than 50 are."""
+    r, s = np.asarray(relit, np.float64).reshape(-1, 3), np.asarray(source, np.float64).reshape(-1, 3)
+    lit = (r.mean(axis=1) > DARK) & (s.mean(axis=1) > DARK)
+    if lit.sum() < 50:
+        return float("nan")
+    return float(np.abs(chroma(r[lit]) - chroma(s[lit])).max())
 
 
 def check_image(path: Path, engine: str = "geometry", frame_index: int = 0) -> list[dict]:
@@ -67,21 +82,16 @@ def check_image(path: Path, engine: str = "geometry", frame_index: int = 0) -> l
             relit = session.relight_frame(frame_index, lighting, with_passes=True)
             # every output must be finite and >= 0, except the normal pass (a direction: signed by definition)
             values = [relit.image, *(v for k, v in relit.passes.items() if k != "normal")]
-            lit = relit.image[m]
-            keep = lit.mean(axis=1) > 0.02  # chroma is meaningless in black shadow
-            drift_mean = float(np.abs(chroma(lit[keep]) - chroma(frame[m][keep])).max())
-            drift_cells = max(float(np.abs(chroma(relit.image[c]) - chroma(frame[c])).max())
-                              for c in cells if relit.image[c].mean() > 0.02)
-            # the same without the highlights the engine adds: a white light's specular is white and greys the skin
-            # where it lands (physics, not a blotch); what is left is the diffuse ratio's colour change
-            diffuse = relit.image - relit.passes.get("specular", 0.0)
-            drift_diffuse = max(float(np.abs(chroma(diffuse[c]) - chroma(frame[c])).max())
-                                for c in cells if relit.image[c].mean() > 0.02)
+            drift_mean = chroma_drift(relit.image[m], frame[m])
+            drift_cells = np.nanmax([chroma_drift(relit.image[c], frame[c]) for c in cells] + [0.0])
+            # without the (white) highlights the engine adds: the diffuse ratio's colour change alone
+            diffuse = np.maximum(relit.image - relit.passes.get("specular", 0.0), 0.0)
+            drift_diffuse = np.nanmax([chroma_drift(diffuse[c], frame[c]) for c in cells] + [0.0])
             rows.append({"image": path.name, "frame": frame_index, "light": name,
                          "min": float(min(np.nanmin(v) for v in values)),
                          "nonfinite": int(sum((~np.isfinite(v)).sum() for v in values)),
-                         "chroma_drift_mean": drift_mean, "chroma_drift_cell": drift_cells,
-                         "chroma_drift_cell_diffuse": drift_diffuse})
+                         "chroma_drift_mean": drift_mean, "chroma_drift_cell": float(drift_cells),
+                         "chroma_drift_cell_diffuse": float(drift_diffuse)})
     return rows
 
 
