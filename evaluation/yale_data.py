@@ -142,12 +142,24 @@ def load_subject(folder: str | Path, max_photos: int = 0, names: tuple[str, ...]
     return YaleSubject(folder.name, track, photos, folder)
 
 
+def photo_mask(subject: YaleSubject) -> np.ndarray:
+    """Crop pixels that come from the photo itself, not from the repeated edge pixels of :data:`PAD` (the cropped
+    photos cut through forehead and cheeks, so the tracked mesh reaches into the padding)."""
+    h, w = subject.input.rgb8.shape[:2]
+    pad = int(round(PAD * w / (1 + 2 * PAD)))  # read_photo pads each side by PAD of the upscaled photo's width
+    inside = np.zeros((h, w), np.float32)
+    inside[pad:h - pad, pad:w - pad] = 1.0
+    return subject.track.transform.warp(inside, interpolation=cv2.INTER_LINEAR) > 0.999
+
+
 def face_mask(subject: YaleSubject, erode_px: int = 5) -> np.ndarray:
-    """Where a face is scored: the tracked mesh's coverage (eyes and inner mouth out), eroded off the silhouette."""
+    """Where a face is scored: the tracked mesh's coverage (eyes and inner mouth out), eroded off the silhouette,
+    inside the photo (:func:`photo_mask`)."""
     from blender_relight import face_geometry
 
     maps = face_geometry.render_face_maps(subject.track.points_crop(), subject.track.crop_size)
-    return cv2.erode(maps.mask.astype(np.uint8), np.ones((erode_px, erode_px), np.uint8)) > 0
+    mesh = cv2.erode(maps.mask.astype(np.uint8), np.ones((erode_px, erode_px), np.uint8)) > 0
+    return mesh & photo_mask(subject)
 
 
 @dataclass
@@ -203,7 +215,7 @@ def measure_ambient(subject: YaleSubject, folder: str | Path | None = None) -> A
         tracker.close()
     frontal = subject.crop_linear(subject.input)[..., 0].astype(np.float64)
     maps = face_geometry.render_face_maps(subject.track.points_crop(), subject.track.crop_size)
-    mask = cv2.erode(maps.mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    mask = face_mask(subject)
     cos = -maps.normals[..., 2].astype(np.float64)  # normals in camera axes: facing the camera is (0, 0, -1)
     sel = mask & (cos >= AMBIENT_MIN_COS)
     if not track.tracked:
