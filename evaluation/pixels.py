@@ -24,9 +24,11 @@ DEFAULT_IMAGES = ["dpr_obama.jpg", "lp_d8.jpg", "lp_s1.jpg", "lp_s6.jpg", "lp_d3
 DEFAULT_INPUTS = [*(f"videos/{n}" for n in ("lp_d0.mp4", "lp_d3.mp4", "lp_d9.mp4", "lp_d10.mp4", "lp_d11.mp4",
                                             "lp_d13.mp4", "lp_d14.mp4", "lp_d18.mp4", "lp_s18.mp4")),
                   "images/skimage_astronaut.png"]
-#: The bound the check enforces (``tests/test_eval_pixels.py``) on the largest per-channel chroma change of a face
-#: cell under a white light; docs/evaluation.md gives the measured figures it was set above.
-MAX_CELL_DRIFT = 0.15
+#: Bounds the check states and ``tests/test_eval_pixels.py`` enforces under a white light: the largest per-channel
+#: chroma change of the whole face, and of a face cell without the engine's (white) highlights. Measured worst over
+#: the 9 development clips and the sample, 4 lights each, geometry engine (docs/evaluation.md): 0.022 and 0.051.
+MAX_FACE_DRIFT = 0.05
+MAX_CELL_DRIFT = 0.10
 #: White lights the check relights to (direction toward the light, head frame), strength 3, ambient 0.1.
 WHITE_LIGHTS = {"key left": "-1,-0.8,0.4", "key right": "1,-0.8,0.4", "top": "0,-0.5,1", "front": "0,-1,0.2"}
 GRID = 5
