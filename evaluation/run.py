@@ -396,6 +396,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ambient", type=float, default=None,
                    help="--yale: the target's ambient as a fraction of the key for every subject (default: each "
                         "subject's, measured from its ambient-only photo)")
+    p.add_argument("--source-light", choices=("estimated", "known"), default="estimated",
+                   help="--yale: the input photo's light the engines divide by: the product's estimate (default) or "
+                        "its known strobe plus the measured ambient (isolates shading from the estimate)")
     p.add_argument("--out", required=True, help="report folder (created)")
     p.add_argument("--stride", type=int, default=1, help="evaluate every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, default=0, help="at most N evaluated frames per clip (0: all)")

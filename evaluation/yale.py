@@ -129,9 +129,14 @@ def subject_ambient(subject) -> tuple[float, str]:
 
 
 def evaluate(root: str | Path, systems: list, max_photos: int = 0, subjects: int | list[str] = 0,
-             ambient: float | None = None) -> YaleResult:
+             ambient: float | None = None, source_light: str = "estimated") -> YaleResult:
     """Score ``systems`` on the subjects under ``root`` (``subjects``: the first N, or these folder names).
-    ``ambient``: the target's ambient fraction for every subject; None: each subject's measured one."""
+    ``ambient``: the target's ambient fraction for every subject; None: each subject's measured one.
+    ``source_light``: the input's light the engines divide by: "estimated" (``lighting.estimate``, as the product)
+    or "known" (the A+000E+00 strobe toward the camera plus the measured ambient, at the estimate's level: isolates
+    geometry and shading from the estimate; DPR estimates its own either way)."""
+    if source_light not in ("estimated", "known"):
+        raise RelightError(f"source light {source_light!r}: choose estimated or known")
     from blender_relight.lighting import estimate, sh
 
     result = YaleResult()
@@ -155,6 +160,8 @@ def evaluate(root: str | Path, systems: list, max_photos: int = 0, subjects: int
         track.source_sh = estimate.estimate_frame_sh(source, track.points_crop(), track.camera_c2w())
         # the input's light level: its estimated irradiance on a surface facing the camera
         level = float(np.maximum(sh.irradiance(np.array([0.0, -1.0, 0.0]), track.source_sh), 1e-3) @ sh.LUMINANCE)
+        if source_light == "known":  # the input's real light: the strobe at the camera plus the measured ambient
+            track.source_sh = target_lighting(yale_data.light_direction(0.0, 0.0), fraction, level=level).total_sh()
         targets = [p for p in subject.photos if p.name != yale_data.INPUT_NAME]
         picks = {targets[int(round(i))].name for i in np.linspace(0, len(targets) - 1, min(SHEET_ROWS, len(targets)))}
         cells = []
@@ -238,7 +245,9 @@ def run(args) -> int:
             log.warning("system %s skipped: %s", name, exc)
     started = time.perf_counter()
     names = getattr(args, "subject_names", None)
-    res = evaluate(args.yale, systems, args.max_photos, names or args.subjects, getattr(args, "ambient", None))
+    source_light = getattr(args, "source_light", "estimated")
+    res = evaluate(args.yale, systems, args.max_photos, names or args.subjects, getattr(args, "ambient", None),
+                   source_light)
     elapsed = time.perf_counter() - started
     by_bin = summarise(res.rows)
     by_subject = summarise(res.rows, by=("system", "subject", "bin"))
@@ -247,7 +256,7 @@ def run(args) -> int:
     neg = [r for r in res.rows if not r["min_value"] >= 0.0]
     text = (f"# Yale relighting report\n\n- commit {_git_commit()}; {machine_description()}; wall time {elapsed:.0f} s\n"
             f"- {len({r['subject'] for r in res.rows})} subjects, {len({(r['subject'], r['photo']) for r in res.rows})}"
-            f" target photos; EPS {EPS}; target ambient (fraction of the key) per subject: "
+            f" target photos; source light {source_light}; EPS {EPS}; target ambient (fraction of the key) per subject: "
             + ", ".join(f"{r['subject']} {r['ambient_fraction']:.4f} ({r['how']})" for r in res.ambient_rows) + "\n"
             f"- outputs with negative or NaN values: {len(neg)}\n\n## By light bin\n\n"
             + table(by_bin, ("system", "bin"), ("corr", "rmse", "strength"))
