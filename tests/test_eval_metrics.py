@@ -133,3 +133,12 @@ def test_geometric_estimator_recovers_known_light() -> None:
         assert metrics.lighting_error(estimate.rgb_sh_to_dpr_gray(est)[None], wrong[None])[0] > \
             metrics.lighting_error(estimate.rgb_sh_to_dpr_gray(est)[None], gray[None])[0]
     assert max(errors) < 0.05, errors
+
+
+def test_coefficient_slope_follows_the_target_and_is_undefined_for_a_constant_one():
+    rng = np.random.default_rng(1)
+    target = rng.normal(0, 0.3, (20, 9))
+    est = 0.1 + 0.7 * target + rng.normal(0, 1e-3, (20, 9))
+    assert abs(metrics.coefficient_slope(est, target, metrics.DIRECTION_COEFFICIENTS["x"]) - 0.7) < 0.01
+    target[:, 1] = -0.3  # DPR's demo lights are rotations about the view axis: their y is constant
+    assert np.isnan(metrics.coefficient_slope(est, target, metrics.DIRECTION_COEFFICIENTS["y"]))
