@@ -140,9 +140,13 @@ class Estimators:
     def geometric_rgb(self, crop_linear: np.ndarray, frame_track: object) -> np.ndarray:
         # a measuring instrument: the plain per-channel fit (the product's white-balance assumption would hide the
         # colour the RGB column is there to measure)
-        return np.asarray(self._estimate.estimate_frame_sh(crop_linear, frame_track.points_crop(),
+        # in the image's axes, as the targets and DPR's estimates are (the estimate itself is in the head's)
+        from evaluation.systems import head_light_to_image
+
+        head = np.asarray(self._estimate.estimate_frame_sh(crop_linear, frame_track.points_crop(),
                                                            frame_track.camera_c2w(), white_balanced=False),
                           dtype=np.float64)
+        return head_light_to_image(head, frame_track)
 
     def to_gray(self, sh_rgb: np.ndarray) -> np.ndarray:
         return np.asarray(self._estimate.rgb_sh_to_dpr_gray(sh_rgb), dtype=np.float64)

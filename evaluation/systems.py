@@ -47,6 +47,33 @@ class InputUnchanged:
         return crop_linear
 
 
+#: Camera axes (OpenCV: x right, y down, z forward) of a direction given in the image's SH axes (x right, y away
+#: from the viewer, z up: DPR's convention for a light in the picture).
+_IMAGE_SH_TO_CAMERA = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+
+def image_light_to_head(target_sh_rgb: np.ndarray, frame_track: object) -> np.ndarray:
+    """A target light given in the image's axes (the protocol's: DPR's lights, which DPR applies in the picture) as
+    the engines take it, in the head's SH frame: turned by the frame's head pose (``camera_c2w``), so the light stays
+    fixed to the camera while the head turns, as it does for DPR. The frontal camera leaves it unchanged.
+
+    Why: the product's engines light in the head anchor's axes (a Blender light in the rig), so without this a
+    head turning by θ turned the protocol's light by θ in the picture, which DPR's estimator (in the picture's
+    axes) reads as lighting error and, under the static light, as instability."""
+    from blender_relight.lighting import sh
+
+    c2w = np.asarray(frame_track.camera_c2w(), dtype=np.float64)[:3, :3]
+    return sh.rotate_sh(target_sh_rgb, sh.EG3D_WORLD_TO_SH @ c2w @ _IMAGE_SH_TO_CAMERA)
+
+
+def head_light_to_image(sh_rgb: np.ndarray, frame_track: object) -> np.ndarray:
+    """The inverse of :func:`image_light_to_head` (a head-frame estimate in the picture's axes)."""
+    from blender_relight.lighting import sh
+
+    c2w = np.asarray(frame_track.camera_c2w(), dtype=np.float64)[:3, :3]
+    return sh.rotate_sh(sh_rgb, (sh.EG3D_WORLD_TO_SH @ c2w @ _IMAGE_SH_TO_CAMERA).T)
+
+
 class MemoryCache:
     """The per-frame store an engine's ``prepare``/``relight`` may use (planes of the neural engine), in memory."""
 
@@ -87,7 +114,9 @@ class EngineRelight:
         return (alpha * relit.image + (1.0 - alpha) * crop_linear).astype(np.float32)
 
     def relight(self, crop_linear: np.ndarray, frame_track: object, target_sh_rgb: np.ndarray) -> np.ndarray:
-        return self.relight_lighting(getattr(frame_track, "index", 0), crop_linear, frame_track, target_sh_rgb)
+        """The clip protocol's call: ``target_sh_rgb`` in the image's axes (:func:`image_light_to_head`)."""
+        return self.relight_lighting(getattr(frame_track, "index", 0), crop_linear, frame_track,
+                                     image_light_to_head(target_sh_rgb, frame_track))
 
 
 class DPRSystem:
@@ -271,7 +300,7 @@ class ProjectSystem:
 
     def relight(self, crop_linear: np.ndarray, frame_track: object, target_sh_rgb: np.ndarray) -> np.ndarray:
         self.last_stage_seconds = {}
-        relit = self.engine.relight(frame_track.index, crop_linear, frame_track, target_sh_rgb, None,
-                                    self.session.cache)
+        relit = self.engine.relight(frame_track.index, crop_linear, frame_track,
+                                    image_light_to_head(target_sh_rgb, frame_track), None, self.session.cache)
         alpha = np.clip(relit.alpha, 0.0, 1.0)[..., None]
         return (alpha * relit.image + (1.0 - alpha) * crop_linear).astype(np.float32)
