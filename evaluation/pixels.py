@@ -3,10 +3,17 @@ light the face's chroma stays near the input's.
 
 ``python -m evaluation.pixels [IMAGES OR CLIPS...] [--engine geometry] [--frame N]`` prints one line per input and
 light and the worst figures (default inputs: the development clips and the public-domain sample photo; a clip is
-checked on frame ``--frame``). Chroma: the face's mean linear RGB over its own mean, per channel (1, 1, 1 is grey); the drift is the largest
-per-channel change between input and relit, over the face mean and over its 5×5 grid cells (a blotch moves a cell's
-chroma, not the mean's). Why white lights: under a white light the relight should change brightness and shading,
-never the skin's colour (the estimate is white-balanced, ``lighting.estimate``).
+checked on frame ``--frame``).
+
+Chroma of a pixel: its linear RGB over its own mean (1, 1, 1 is grey); the chroma of a region is the mean of its
+pixels' chroma, over pixels lit in both input and relit (mean above :data:`DARK`: chroma means nothing in black
+shadow). The drift is the largest per-channel change of that between input and relit, over the whole face and over
+its 5×5 grid cells (a blotch moves a cell's chroma, not the face's). Why per pixel: a region's mean RGB changes colour
+under a pure brightness change whenever its pixels differ in colour (lips, brows, hair in a cell relit unevenly):
+measured on lp_s18 with a luminance-only ratio (every pixel's chroma unchanged), 0.21 on the face that way. Why white
+lights: under a white light the relight should change brightness and shading, never the skin's colour (the source
+estimate is neutral, ``lighting.estimate.white_balance``). The highlights the engine adds are white and grey the skin
+where they land (physics, not a blotch): the cell drift is also given without them (``diffuse``).
 """
 from __future__ import annotations
 
@@ -122,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"worst over {len(rows)} relights: min value {min(r['min'] for r in rows):.4f}, non-finite "
           f"{sum(r['nonfinite'] for r in rows)}, chroma drift of the face mean "
-          f"{max(r['chroma_drift_mean'] for r in rows):.3f}, of a face cell {max(r['chroma_drift_cell'] for r in rows):.3f} "
+          f"{max(r['chroma_drift_mean'] for r in rows):.3f}, "
+          f"of a face cell {max(r['chroma_drift_cell'] for r in rows):.3f} "
           f"(diffuse alone {max(r['chroma_drift_cell_diffuse'] for r in rows):.3f})")
     return 0
 

@@ -6,9 +6,10 @@
 For each subject the A+000E+00 photo (lit from the camera) is relit to every other photo's light and compared with
 that photo over the face (``yale_data.face_mask``). Every system gets the same known light: our engines a
 :class:`SceneLighting` with a SUN ``LightSpec`` toward the photo's light (irradiance 1 on a surface facing it) plus a
-uniform ambient measured per subject from the database's ambient-only photo (``yale_data.measure_ambient``); DPR the same light in its convention (``sh.rgb_to_dpr_sh`` of the
-light's SH, the project's one conversion); ``input`` returns the photo it was given. The input's own light is the
-project's estimate (``lighting.estimate``), as in the product.
+uniform ambient measured per subject from the database's ambient-only photo (``yale_data.measure_ambient``); DPR the
+same light in its convention (``sh.rgb_to_dpr_sh`` of the light's SH, the project's one conversion); ``input``
+returns the photo it was given. The input's own light is the project's estimate (``lighting.estimate``), as in the
+product, or (``source_light="known"``) the photo's real light.
 
 Scores (per photo, then means per light bin ``yale_data.BINS``), all on luminance over the face, with
 ``r = log((x + EPS) / (input + EPS))``:
@@ -256,7 +257,8 @@ def run(args) -> int:
     neg = [r for r in res.rows if not r["min_value"] >= 0.0]
     text = (f"# Yale relighting report\n\n- commit {_git_commit()}; {machine_description()}; wall time {elapsed:.0f} s\n"
             f"- {len({r['subject'] for r in res.rows})} subjects, {len({(r['subject'], r['photo']) for r in res.rows})}"
-            f" target photos; source light {source_light}; EPS {EPS}; target ambient (fraction of the key) per subject: "
+            f" target photos; source light {source_light}; EPS {EPS}; target ambient (fraction of the key) per "
+            "subject: "
             + ", ".join(f"{r['subject']} {r['ambient_fraction']:.4f} ({r['how']})" for r in res.ambient_rows) + "\n"
             f"- outputs with negative or NaN values: {len(neg)}\n\n## By light bin\n\n"
             + table(by_bin, ("system", "bin"), ("corr", "rmse", "strength"))
