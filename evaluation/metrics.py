@@ -29,6 +29,22 @@ def lighting_error(estimated: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.linalg.norm(est.reshape(len(est), -1) - tgt.reshape(len(tgt), -1), axis=1)
 
 
+#: The first-order SH coefficients (DPR order 1, y, z, x, ...) whose response to the target the report gives.
+DIRECTION_COEFFICIENTS = {"x": 3, "y": 1, "z": 2}
+
+
+def coefficient_slope(estimated: np.ndarray, target: np.ndarray, index: int) -> float:
+    """Least-squares slope of the estimated SH coefficient ``index`` on the target's over frames (``(N, 9)`` each):
+    1 when the relit frames' light follows the target's direction fully, 0 when it does not move; NaN when the
+    target does not vary."""
+    est, tgt = np.asarray(estimated, dtype=np.float64)[:, index], np.asarray(target, dtype=np.float64)[:, index]
+    ok = np.isfinite(est) & np.isfinite(tgt)
+    if ok.sum() < 2 or np.std(tgt[ok]) < 1e-9:
+        return float("nan")
+    t = tgt[ok] - tgt[ok].mean()
+    return float(t @ (est[ok] - est[ok].mean()) / (t @ t))
+
+
 def lighting_instability(estimated: np.ndarray) -> float:
     """Spread over frames of SH estimates ``(N, 9)`` / ``(N, 9, 3)`` under a constant target:
     ``sqrt(Σ_k var_k)``, the RMS distance of a frame's estimate to the mean estimate (0 for a constant sequence)."""

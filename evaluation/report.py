@@ -20,6 +20,9 @@ from blender_relight.io_utils import write_bytes_atomic
 #: (key, column header, format) of the summary table, in order.
 COLUMNS: list[tuple[str, str, str]] = [
     ("light_err_dpr", "light err (DPR est.) ↓", "{:.3f}"),
+    ("slope_x", "x slope (DPR est.) →1", "{:.2f}"),
+    ("slope_y", "y slope (DPR est.) →1", "{:.2f}"),
+    ("slope_z", "z slope (DPR est.) →1", "{:.2f}"),
     ("light_err_geo", "light err (geometric, gray) ↓", "{:.3f}"),
     ("light_err_geo_rgb", "light err (geometric, RGB) ↓", "{:.3f}"),
     ("instability_dpr", "instability (DPR est.) ↓", "{:.4f}"),

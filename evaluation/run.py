@@ -43,7 +43,7 @@ from evaluation.systems import Timings, Unavailable, build_systems
 log = logging.getLogger("evaluation")
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
-DEFAULT_SYSTEMS = ["input", "analytic", "dpr", "project"]
+DEFAULT_SYSTEMS = ["input", "analytic", "geometry", "dpr", "project"]
 CONTACT_ROWS = 5
 
 
@@ -57,6 +57,7 @@ class SystemResult:
     err_geo: list[float] = field(default_factory=list)
     err_geo_rgb: list[float] = field(default_factory=list)
     est_dpr: list[np.ndarray] = field(default_factory=list)
+    targets: list[np.ndarray] = field(default_factory=list)  # the demo target (gray SH) of each scored frame
     est_geo: list[np.ndarray] = field(default_factory=list)
     static_dpr: list[np.ndarray] = field(default_factory=list)
     static_geo: list[np.ndarray] = field(default_factory=list)
@@ -76,6 +77,8 @@ class SystemResult:
             "light_err_dpr": _mean(self.err_dpr),
             "light_err_geo": _mean(self.err_geo),
             "light_err_geo_rgb": _mean(self.err_geo_rgb),
+            **{f"slope_{axis}": (metrics.coefficient_slope(np.array(self.est_dpr), np.array(self.targets), j)
+                                 if self.targets else math.nan) for axis, j in metrics.DIRECTION_COEFFICIENTS.items()},
             "instability_dpr": metrics.lighting_instability(np.array(self.static_dpr)) if self.static_dpr else math.nan,
             "instability_geo": metrics.lighting_instability(np.array(self.static_geo)) if self.static_geo else math.nan,
             "identity": _mean(self.identity),
@@ -137,9 +140,13 @@ class Estimators:
     def geometric_rgb(self, crop_linear: np.ndarray, frame_track: object) -> np.ndarray:
         # a measuring instrument: the plain per-channel fit (the product's white-balance assumption would hide the
         # colour the RGB column is there to measure)
-        return np.asarray(self._estimate.estimate_frame_sh(crop_linear, frame_track.points_crop(),
+        # in the image's axes, as the targets and DPR's estimates are (the estimate itself is in the head's)
+        from evaluation.systems import head_light_to_image
+
+        head = np.asarray(self._estimate.estimate_frame_sh(crop_linear, frame_track.points_crop(),
                                                            frame_track.camera_c2w(), white_balanced=False),
                           dtype=np.float64)
+        return head_light_to_image(head, frame_track)
 
     def to_gray(self, sh_rgb: np.ndarray) -> np.ndarray:
         return np.asarray(self._estimate.rgb_sh_to_dpr_gray(sh_rgb), dtype=np.float64)
@@ -204,6 +211,7 @@ def _score_demo(res: SystemResult, estimators: Estimators, identity: metrics.Ide
     res.frames.append(f.index)
     est = estimators.dpr_gray(srgb)
     res.est_dpr.append(est)
+    res.targets.append(np.asarray(target_gray, dtype=np.float64))
     res.err_dpr.append(float(metrics.lighting_error(est[None], target_gray[None])[0]))
     geo = _safe_geo(estimators, out, f.track)
     res.est_geo.append(geo if geo is not None else np.full((9, 3), np.nan))
@@ -387,11 +395,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="--yale: product engines to score by name (engines.make_engine), e.g. analytic neural geometry")
     p.add_argument("--max-photos", type=int, default=0, help="--yale: at most N target photos per subject (0: all)")
     p.add_argument("--subjects", type=int, default=0, help="--yale: at most N subjects (0: all)")
+    p.add_argument("--subject-names", nargs="+", default=None,
+                   help="--yale: only these subject folders (e.g. yaleB12 yaleB15 yaleB17: a held-out split)")
+    p.add_argument("--ambient", type=float, default=None,
+                   help="--yale: the target's ambient as a fraction of the key for every subject (default: each "
+                        "subject's, measured from its ambient-only photo)")
+    p.add_argument("--source-light", choices=("estimated", "known"), default="estimated",
+                   help="--yale: the input photo's light the engines divide by: the product's estimate (default) or "
+                        "its known strobe plus the measured ambient (isolates shading from the estimate)")
     p.add_argument("--out", required=True, help="report folder (created)")
     p.add_argument("--stride", type=int, default=1, help="evaluate every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, default=0, help="at most N evaluated frames per clip (0: all)")
     p.add_argument("--systems", nargs="+", default=DEFAULT_SYSTEMS,
-                   help="systems to compare: input analytic dpr project (default: all)")
+                   help="systems to compare: input analytic geometry dpr project (default: all)")
     p.add_argument("--dpr-weights", default=str(data / "dpr" / "trained_model_03.t7"),
                    help="DPR's trained_model_03.t7 (research use only; never shipped)")
     p.add_argument("--dpr-lights", default=str(data / "dpr" / "example_light"),

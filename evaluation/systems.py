@@ -7,7 +7,8 @@ returns the relit crop (float32 linear RGB, same size). Frames arrive in clip or
 ``last_stage_seconds`` dict reports the time of each stage of the last frame.
 
 Why floors: a learned model must beat something honest. ``input`` (unchanged) scores what doing nothing scores;
-``analytic`` (tracked geometry + SH ratio, no learning) scores what plain shading maths scores.
+``analytic`` (tracked geometry + SH ratio, no learning) scores what plain shading maths scores. ``geometry`` is the
+product's default engine (3D head, per-light shading with cast shadows), scored the same way.
 """
 from __future__ import annotations
 
@@ -46,26 +47,76 @@ class InputUnchanged:
         return crop_linear
 
 
-class AnalyticRelight:
-    """Floor: per-frame SH-ratio relighting on the tracked face geometry, no learning.
+#: Camera axes (OpenCV: x right, y down, z forward) of a direction given in the image's SH axes (x right, y away
+#: from the viewer, z up: DPR's convention for a light in the picture).
+_IMAGE_SH_TO_CAMERA = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
-    It is the product's own analytic engine (``blender_relight.engines.AnalyticEngine``, built on
-    ``blender_relight.lighting.analytic.relight_ratio``), so the floor is exactly what users get without weights.
-    """
 
-    name = "analytic"
+def image_light_to_head(target_sh_rgb: np.ndarray, frame_track: object) -> np.ndarray:
+    """A target light given in the image's axes (the protocol's: DPR's lights, which DPR applies in the picture) as
+    the engines take it, in the head's SH frame: turned by the frame's head pose (``camera_c2w``), so the light stays
+    fixed to the camera while the head turns, as it does for DPR. The frontal camera leaves it unchanged.
+
+    Why: the product's engines light in the head anchor's axes (a Blender light in the rig), so without this a
+    head turning by θ turned the protocol's light by θ in the picture, which DPR's estimator (in the picture's
+    axes) reads as lighting error and, under the static light, as instability."""
+    from blender_relight.lighting import sh
+
+    c2w = np.asarray(frame_track.camera_c2w(), dtype=np.float64)[:3, :3]
+    return sh.rotate_sh(target_sh_rgb, sh.EG3D_WORLD_TO_SH @ c2w @ _IMAGE_SH_TO_CAMERA)
+
+
+def head_light_to_image(sh_rgb: np.ndarray, frame_track: object) -> np.ndarray:
+    """The inverse of :func:`image_light_to_head` (a head-frame estimate in the picture's axes)."""
+    from blender_relight.lighting import sh
+
+    c2w = np.asarray(frame_track.camera_c2w(), dtype=np.float64)[:3, :3]
+    return sh.rotate_sh(sh_rgb, (sh.EG3D_WORLD_TO_SH @ c2w @ _IMAGE_SH_TO_CAMERA).T)
+
+
+class MemoryCache:
+    """The per-frame store an engine's ``prepare``/``relight`` may use (planes of the neural engine), in memory."""
 
     def __init__(self) -> None:
-        from blender_relight.engines import AnalyticEngine
+        self._planes: dict = {}
 
-        self._engine = AnalyticEngine()
+    def get_planes(self, index: int, model_id: str | None = None):
+        return self._planes.get((index, model_id))
+
+    def put_planes(self, index: int, planes, model_id: str | None = None) -> None:
+        self._planes[(index, model_id)] = planes
+
+
+class EngineRelight:
+    """A product engine by name (``engines.make_engine``: ``analytic``, ``geometry``, ...) at the filmed view, its
+    relit crop composited over the input with the engine's alpha as the session pastes it.
+
+    ``analytic`` is the floor of plain SH-ratio maths with no learning (tracked mesh normals,
+    ``lighting.analytic.relight_ratio``) and ``geometry`` the product's default engine (the head's 3D geometry
+    shaded per light with cast shadows: ``engines.GeometryEngine``), so both rows are exactly what users get."""
+
+    def __init__(self, name: str) -> None:
+        from blender_relight.engines import make_engine
+
+        self.engine = make_engine(name)
+        self.name = name
+        self.cache = MemoryCache()
 
     def reset(self) -> None:
         pass
 
+    def relight_lighting(self, index: int, crop_linear: np.ndarray, frame_track: object, lighting) -> np.ndarray:
+        """Relight under a ``SceneLighting`` or an RGB SH (9, 3)."""
+        self.engine.prepare(index, crop_linear, frame_track, self.cache)
+        relit = self.engine.relight(index, crop_linear, frame_track, lighting, None, self.cache)
+        alpha = np.clip(np.asarray(relit.alpha, dtype=np.float32), 0.0, 1.0)
+        alpha = alpha[..., None] if alpha.ndim == 2 else alpha
+        return (alpha * relit.image + (1.0 - alpha) * crop_linear).astype(np.float32)
+
     def relight(self, crop_linear: np.ndarray, frame_track: object, target_sh_rgb: np.ndarray) -> np.ndarray:
-        index = getattr(frame_track, "index", 0)
-        return self._engine.relight(index, crop_linear, frame_track, target_sh_rgb, None, None).image
+        """The clip protocol's call: ``target_sh_rgb`` in the image's axes (:func:`image_light_to_head`)."""
+        return self.relight_lighting(getattr(frame_track, "index", 0), crop_linear, frame_track,
+                                     image_light_to_head(target_sh_rgb, frame_track))
 
 
 class DPRSystem:
@@ -133,9 +184,13 @@ class Timings:
         return 1.0 / s if s > 0 else float("nan")
 
 
+#: Product engines the command scores by name at the filmed view (:class:`EngineRelight`).
+ENGINE_SYSTEMS = ("analytic", "geometry")
+
+
 def available_names() -> list[str]:
     """System names the command accepts (project systems are named ``project-<preset>[-temporal]``)."""
-    return ["input", "analytic", "dpr", "project"]
+    return ["input", *ENGINE_SYSTEMS, "dpr", "project"]
 
 
 def build_systems(names: list[str], dpr_weights: str | os.PathLike | None, dpr: object | None = None,
@@ -146,8 +201,8 @@ def build_systems(names: list[str], dpr_weights: str | os.PathLike | None, dpr: 
         try:
             if name == "input":
                 out.append(InputUnchanged())
-            elif name == "analytic":
-                out.append(AnalyticRelight())
+            elif name in ENGINE_SYSTEMS:
+                out.append(EngineRelight(name))
             elif name == "dpr":
                 if dpr is None:
                     from evaluation.dpr import DPR
@@ -245,7 +300,7 @@ class ProjectSystem:
 
     def relight(self, crop_linear: np.ndarray, frame_track: object, target_sh_rgb: np.ndarray) -> np.ndarray:
         self.last_stage_seconds = {}
-        relit = self.engine.relight(frame_track.index, crop_linear, frame_track, target_sh_rgb, None,
-                                    self.session.cache)
+        relit = self.engine.relight(frame_track.index, crop_linear, frame_track,
+                                    image_light_to_head(target_sh_rgb, frame_track), None, self.session.cache)
         alpha = np.clip(relit.alpha, 0.0, 1.0)[..., None]
         return (alpha * relit.image + (1.0 - alpha) * crop_linear).astype(np.float32)

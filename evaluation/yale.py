@@ -6,9 +6,10 @@
 For each subject the A+000E+00 photo (lit from the camera) is relit to every other photo's light and compared with
 that photo over the face (``yale_data.face_mask``). Every system gets the same known light: our engines a
 :class:`SceneLighting` with a SUN ``LightSpec`` toward the photo's light (irradiance 1 on a surface facing it) plus a
-uniform ambient of :data:`AMBIENT_FRACTION` of it; DPR the same light in its convention (``sh.rgb_to_dpr_sh`` of the
-light's SH, the project's one conversion); ``input`` returns the photo it was given. The input's own light is the
-project's estimate (``lighting.estimate``), as in the product.
+uniform ambient measured per subject from the database's ambient-only photo (``yale_data.measure_ambient``); DPR the
+same light in its convention (``sh.rgb_to_dpr_sh`` of the light's SH, the project's one conversion); ``input``
+returns the photo it was given. The input's own light is the project's estimate (``lighting.estimate``), as in the
+product, or (``source_light="known"``) the photo's real light.
 
 Scores (per photo, then means per light bin ``yale_data.BINS``), all on luminance over the face, with
 ``r = log((x + EPS) / (input + EPS))``:
@@ -34,11 +35,13 @@ from blender_relight import colour
 from blender_relight.errors import RelightError
 from blender_relight.io_utils import ensure_writable_dir
 from evaluation import report, yale_data
+from evaluation.systems import EngineRelight
 
 log = logging.getLogger("evaluation")
 
-#: Ambient irradiance given with each target light, as a fraction of the point light's (the database's "little
-#: ambient"; fixed, not fitted).
+#: Ambient irradiance given with each target light, as a fraction of the point light's, where a subject has no
+#: ambient-only photo to measure it from (``yale_data.measure_ambient``; measured on the six development subjects:
+#: 0.000-0.019, so this stand-in is generous).
 AMBIENT_FRACTION = 0.05
 #: Linear floor in the log-ratios (about 2.5/255): deep shadows do not dominate the scores with log(0).
 EPS = 0.01
@@ -60,35 +63,12 @@ def target_lighting(direction: np.ndarray, ambient_fraction: float = AMBIENT_FRA
     return SceneLighting(sh=sh.ambient_sh(np.full(3, level * ambient_fraction / np.pi)), lights=(spec,))
 
 
-class _MemoryCache:
-    """The per-frame store an engine's ``prepare``/``relight`` may use (planes of the neural engine), in memory."""
-
-    def __init__(self) -> None:
-        self._planes: dict = {}
-
-    def get_planes(self, index: int, model_id: str | None = None):
-        return self._planes.get((index, model_id))
-
-    def put_planes(self, index: int, planes, model_id: str | None = None) -> None:
-        self._planes[(index, model_id)] = planes
-
-
-class EngineSystem:
-    """A product engine (``engines.make_engine(name)``), composited over the crop with its alpha as the session does."""
-
-    def __init__(self, name: str) -> None:
-        from blender_relight.engines import make_engine
-
-        self.engine = make_engine(name)
-        self.name = name
-        self.cache = _MemoryCache()
+class EngineSystem(EngineRelight):
+    """A product engine (``engines.make_engine(name)``), composited over the crop with its alpha as the session does,
+    relit under a :class:`SceneLighting` (the clip evaluation's :class:`EngineRelight` with this module's call)."""
 
     def relight(self, index: int, crop: np.ndarray, track, lighting) -> np.ndarray:
-        self.engine.prepare(index, crop, track, self.cache)
-        relit = self.engine.relight(index, crop, track, lighting, None, self.cache)
-        alpha = np.clip(np.asarray(relit.alpha, dtype=np.float32), 0.0, 1.0)
-        alpha = alpha[..., None] if alpha.ndim == 2 else alpha
-        return (alpha * relit.image + (1.0 - alpha) * crop).astype(np.float32)
+        return self.relight_lighting(index, crop, track, lighting)
 
 
 class DPRYale:
@@ -135,18 +115,45 @@ class YaleResult:
     rows: list[dict] = field(default_factory=list)  # one per (subject, photo, system)
     sheets: dict[str, np.ndarray] = field(default_factory=dict)
     angle_rows: list[dict] = field(default_factory=list)  # source-estimate direction errors
+    ambient_rows: list[dict] = field(default_factory=list)  # per subject: the target's ambient fraction
 
 
-def evaluate(root: str | Path, systems: list, max_photos: int = 0, subjects: int = 0) -> YaleResult:
+def subject_ambient(subject) -> tuple[float, str]:
+    """The subject's measured ambient fraction (``yale_data.measure_ambient``) and how it was found; the stand-in
+    :data:`AMBIENT_FRACTION` where the subject has no ambient photo."""
+    try:
+        m = yale_data.measure_ambient(subject)
+    except RelightError as exc:
+        log.warning("%s: ambient not measured (%s); using %.3f of the key", subject.name, exc, AMBIENT_FRACTION)
+        return AMBIENT_FRACTION, "stand-in"
+    return m.fraction, m.how
+
+
+def evaluate(root: str | Path, systems: list, max_photos: int = 0, subjects: int | list[str] = 0,
+             ambient: float | None = None, source_light: str = "estimated") -> YaleResult:
+    """Score ``systems`` on the subjects under ``root`` (``subjects``: the first N, or these folder names).
+    ``ambient``: the target's ambient fraction for every subject; None: each subject's measured one.
+    ``source_light``: the input's light the engines divide by: "estimated" (``lighting.estimate``, as the product)
+    or "known" (the A+000E+00 strobe toward the camera plus the measured ambient, at the estimate's level: isolates
+    geometry and shading from the estimate; DPR estimates its own either way)."""
+    if source_light not in ("estimated", "known"):
+        raise RelightError(f"source light {source_light!r}: choose estimated or known")
     from blender_relight.lighting import estimate, sh
 
     result = YaleResult()
     folders = yale_data.subject_folders(root)
-    if subjects:
+    if isinstance(subjects, int) and subjects:
         folders = folders[:subjects]
+    elif subjects and not isinstance(subjects, int):
+        missing = sorted(set(subjects) - {f.name for f in folders})
+        if missing:
+            raise RelightError(f"{root}: no subject folders {', '.join(missing)}")
+        folders = [f for f in folders if f.name in set(subjects)]
     for si, folder in enumerate(folders):
         t0 = time.perf_counter()
         subject = yale_data.load_subject(folder, max_photos=max_photos)
+        fraction, how = (float(ambient), "given") if ambient is not None else subject_ambient(subject)
+        result.ambient_rows.append({"subject": subject.name, "ambient_fraction": fraction, "how": how})
         mask = yale_data.face_mask(subject)
         source = subject.crop_linear(subject.input)
         track = subject.track
@@ -154,12 +161,14 @@ def evaluate(root: str | Path, systems: list, max_photos: int = 0, subjects: int
         track.source_sh = estimate.estimate_frame_sh(source, track.points_crop(), track.camera_c2w())
         # the input's light level: its estimated irradiance on a surface facing the camera
         level = float(np.maximum(sh.irradiance(np.array([0.0, -1.0, 0.0]), track.source_sh), 1e-3) @ sh.LUMINANCE)
+        if source_light == "known":  # the input's real light: the strobe at the camera plus the measured ambient
+            track.source_sh = target_lighting(yale_data.light_direction(0.0, 0.0), fraction, level=level).total_sh()
         targets = [p for p in subject.photos if p.name != yale_data.INPUT_NAME]
         picks = {targets[int(round(i))].name for i in np.linspace(0, len(targets) - 1, min(SHEET_ROWS, len(targets)))}
         cells = []
         for photo in targets:
             real = subject.crop_linear(photo)
-            lighting = target_lighting(photo.direction, level=level)
+            lighting = target_lighting(photo.direction, fraction, level=level)
             row_cells = [source, real]
             for system in systems:
                 out = system.relight(si, source, track, lighting)
@@ -236,7 +245,10 @@ def run(args) -> int:
         except (RelightError, ImportError) as exc:
             log.warning("system %s skipped: %s", name, exc)
     started = time.perf_counter()
-    res = evaluate(args.yale, systems, args.max_photos, args.subjects)
+    names = getattr(args, "subject_names", None)
+    source_light = getattr(args, "source_light", "estimated")
+    res = evaluate(args.yale, systems, args.max_photos, names or args.subjects, getattr(args, "ambient", None),
+                   source_light)
     elapsed = time.perf_counter() - started
     by_bin = summarise(res.rows)
     by_subject = summarise(res.rows, by=("system", "subject", "bin"))
@@ -245,7 +257,9 @@ def run(args) -> int:
     neg = [r for r in res.rows if not r["min_value"] >= 0.0]
     text = (f"# Yale relighting report\n\n- commit {_git_commit()}; {machine_description()}; wall time {elapsed:.0f} s\n"
             f"- {len({r['subject'] for r in res.rows})} subjects, {len({(r['subject'], r['photo']) for r in res.rows})}"
-            f" target photos; ambient {AMBIENT_FRACTION} of the key; EPS {EPS}\n"
+            f" target photos; source light {source_light}; EPS {EPS}; target ambient (fraction of the key) per "
+            "subject: "
+            + ", ".join(f"{r['subject']} {r['ambient_fraction']:.4f} ({r['how']})" for r in res.ambient_rows) + "\n"
             f"- outputs with negative or NaN values: {len(neg)}\n\n## By light bin\n\n"
             + table(by_bin, ("system", "bin"), ("corr", "rmse", "strength"))
             + "\n## Source-light estimate: angle of its dominant direction to the photo's light (degrees)\n\n"
@@ -254,6 +268,7 @@ def run(args) -> int:
     report.write_text(out / "yale_report.md", text)
     report.write_csv(out / "yale_photos.csv", res.rows)
     report.write_csv(out / "yale_angles.csv", res.angle_rows)
+    report.write_csv(out / "yale_ambient.csv", res.ambient_rows)
     for name, sheet in res.sheets.items():
         report.write_png(out / f"yale_{name}_contact.png", sheet)
     print(text)

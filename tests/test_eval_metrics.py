@@ -133,3 +133,38 @@ def test_geometric_estimator_recovers_known_light() -> None:
         assert metrics.lighting_error(estimate.rgb_sh_to_dpr_gray(est)[None], wrong[None])[0] > \
             metrics.lighting_error(estimate.rgb_sh_to_dpr_gray(est)[None], gray[None])[0]
     assert max(errors) < 0.05, errors
+
+
+def test_coefficient_slope_follows_the_target_and_is_undefined_for_a_constant_one():
+    rng = np.random.default_rng(1)
+    target = rng.normal(0, 0.3, (20, 9))
+    est = 0.1 + 0.7 * target + rng.normal(0, 1e-3, (20, 9))
+    assert abs(metrics.coefficient_slope(est, target, metrics.DIRECTION_COEFFICIENTS["x"]) - 0.7) < 0.01
+    target[:, 1] = -0.3  # DPR's demo lights are rotations about the view axis: their y is constant
+    assert np.isnan(metrics.coefficient_slope(est, target, metrics.DIRECTION_COEFFICIENTS["y"]))
+
+
+def test_image_light_is_turned_into_the_head_frame_and_back():
+    from blender_relight.lighting import sh
+    from evaluation.systems import head_light_to_image, image_light_to_head
+
+    class Track:
+        def __init__(self, c2w):
+            self.c2w = c2w
+
+        def camera_c2w(self):
+            return self.c2w
+
+    light = sh.directional_light_sh([0.6, -0.7, 0.3], np.ones(3)) + sh.ambient_sh([0.1] * 3)
+    frontal = Track(camera.orbit_camera(0.0, 0.0))
+    assert np.allclose(image_light_to_head(light, frontal), light, atol=1e-9)  # the frontal camera: unchanged
+    turned = Track(camera.orbit_camera(np.radians(25.0), np.radians(-10.0)))
+    head = image_light_to_head(light, turned)
+    assert not np.allclose(head, light, atol=1e-3)
+    assert np.allclose(head_light_to_image(head, turned), light, atol=1e-9)
+    # a light from the camera stays a light from the camera: it lights the head from wherever the camera is
+    c2w = turned.camera_c2w()
+    to_camera_head = sh.rotate_eg3d_to_sh(c2w[:3, 3] - np.array(camera.LOOK_AT))
+    along = image_light_to_head(sh.directional_light_sh([0.0, -1.0, 0.0], np.ones(3)), turned)
+    key = np.array([along[3, 0], along[1, 0], along[2, 0]])
+    assert np.dot(key / np.linalg.norm(key), to_camera_head / np.linalg.norm(to_camera_head)) > 0.99

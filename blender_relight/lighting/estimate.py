@@ -16,9 +16,10 @@ light's: with the reference albedo, any skin redder or darker-toned than the ref
 the ratio E_target/E_source then repaints every face in the reference skin colour under a white target (measured on
 the development photos: a face chroma of (1.81, 0.80, 0.39) relit to (1.32, 0.91, 0.76), the reference's
 (1.30, 0.93, 0.77); docs/lighting.md). ``estimate_frame_sh`` therefore returns, by default, the fitted light made
-neutral (:func:`white_balance`: one gain per channel that makes its mean irradiance over the front hemisphere grey),
-so the face keeps its own colour and a target light's colour is applied on top of it. The price: a plate filmed under
-a strongly coloured light keeps that cast as if it were the skin's. ``white_balanced=False`` gives the plain
+neutral (:func:`white_balance`: its luminance on every channel, in every direction, since the light's directional
+colour cannot be told from the face's colour layout either), so the face keeps its own colour and a target light's
+colour is applied on top of it. The price: a plate filmed under a strongly coloured light keeps that cast as if it
+were the skin's. ``white_balanced=False`` gives the plain
 per-channel fit (the lighting tests, the tracker's prior and the evaluation's estimator use it).
 
 Robustness: pixels near saturation or near black are excluded; the fit is iteratively reweighted on the per-pixel
@@ -54,7 +55,7 @@ from blender_relight.errors import RelightError
 from blender_relight.lighting import sh as shlib
 
 #: Name of the colour convention of ``estimate_frame_sh``'s default output; caches of source SH record it.
-SOURCE_LIGHT_CONVENTION = "white-balanced (per-channel gain); non-negative lobes + shape prior (v2)"
+SOURCE_LIGHT_CONVENTION = "neutral (luminance on every channel); non-negative lobes + shape prior (v3)"
 
 #: Mean linear-RGB albedo assumed for the visible face (typical skin; see the module docstring for why it exists).
 REFERENCE_SKIN_ALBEDO = np.array([0.56, 0.40, 0.33])
@@ -80,11 +81,6 @@ _BAND_OF = np.array([0, 1, 1, 1, 2, 2, 2, 2, 2])
 class TooFewPixelsError(RelightError):
     """The face shows too few usable pixels (tiny, hidden, saturated or black) to estimate its lighting."""
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
-
-
-#: Directions a camera sees of a face (the front hemisphere, y < 0 in the SH frame), for :func:`white_balance`.
-_SPHERE_128 = shlib.fibonacci_sphere(128)
-_FRONT_BASIS = shlib.irradiance_basis(_SPHERE_128[_SPHERE_128[:, 1] < 0])
 
 #: Directions of the distant point lights the estimate is made of (Fibonacci sphere; 12-16° apart, finer than a
 #: second-order SH can tell apart).
@@ -225,21 +221,21 @@ def estimate_sh(image_linear: np.ndarray, normals_sh: np.ndarray, mask: np.ndarr
 
 
 def white_balance(sh_rgb: np.ndarray) -> np.ndarray:
-    """The light with its overall colour made neutral: one gain per channel so that the mean irradiance over the
-    directions a camera sees of a face (the front hemisphere) is grey with the same luminance; everything else kept.
+    """The light made neutral: its luminance on all three channels (``sh.as_rgb(sh.to_gray(sh_rgb))``), in every
+    direction. A neutral light is returned unchanged.
 
-    Why only a per-channel gain: that is exactly what the fit cannot tell from the skin's colour (a face's albedo
-    colour is a per-channel factor over the whole face), while the light's directional colour (a warm key against a
-    cool fill) is measured, and dividing it out per channel is what removes it from the plate. Why the mean over the
-    front hemisphere and not the ambient term: the fit pins down the irradiance on the normals it sees, while its
-    ambient term alone is nearly collinear with the front-back term (module docstring). A neutral light is returned
-    unchanged.
+    Why: one face cannot tell the light's colour from the skin's. For the overall colour that is plain (a redder face
+    reads as a redder light); it holds for the light's *directional* colour too, because a face's own colour varies
+    with the direction its surface faces (red cheeks and nose tip, a yellower forehead, a darker beard or jaw in the
+    hair's shade), and the per-channel fit reads that layout as light of a different colour from each side. Dividing
+    that out painted blotches: under a white light, face cells changed chroma by up to 0.63 per channel (lp_s18: a
+    green jaw; lp_d13: a grey lower face) against at most 0.10 with the neutral source (``python -m
+    evaluation.pixels``, docs/evaluation.md). The price: a plate filmed under a strongly coloured light, or a warm key
+    against a cool fill, keeps those colours as if they were the skin's (the target's colour is applied on top).
+    (An earlier version kept the directional colour and neutralised only the mean over the front hemisphere.)
     """
     sh = np.asarray(sh_rgb, dtype=np.float64)
-    mean = np.maximum(_FRONT_BASIS @ sh, 0.0).mean(axis=0)       # (3,) mean irradiance per channel
-    if np.any(mean <= 1e-9):  # no light on some channel: the luminance light on every channel
-        return shlib.as_rgb(shlib.to_gray(sh))
-    return sh * (float(mean @ shlib.LUMINANCE) / mean)[None, :]
+    return shlib.as_rgb(shlib.to_gray(sh))
 
 
 def estimate_frame_sh(crop_linear: np.ndarray, points_crop: np.ndarray, cam2world: np.ndarray | None = None,

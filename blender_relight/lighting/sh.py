@@ -156,3 +156,16 @@ def rgb_to_dpr_sh(sh_rgb: np.ndarray) -> np.ndarray:
     """Linear radiance SH (9, 3) -> DPR's gray SH (9,) by luminance; the inverse of :func:`dpr_to_rgb_sh` on gray
     lights (what DPR is given as a target, and how estimates are compared with DPR-convention targets)."""
     return to_gray(sh_rgb) / band_gains_vector(DPR_BAND_GAINS)
+
+
+_ROTATION_SAMPLES = fibonacci_sphere(64)
+_ROTATION_FIT = np.linalg.pinv(sh_basis(_ROTATION_SAMPLES))
+
+
+def rotate_sh(sh: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """SH ``(9,)`` or ``(9, C)`` of a light turned by the 3×3 ``rotation`` (SH-frame vectors, ``d' = R d``): the
+    radiance ``L'(d) = L(Rᵀ d)``. Exact for second order (rotations keep each band; the least-squares projection of a
+    band-limited function on 64 directions recovers it to rounding)."""
+    r = np.asarray(rotation, dtype=np.float64).reshape(3, 3)
+    turned = sh_basis(_ROTATION_SAMPLES @ r)  # Y(Rᵀ d) for each sample d (rows: dᵀ R = (Rᵀ d)ᵀ)
+    return (_ROTATION_FIT @ turned) @ np.asarray(sh, dtype=np.float64)

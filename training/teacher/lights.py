@@ -49,9 +49,11 @@ def random_sh(rng: np.random.Generator) -> np.ndarray:
 
 
 def dpr_lights(data_dir: Path) -> list[np.ndarray]:
-    """DPR's seven example lights (×0.7, as its demo) as RGB SH in irradiance units (× π, as lighting.estimate)."""
+    """DPR's seven example lights (×0.7, as its demo) as RGB SH in this project's units, through the project's one
+    conversion ``sh.dpr_to_rgb_sh`` (per-band gains measured by ``evaluation.dpr_units``), so a DPR light means the
+    same light to the teacher as to the CLI, the evaluation's schedule and the engines."""
     paths = sorted((Path(data_dir) / "dpr" / "example_light").glob("rotate_light_0*.txt"))
-    return [np.pi * shm.as_rgb(shm.load_dpr_light(str(p), 0.7)) for p in paths]
+    return [shm.dpr_to_rgb_sh(shm.load_dpr_light(str(p), 0.7)) for p in paths]
 
 
 def sample_sh(rng: np.random.Generator, dpr: list[np.ndarray] | None = None) -> np.ndarray:
