@@ -95,14 +95,14 @@ class OutputTask:
             cancel: Callable[[], bool] | None = None) -> int:
         by_index = {req.index: req for _, req in self.plan}
         self.summary = sequence.render_sequence(
-            self.session, self.folder, frames=list(by_index), light=lambda i: by_index[i].sh,
+            self.session, self.folder, frames=list(by_index), light=lambda i: by_index[i].lighting,
             camera=lambda i: by_index[i].camera_label, image_format=self.image_format, naming=self.naming,
             png_bits=self.png_bits, progress=progress, cancel=cancel)
         return len(self.plan)
 
 
 def plan_requests(context: bpy.types.Context, session: Any, frames: list[int]) -> list[tuple[int, relight.FrameRequest]]:
-    """The lights (SH) and camera of every frame, evaluated at that frame (animated lights and cameras included)."""
+    """The lighting and camera of every frame, evaluated at that frame (animated lights and cameras included)."""
     scene = context.scene
     settings = scene.portrait_relight
     current = scene.frame_current

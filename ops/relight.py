@@ -1,8 +1,12 @@
 """Relight one frame from the scene's current lights and camera, and show it in the preview image.
 
 Why a request key: the depsgraph handler fires for every change (selection, our own image update ...); relighting
-is skipped when frame, SH and camera are unchanged, and the core re-runs only its shading step when just the SH
-changed (the camera-dependent render is cached per frame and camera in the ClipSession).
+is skipped when frame, lights and camera are unchanged, and the core re-runs only its shading step when just the
+lights changed (the camera-dependent render is cached per frame and camera in the ClipSession).
+
+The lights go to the core as they are (``scene_read.scene_lighting``: each Blender light a ``LightSpec``, shaded by
+the geometry engine with its falloff, cone, cast shadow and highlight; the world as SH), not projected to SH: a
+second-order SH of a key light has no nose shadow and no terminator.
 """
 from __future__ import annotations
 
@@ -25,12 +29,12 @@ class FrameRequest:
     """Everything that decides a relit frame."""
 
     index: int
-    sh: np.ndarray
+    lighting: Any  # blender_relight.lighting.scene.SceneLighting
     camera_label: np.ndarray | None
 
     def key(self) -> tuple:
         cam = None if self.camera_label is None else tuple(np.round(self.camera_label, 5))
-        return self.index, tuple(np.round(self.sh, 5).ravel()), cam
+        return self.index, self.lighting.key(), cam
 
 
 def clip_index(scene: bpy.types.Scene, settings: Any, frame: int | None = None) -> int:
@@ -40,26 +44,26 @@ def clip_index(scene: bpy.types.Scene, settings: Any, frame: int | None = None) 
 
 def request(scene: bpy.types.Scene, settings: Any, session: Any, depsgraph: bpy.types.Depsgraph,
             frame: int | None = None) -> FrameRequest:
-    """The relight request at the current frame: scene SH and camera, or None for the filmed viewpoint."""
+    """The relight request at the current frame: the scene's lighting and camera (None: the filmed viewpoint)."""
     index = clip_index(scene, settings, frame)
     info = session.info
     if not 0 <= index < info.frame_count:
         shown = scene.frame_current if frame is None else frame
         raise RelightError(f"frame {shown} is outside the clip (scene frames {settings.frame_start}"
                            f"-{settings.frame_start + info.frame_count - 1})")
-    sh = scene_read.scene_sh(scene, settings, depsgraph)
+    lighting = scene_read.scene_lighting(scene, settings, depsgraph)
     label = None
     if not settings.use_source_camera:
         label = scene_read.scene_camera_label(scene, settings, depsgraph)
         source = session.source_camera(index)
         if label is not None and source is not None and rig_maths.same_view(label, source):
             label = None
-    return FrameRequest(index, sh, label)
+    return FrameRequest(index, lighting, label)
 
 
 def relight(session: Any, req: FrameRequest, with_passes: bool = False) -> Any:
     """Run the core on one request; returns its RelitFrame (with albedo/normal/depth/shading/alpha if asked)."""
-    return session.relight_frame(req.index, req.sh, req.camera_label, with_passes=with_passes)
+    return session.relight_frame(req.index, req.lighting, req.camera_label, with_passes=with_passes)
 
 
 def show(image_rgb: np.ndarray, name: str = PREVIEW_IMAGE) -> bpy.types.Image:
@@ -105,7 +109,7 @@ def light_hint(session: Any, req: FrameRequest) -> str:
         return ""
     facing = np.array([0.0, -1.0, 0.0])  # head frame: y points into the face
     source = float(np.mean(shmath.irradiance(facing, shmath.as_rgb(np.asarray(track.source_sh, np.float64)))))
-    target = float(np.mean(shmath.irradiance(facing, shmath.as_rgb(np.asarray(req.sh, np.float64)))))
+    target = float(np.mean(shmath.irradiance(facing, shmath.as_rgb(req.lighting.total_sh()))))
     if source <= 1e-6:
         return ""
     ratio = target / source

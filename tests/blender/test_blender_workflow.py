@@ -124,7 +124,8 @@ def test_import_analyse_light_render_export(scene, bpy_module, short_clip, tmp_p
 
     # The exported pixels are the relit frame: lit side brighter, and the other side when the light moves over.
     frame = session.relight_frame(0, relight.request(scene, settings, session,
-                                                     bpy.context.evaluated_depsgraph_get()).sh, None, with_passes=True)
+                                                     bpy.context.evaluated_depsgraph_get()).lighting, None,
+                                 with_passes=True)
     exported = video.read_image(pngs[0]).astype(np.float32) / 255.0
     from blender_relight import colour
 
@@ -594,3 +595,22 @@ def test_save_and_reopen_resumes_from_the_cache(scene, bpy_module, short_clip, t
         _mod("session").forget_sessions()
         bpy.ops.wm.read_homefile(use_empty=True)
     assert not bpy.data.filepath and PACKAGE in bpy.context.preferences.addons
+
+
+def test_blender_lights_reach_the_core_as_lights_with_shadows(scene, bpy_module, short_clip):
+    """The scene's key reaches the geometry engine as a light (falloff, cone, cast shadow), not projected to SH: the
+    relit frame differs from the same scene's second-order SH where the key's shadow and terminator fall."""
+    bpy = bpy_module
+    settings = scene.portrait_relight
+    assert _import_and_analyse(bpy, short_clip, engine="auto") == {"FINISHED"}, settings.status
+    _side_light(bpy, scene, +1.0)
+    relight = _mod("relight")
+    session = _mod("session").get_session(settings)
+    req = relight.request(scene, settings, session, bpy.context.evaluated_depsgraph_get())
+    assert [spec.type for spec in req.lighting.lights] == ["AREA"]
+    from blender_relight.lighting.scene import SceneLighting
+
+    lit = relight.relight(session, req).image
+    sh_only = session.relight_frame(req.index, SceneLighting(sh=req.lighting.total_sh()), None).image
+    differs = np.abs(lit - sh_only).max(axis=2) > 0.02
+    assert differs.mean() > 0.01, differs.mean()
