@@ -188,7 +188,7 @@ def main() -> None:
     frame_linear, crop = session._linear_frame_and_crop(req.index, track)
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        core.relight(req.index, crop, track, req.sh, None, session.cache)
+        core.relight(req.index, crop, track, req.lighting, None, session.cache)
         crop_times.append(time.perf_counter() - t0)
     rows.append(("  core: engine shade step alone (512² crop)", ms(crop_times)))
 
