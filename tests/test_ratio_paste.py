@@ -21,6 +21,12 @@ def _setup():
     return frame8, t, align.face_mask(t.to_crop(face.points))
 
 
+def _darkened_from_one_side(crop: np.ndarray) -> np.ndarray:
+    """A strong darkening from one side (a side key's far side)."""
+    u = np.linspace(0.0, 1.0, crop.shape[1], dtype=np.float32)[None, :, None]
+    return crop * np.clip(1.6 * u - 0.2, 0.0, None)
+
+
 def test_ratio_paste_is_non_negative_and_keeps_detail():
     from blender_relight import colour
 
@@ -28,8 +34,7 @@ def test_ratio_paste_is_non_negative_and_keeps_detail():
     frame = colour.uint8_srgb_to_linear(frame8)
     crop = t.warp(frame)
     # a strong darkening from one side (a side key's far side), with a crop resampled (smoothed) from the frame
-    u = np.linspace(0.0, 1.0, 512, dtype=np.float32)[None, :, None]
-    relit = crop * np.clip(1.6 * u - 0.2, 0.0, None)
+    relit = _darkened_from_one_side(crop)
     out = t.unwarp(relit, frame, mask, reference=crop)
     assert np.isfinite(out).all() and out.min() >= 0.0
     # detail: where the ratio is 1 (no light change) the frame's pixels come back exactly
@@ -49,8 +54,7 @@ def test_the_preview_paste_matches_resampling_mask_and_ratio_apart():
     frame8, t, mask = _setup()
     frame = colour.uint8_srgb_to_linear(frame8)
     crop = t.warp(frame)
-    u = np.linspace(0.0, 1.0, 512, dtype=np.float32)[None, :, None]
-    relit = crop * np.clip(1.6 * u - 0.2, 0.0, None)
+    relit = _darkened_from_one_side(crop)
     fast = t.unwarp(relit, frame, mask, reference=crop)
     general = t.unwarp(relit, frame.astype(np.float64), mask, reference=crop)
     assert fast.dtype == np.float32 and general.dtype == np.float64

@@ -25,18 +25,25 @@ def _quad(x0, x1, y0, y1, z, n=8):
     return v, t
 
 
-def _scene(with_blocker: bool = True):
-    """A wall at z = 0 and, 0.1 in front of it, a small square blocker: seen from the frontal camera."""
-    v, t = _quad(-0.3, 0.3, -0.3, 0.3, 0.0, 16)
+def _wall_with_blockers(wall: tuple[float, float, float, float], blockers: list[tuple[float, float, float, float, float]],
+                        size: int):
+    """A wall (x0, x1, y0, y1) at z = 0 and small square blockers (x0, x1, y0, y1, gap in front of it), seen from
+    the frontal camera at ``size``²: (geometry, G-buffer)."""
+    v, t = _quad(*wall, 0.0, 16)
     parts = [np.zeros(len(v), np.uint8)]
-    if with_blocker:
-        vb, tb = _quad(-0.05, 0.05, -0.05, 0.05, 0.1, 2)
+    for x0, x1, y0, y1, gap in blockers:
+        vb, tb = _quad(x0, x1, y0, y1, gap, 2)
         t = np.concatenate([t, tb + len(v)])
         v = np.concatenate([v, vb])
         parts.append(np.ones(len(vb), np.uint8))
     geo = HeadGeometry(v.astype(np.float32), t.astype(np.int32), np.zeros((len(v), 2), np.float32),
                        np.concatenate(parts))
-    return geo, rasterize(geo, cam.frontal_label(), 96)
+    return geo, rasterize(geo, cam.frontal_label(), size)
+
+
+def _scene(with_blocker: bool = True):
+    """A wall at z = 0 and, 0.1 in front of it, a small square blocker: seen from the frontal camera."""
+    return _wall_with_blockers((-0.3, 0.3, -0.3, 0.3), [(-0.05, 0.05, -0.05, 0.05, 0.1)] if with_blocker else [], 96)
 
 
 def test_frames_conversion_is_the_rig_axis_change():
@@ -213,16 +220,8 @@ def test_pixels_split_over_two_workers_give_the_serial_result(monkeypatch):
 
 def _two_blockers():
     """A wall at z = 0 with two small square blockers in front of it: one 0.04 in front (left), one 0.16 (right)."""
-    v, t = _quad(-0.4, 0.4, -0.3, 0.3, 0.0, 16)
-    parts = [np.zeros(len(v), np.uint8)]
-    for x0, gap in ((-0.25, 0.04), (0.1, 0.16)):
-        vb, tb = _quad(x0, x0 + 0.1, -0.05, 0.05, gap, 2)
-        t = np.concatenate([t, tb + len(v)])
-        v = np.concatenate([v, vb])
-        parts.append(np.ones(len(vb), np.uint8))
-    geo = HeadGeometry(v.astype(np.float32), t.astype(np.int32), np.zeros((len(v), 2), np.float32),
-                       np.concatenate(parts))
-    return geo, rasterize(geo, cam.frontal_label(), 128)
+    return _wall_with_blockers((-0.4, 0.4, -0.3, 0.3), [(-0.25, -0.15, -0.05, 0.05, 0.04), (0.1, 0.2, -0.05, 0.05, 0.16)],
+                               128)
 
 
 def _penumbra_px(vis: np.ndarray, wall: np.ndarray, columns: slice) -> int:

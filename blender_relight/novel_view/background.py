@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from blender_relight import colour
+from blender_relight.novel_view import stored
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +58,17 @@ class CleanPlate:
         return np.ascontiguousarray(out[..., :3]), np.ascontiguousarray(out[..., 3])
 
     def save(self, path: Path) -> None:
-        from blender_relight.io_utils import atomic_path
-
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, image=self.image.astype(np.float16), weight=self.weight.astype(np.float16),
-                                    scale=np.float64(self.scale), frames=np.asarray(self.frames, np.int64),
-                                    version=np.int64(FORMAT_VERSION))
+        stored.save_arrays(path, FORMAT_VERSION, {"image": self.image, "weight": self.weight,
+                                                  "scale": np.float64(self.scale),
+                                                  "frames": np.asarray(self.frames, np.int64)})
 
     @staticmethod
     def load(path: Path) -> "CleanPlate | None":
         """The stored plate, or None when absent or unreadable (it is then rebuilt)."""
-        if not Path(path).is_file():
+        data = stored.load_arrays(path, FORMAT_VERSION, ("image", "weight", "scale", "frames"), "clean plate")
+        if data is None:
             return None
-        try:
-            with np.load(path) as data:
-                if int(data["version"]) != FORMAT_VERSION:
-                    return None
-                plate = CleanPlate(data["image"].astype(np.float32), data["weight"].astype(np.float32),
-                                   float(data["scale"]), [int(i) for i in data["frames"]])
-        except (OSError, KeyError, ValueError) as exc:
-            log.warning("%s: clean plate unreadable (%s); rebuilding it", path, exc)
-            return None
+        plate = CleanPlate(data["image"], data["weight"], float(data["scale"]), [int(i) for i in data["frames"]])
         if plate.image.ndim != 3 or plate.image.shape[:2] != plate.weight.shape or not np.isfinite(plate.image).all():
             return None
         return plate
@@ -182,9 +172,5 @@ class CleanPlates:
             # this session built the plate or read it
             plate.image = plate.image.astype(np.float16).astype(np.float32)
             plate.weight = plate.weight.astype(np.float16).astype(np.float32)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                plate.save(path)
-            except OSError as exc:
-                log.warning("could not store the clean plate in %s (%s); it is rebuilt next session", path, exc)
+            stored.keep(path, plate.save, "clean plate")
         return plate

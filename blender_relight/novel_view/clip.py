@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from blender_relight import colour
-from blender_relight.novel_view import reproject, texture as tex
+from blender_relight.novel_view import reproject, stored, texture as tex
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,7 @@ class ClipTextures:
         texture = build_texture(Path(cache.source["path"]), {i: tracks[i] for i in frames}, self.source_fn,
                                 self.size, progress)
         if texture is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                texture.save(path)
-            except OSError as exc:
-                log.warning("could not store the clip texture in %s (%s); it is rebuilt next session", path, exc)
+            stored.keep(path, texture.save, "clip texture")
         return texture
 
 

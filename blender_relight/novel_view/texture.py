@@ -19,7 +19,6 @@ Memory: the accumulators only (T² × 5 float32: 5 MB at 512²); frames are stre
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -28,9 +27,8 @@ import cv2
 import numpy as np
 
 from blender_relight.lighting import sh as shmath
-from blender_relight.novel_view import reproject
+from blender_relight.novel_view import reproject, stored
 
-log = logging.getLogger(__name__)
 
 TEXTURE_SIZE = 512
 #: Weight exponent: the texel's best views dominate its mean (a sharper texture), the mean stays continuous.
@@ -253,31 +251,19 @@ class ClipTexture:
 
     # -- storage ---------------------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
-        from blender_relight.io_utils import atomic_path
-
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, colour=self.colour.astype(np.float16), trust=self.trust.astype(np.float16),
-                                    frames=np.asarray(self.frames, np.int64), version=np.int64(FORMAT_VERSION))
+        stored.save_arrays(path, FORMAT_VERSION, {"colour": self.colour, "trust": self.trust,
+                                                  "frames": np.asarray(self.frames, np.int64)})
 
     @staticmethod
     def load(path: Path) -> "ClipTexture | None":
         """The stored texture, or None when absent or unreadable (it is then rebuilt)."""
-        if not Path(path).is_file():
+        data = stored.load_arrays(path, FORMAT_VERSION, ("colour", "trust", "frames"), "clip texture")
+        if data is None:
             return None
-        try:
-            with np.load(path) as data:
-                if int(data["version"]) != FORMAT_VERSION:
-                    return None
-                colour = data["colour"].astype(np.float32)
-                trust = data["trust"].astype(np.float32)
-                frames = [int(i) for i in data["frames"]]
-        except (OSError, KeyError, ValueError) as exc:
-            log.warning("%s: clip texture unreadable (%s); rebuilding it", path, exc)
-            return None
+        colour, trust = data["colour"], data["trust"]
         if colour.ndim != 3 or colour.shape[:2] != trust.shape or not np.isfinite(colour).all():
             return None
-        return ClipTexture(colour, trust, frames)
+        return ClipTexture(colour, trust, [int(i) for i in data["frames"]])
 
 
 def _code_identity() -> bytes:
