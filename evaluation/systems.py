@@ -80,11 +80,16 @@ class MemoryCache:
     def __init__(self) -> None:
         self._planes: dict = {}
 
-    def get_planes(self, index: int, model_id: str | None = None):
+    def has_planes(self, index: int, model_id: str = "") -> bool:
+        return (index, model_id) in self._planes
+
+    def get_planes(self, index: int, model_id: str = "", expected: dict | None = None):
+        """As ``ClipCache.get_planes`` (``expected`` shapes are the file's check; in memory nothing is damaged)."""
         return self._planes.get((index, model_id))
 
-    def put_planes(self, index: int, planes, model_id: str | None = None) -> None:
+    def put_planes(self, index: int, planes, model_id: str = ""):
         self._planes[(index, model_id)] = planes
+        return planes
 
 
 class EngineRelight:

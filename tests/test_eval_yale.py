@@ -48,16 +48,16 @@ def test_small_yale_run_end_to_end(tmp_path):
     folder = DATA / "yale_dev" / "yaleB12"
     if not folder.exists():
         pytest.skip("../shared/data/yale_dev not found")
-    systems = [yale.InputYale(), yale.EngineSystem("analytic")]
+    systems = [yale.InputYale(), yale.EngineSystem("analytic"), yale.EngineSystem("geometry")]
     res = yale.evaluate(DATA / "yale_dev", systems, max_photos=2, subjects=1)
-    assert len(res.rows) == 2 * 2 and all(r["min_value"] >= 0 for r in res.rows)
+    assert len(res.rows) == 3 * 2 and all(r["min_value"] >= 0 for r in res.rows)
     assert [r["how"] for r in res.ambient_rows] == ["landmarks"]  # the target's ambient measured, not assumed
     ours = [r for r in res.rows if r["system"] == "analytic"]
     side = [r for r in ours if r["bin"] == "side"]
     assert side and all(r["corr"] > 0.5 and r["strength"] > 0.3 for r in side), side  # the far side darkens
     assert all(math.isfinite(r["corr"]) for r in ours)
     rows = yale.summarise(res.rows)
-    assert {r["system"] for r in rows} == {"input", "analytic"}
+    assert {r["system"] for r in rows} == {"input", "analytic", "geometry"}
     assert res.sheets and next(iter(res.sheets.values())).ndim == 3
 
 
