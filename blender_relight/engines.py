@@ -187,6 +187,9 @@ class _HeadFrame:
     #: empty}: made only when a pass is asked for (the crop-size G-buffer they need took half a frame change's time,
     #: for passes the live preview never shows)
     make_passes: Callable[[], dict[str, np.ndarray]]
+    #: the head-and-hair matte before the head region limits it (``head_proxy.head_labels``, 128² uint8): new views
+    #: take the whole hairdo from it
+    labels: np.ndarray | None = None
     _passes: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def pass_image(self, name: str) -> np.ndarray:
@@ -370,8 +373,8 @@ class GeometryEngine:
         # lp_d3; the person matte is steady: 0.0091 fitted against 0.0083 prior under a side key, frames 30-37,
         # input 0.0059 / 0.0049 over the same grown mattes.)
         geometry = head_geometry(track)
-        labels, shell = self._matte_bits(index, crop_linear, track, cache, geometry)
-        matte = head_proxy.head_matte(None, shell, None, size=size, labels=labels)
+        hair_labels, shell = self._matte_bits(index, crop_linear, track, cache, geometry)
+        matte = head_proxy.head_matte(None, shell, None, size=size, labels=hair_labels)
         geometry = head_geometry(track, matte)
         caster = shadow_caster(geometry)
         small = feather_seam(rasterize(geometry, track.camera, self.shading_size))
@@ -415,7 +418,7 @@ class GeometryEngine:
         entry = _HeadFrame(geometry, caster, inputs, shadows, e_src, source.specular.reshape(-1, 3)[flat], guard,
                            fill, box, alpha, (crop_linear[box] * a3).astype(np.float32),
                            (crop_linear[box] * (1.0 - a3)).astype(np.float32),
-                           np.repeat(a3, 3, axis=2).astype(np.float32), make_passes)
+                           np.repeat(a3, 3, axis=2).astype(np.float32), make_passes, hair_labels)
         return _keep(self._frames, index, entry)
 
     def _novel_view(self, index: int, crop_linear: np.ndarray, track, lighting: SceneLighting,
@@ -433,7 +436,7 @@ class GeometryEngine:
 
             def head(index: int, crop_linear: np.ndarray, track):  # moved: the whole head; shaded as filmed
                 frame = self._frame(index, crop_linear, track)
-                return (*whole_head(track, crop_linear, frame.alpha), frame.geometry, frame.alpha)
+                return (*whole_head(track, crop_linear, frame.alpha, frame.labels), frame.geometry, frame.alpha)
 
             self._novel_path = NovelViewPath(head, GeometryShading(self.shading_size, self.shadow_resolution))
         return self._novel_path

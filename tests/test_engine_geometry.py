@@ -123,6 +123,9 @@ def test_analysis_caches_the_matte_and_a_frame_change_only_reads_it(tmp_path, mo
     fresh = GeometryEngine().relight(1, session.crop_linear(1, track), track, lighting, None, None)
     assert len(calls) == 1  # without a cache the labels are computed, and give the same matte
     np.testing.assert_array_equal(fresh.alpha, session.engine._frames[1].alpha)
+    kept = session.engine._frames[1].labels  # what new views take the whole hairdo from: the cached matte itself
+    assert kept.dtype == np.uint8 and kept.shape == (head_proxy.MATTE_SIZE,) * 2
+    np.testing.assert_array_equal(kept, cache.get_planes(1, _matte_id(), None)["labels"])
     cache._planes_path(2, _matte_id()).write_bytes(b"PK\x03\x04 not a zip")
     assert session.engine.needs_prepare(2, cache) is False  # a file is there: found damaged when read
     again = GeometryEngine()

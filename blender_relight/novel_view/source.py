@@ -24,23 +24,26 @@ HAIR_GROW = 0.10
 HOLE_PX = 6
 
 
-def hair_matte(crop_linear: np.ndarray, points_crop: np.ndarray) -> np.ndarray:
-    """(H, W) [0, 1] matte of head and hair (``head_proxy.head_alpha``) inside the grown face mask."""
+def hair_matte(crop_linear: np.ndarray, points_crop: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) [0, 1] matte of head and hair inside the grown face mask: ``labels`` (the engine's cached
+    ``head_proxy.head_labels`` of the frame) when given, else made now (``head_proxy.head_alpha``)."""
     size = crop_linear.shape[0]
-    maps = face_geometry.render_face_maps(points_crop, crop_linear.shape[:2], fill_holes=True)
     seed = align.face_mask(points_crop, size, forehead=HAIR_FOREHEAD, grow=HAIR_GROW)
+    if labels is not None:
+        return head_proxy.labels_to_alpha(labels, seed, (size, size))
+    maps = face_geometry.render_face_maps(points_crop, crop_linear.shape[:2], fill_holes=True)
     return head_proxy.head_alpha(colour.linear_to_uint8_srgb(crop_linear), seed, maps.mask)
 
 
-def whole_head(track, crop_linear: np.ndarray, engine_matte: np.ndarray):
-    """(HeadGeometry, matte) for moving the head: the union of the engine's matte and :func:`hair_matte`, and the
-    head shell fitted to it."""
+def whole_head(track, crop_linear: np.ndarray, engine_matte: np.ndarray, labels: np.ndarray | None = None):
+    """(HeadGeometry, matte) for moving the head: the union of the engine's matte and :func:`hair_matte` (from the
+    engine's cached ``labels`` when given), and the head shell fitted to it."""
     from blender_relight.geometry import head_geometry
 
     import cv2
 
-    matte = np.maximum(np.asarray(engine_matte, np.float32), hair_matte(crop_linear, track.points_crop()))
-    # GrabCut leaves small holes where skin is shadowed like the wall (beside the jaw, under the ear); seen through,
+    matte = np.maximum(np.asarray(engine_matte, np.float32), hair_matte(crop_linear, track.points_crop(), labels))
+    # A matte may leave small holes where skin is shadowed like the wall (beside the jaw, under the ear); seen through,
     # they showed the background as pale patches on a turned head. A closing fills holes up to ~HOLE_PX across.
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * HOLE_PX + 1, 2 * HOLE_PX + 1))
     matte = np.maximum(matte, cv2.morphologyEx(matte, cv2.MORPH_CLOSE, k))
