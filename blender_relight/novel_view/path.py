@@ -72,14 +72,12 @@ class GeometryShading:
 
     def prepare(self, full, label: np.ndarray, source: render.SourceView) -> dict:
         """The shading inputs of G-buffer ``full`` (seen from ``label``), the source light there, the edge map."""
-        import cv2
-
         from blender_relight.engines import REACH
         from blender_relight.geometry.head import shadow_caster
         from blender_relight.geometry.raster import feather_seam
         from blender_relight.lighting import analytic
         from blender_relight.shading import ShadowCache, prepare, shade
-        from blender_relight.shading.shade import split_key
+        from blender_relight.shading.shade import edge_fill, split_key
 
         shaded = source.geometry if source.shading_geometry is None else source.shading_geometry
         if source.shading_geometry is not None:  # the filmed view's shading G-buffer, made at this camera
@@ -97,14 +95,8 @@ class GeometryShading:
         src = shade(None, split_key(source.source_sh), caster, inputs=inputs, shadows=source._shadows,
                     per_light=False, images=False, shadow_resolution=self.shadow_resolution)
         s = small.mask.shape[0]
-        n = len(inputs.index)
         # pixels just past the mesh's edge take the nearest shaded pixel's ratio (as the filmed view's)
-        outside = (~small.mask).astype(np.uint8)
-        dist, labels = cv2.distanceTransformWithLabels(outside, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
-        ys, xs = np.nonzero(small.mask)
-        label_to_vec = np.full(labels.max() + 1, n, np.int64)
-        label_to_vec[labels[ys, xs]] = np.arange(n)
-        fill = np.where(dist.reshape(-1) <= REACH * s, label_to_vec[labels.reshape(-1)], n)
+        fill = edge_fill(small.mask, REACH * s)
         e_src = src.diffuse_values
         state = {"inputs": inputs, "caster": caster, "shadows": source._shadows, "source": e_src,
                  "source_specular": src.specular_values, "fill": fill, "size": s,

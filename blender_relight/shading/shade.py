@@ -422,6 +422,24 @@ def _interleaved(planes: np.ndarray) -> np.ndarray:
     return cv2.merge([planes[0], planes[1], planes[2]]).reshape(-1, 3)
 
 
+def edge_fill(mask: np.ndarray, reach_px: float) -> np.ndarray:
+    """For every pixel of a shading-size image (flat, H·W), the shaded pixel whose value it takes: itself on
+    ``mask``, the nearest mask pixel within ``reach_px`` of it, else N (= the number of mask pixels: "none", the
+    caller's ratio 1). Shaded pixels are numbered as ``np.nonzero(mask)`` orders them (the shading inputs' order).
+    Why: the matte reaches softly past the mesh's edge, and those pixels must take the ratio of the surface next to
+    them, not 1 or black."""
+    import cv2
+
+    m = np.asarray(mask, bool)
+    n = int(m.sum())
+    outside = (~m).astype(np.uint8)
+    dist, labels = cv2.distanceTransformWithLabels(outside, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    ys, xs = np.nonzero(m)
+    label_to_vec = np.full(labels.max() + 1, n, np.int64)
+    label_to_vec[labels[ys, xs]] = np.arange(n)  # zero pixels of ``outside`` are the shaded ones
+    return np.where(dist.reshape(-1) <= reach_px, label_to_vec[labels.reshape(-1)], n)
+
+
 def extend(image: np.ndarray, mask: np.ndarray, sigmas: tuple[float, ...] = (2.0, 6.0)) -> np.ndarray:
     """``image`` (H, W, C) carried from ``mask`` outward (normalised convolution, widening passes): what a shading
     image needs before it is resized or used beyond the mesh's edge, so the edge does not bleed black."""
