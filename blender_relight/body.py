@@ -99,12 +99,13 @@ class BodyRelight:
                 self._mattes.popitem(last=False)
         return matte
 
-    def apply(self, index: int, image: np.ndarray, frame_linear: np.ndarray, frame_srgb: np.ndarray, transform,
+    def apply(self, index: int, image: np.ndarray, base: np.ndarray, frame_srgb: np.ndarray, transform,
               head_alpha_crop: np.ndarray, camera_label: np.ndarray, source_sh: np.ndarray,
               target_sh: np.ndarray) -> np.ndarray:
         """``image`` (the frame with the head pasted, linear float; modified in place and returned) plus the body's
-        change, ``frame · w_b · (R_b − 1)`` with ``w_b`` = person × (1 − head weight): where the head's crop-space
-        weight ``head_alpha_crop`` (pasted through ``transform``) fades, the two ratios blend to
+        change, ``base · w_b · (R_b − 1)`` with ``w_b`` = person × (1 − head weight) and ``base`` the pixels at the
+        filmed light (the frame for a ratio paste, the pasted frame for a new view's replace-paste): where the head's
+        crop-space weight ``head_alpha_crop`` (pasted through ``transform``) fades, the two ratios blend to
         ``w_h·R_h + (1 − w_h)·R_b`` (two multiplied partial changes left a lighter band there)."""
         h, w = image.shape[:2]
         scale = min(1.0, WORK_WIDTH / w)
@@ -119,6 +120,6 @@ class BodyRelight:
             return image
         ratio = body_ratio(person, camera_label, source_sh, target_sh)
         change = cv2.resize(weight[..., None] * (ratio - 1.0), (w, h), interpolation=cv2.INTER_LINEAR)
-        image += np.asarray(frame_linear, np.float32) * change
+        image += np.asarray(base, np.float32) * change
         np.maximum(image, 0.0, out=image)
         return image

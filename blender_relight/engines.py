@@ -39,6 +39,10 @@ class RelitCrop:
     alpha: np.ndarray
     passes: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the engine changed from the request (a clamped view)
+    #: where the engine changed the light (crop size, [0, 1]) when that is not ``alpha``: a new view pastes the moved
+    #: head and its surroundings (``alpha``) but relights only the head; the rest of the person is the body's
+    #: (``body.py``). None: ``alpha``.
+    relight_alpha: np.ndarray | None = None
 
 
 class RelightEngine(Protocol):

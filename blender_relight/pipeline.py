@@ -403,10 +403,16 @@ class ClipSession:
         reference = crop if filmed or not self.engine.supports_novel_view else None
         image = track.transform.unwarp(relit.image, frame_linear, relit.alpha, reference=reference)
         if track.source_sh is not None:  # neck, shoulders and chest follow the light too (``body``)
-            # how much of each pixel the head's paste changed: the engines' images are already blended by their
-            # alpha, and the ratio paste blends by it again (a new view's replace-paste once)
-            head = relit.alpha * relit.alpha if reference is not None else relit.alpha
-            image = self._body.apply(index, image, frame_linear, self._frame(index), track.transform, head,
+            # how much of each pixel the head's relight changed, and what the body's change multiplies: at the
+            # filmed view the engines' images are already blended by their alpha and the ratio paste blends by it
+            # again, over the frame; a new view replaces the crop (moved head and surroundings) and relights only
+            # the head within it
+            if reference is not None:
+                head, base = relit.alpha * relit.alpha, frame_linear
+            else:
+                reach = relit.alpha if relit.relight_alpha is None else relit.relight_alpha
+                head, base = relit.alpha * reach, image.copy()
+            image = self._body.apply(index, image, base, self._frame(index), track.transform, head,
                                      track.camera, track.source_sh, lighting.total_sh())
         passes: Mapping[str, np.ndarray] = {}
         if with_passes:

@@ -239,7 +239,7 @@ class NovelViewPath:
         image[box] = np.maximum(out, 0.0)
         ready, light_free = self._light_free_passes(nv, src)
         return RelitCrop(image.astype(np.float32, copy=False), nv.alpha, LazyPasses(ready, {**light_free, **makers}),
-                         list(nv.notes))
+                         list(nv.notes), np.asarray(reach, np.float32))
 
     @staticmethod
     def _light_free_passes(nv: render.NovelView, source: render.SourceView) -> tuple[dict, dict]:
