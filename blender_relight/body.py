@@ -4,8 +4,8 @@ Why: the engines relight the head in its crop, and the crop ends at the neck. Un
 on one side while the neck below the crop and the chest kept the filmed light, a bright collar under a dark mask
 (seen on every dev clip framed to the chest). There is no tracked geometry of the body, so its shape is a proxy:
 per image row a vertical cylinder spanning the person's width in that row (the person matte of
-``matting.person_matte`` on the frame), normals facing the camera in the middle and turning sideways (to 70°) at its
-edges, smoothed over rows. It is lit as the head is, by the ratio ``E_target / E_source`` of second-order SH
+``matting.person_matte`` on the frame), normals facing the camera in the middle and turning sideways (to
+``EDGE_ANGLE_DEG``) at its edges, smoothed over rows. It is lit as the head is, by the ratio ``E_target / E_source`` of second-order SH
 irradiance (the scene's lights projected, the frame's estimated source light; ``lighting.analytic.shading_ratio``,
 the same guards), in the head's light frame, so the neck's ratio meets the head's. No cast shadows, no highlights:
 the proxy knows no more than the body's outline. Computed at :data:`WORK_WIDTH` (the ratio is smooth) and applied

@@ -376,8 +376,7 @@ class GeometryEngine:
         # matte the fitted outline wandered from frame to frame: warping error 0.0189 fitted against 0.0071 on
         # lp_d3; the person matte is steady: 0.0091 fitted against 0.0083 prior under a side key, frames 30-37,
         # input 0.0059 / 0.0049 over the same grown mattes.)
-        geometry = head_geometry(track)
-        hair_labels, shell = self._matte_bits(index, crop_linear, track, cache, geometry)
+        hair_labels, shell = self._matte_bits(index, crop_linear, track, cache)  # the prior head only if not cached
         matte = head_proxy.head_matte(None, shell, None, size=size, labels=hair_labels)
         geometry = head_geometry(track, matte)
         caster = shadow_caster(geometry)

@@ -411,7 +411,7 @@ class ClipSession:
                 head, base = relit.alpha * relit.alpha, frame_linear
             else:
                 reach = relit.alpha if relit.relight_alpha is None else relit.relight_alpha
-                head, base = relit.alpha * reach, image.copy()
+                head, base = relit.alpha * reach, image  # body.apply reads base before it adds
             image = self._body.apply(index, image, base, self._frame(index), track.transform, head,
                                      track.camera, track.source_sh, lighting.total_sh())
         passes: Mapping[str, np.ndarray] = {}
