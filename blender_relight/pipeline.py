@@ -7,8 +7,6 @@ tracked face through untouched, saying so.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections import OrderedDict, deque
@@ -22,7 +20,6 @@ import numpy as np
 from blender_relight import colour
 from blender_relight.engines import RelightEngine, make_engine
 from blender_relight.errors import Cancelled, NoFaceError, RelightError
-from blender_relight.io_utils import ensure_writable_dir
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ DEFAULT_IMAGES = ["dpr_obama.jpg", "lp_d8.jpg", "lp_s1.jpg", "lp_s6.jpg", "lp_d3
 def face_samples(image_rgb8: np.ndarray, dpr, lights: list[np.ndarray], max_pixels: int = 4000):
     """Per image: visible normals, our source SH, DPR's estimate of the input, and DPR's log-ratio per light."""
     from blender_relight.engines import AnalyticEngine, _face_maps_and_matte
-    from blender_relight.lighting import estimate
     from blender_relight.tracking.tracker import FaceTracker
 
     tracker = FaceTracker()

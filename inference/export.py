@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from blender_relight.errors import RelightError
-from blender_relight.io_utils import atomic_path, ensure_writable_dir, write_bytes_atomic
+from blender_relight.io_utils import ensure_writable_dir, write_bytes_atomic
 from inference.graphs import FORMAT, FORMAT_VERSION, GRAPH_IO, GRAPH_NAMES, OPSET, tensor_shapes
 from inference.model import PRESETS, RelightNet
 from inference.model.checkpoint import load_checkpoint

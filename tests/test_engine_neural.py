@@ -10,7 +10,7 @@ import pytest
 
 from blender_relight import camera as cam
 from blender_relight.demo import sample_path
-from blender_relight.engines import NeuralEngine, make_engine, weights_are_trained
+from blender_relight.engines import make_engine, weights_are_trained
 from blender_relight.lighting import sh as shmath
 from blender_relight.pipeline import ClipSession
 from inference.runtime import find_weights

@@ -152,7 +152,6 @@ def test_dpr_gray_round_trip_and_scale() -> None:
     gains = sh.band_gains_vector(sh.DPR_BAND_GAINS)
     assert rgb.shape == (9, 3) and np.allclose(est.rgb_sh_to_dpr_gray(rgb), g)
     # per-band gains (fitted by evaluation.dpr_units), the same for the three channels
-    n = np.array([0.2, -0.9, 0.3]) / np.linalg.norm([0.2, -0.9, 0.3])
     assert np.allclose(rgb[:, 0], g * gains) and np.allclose(rgb[:, 1], rgb[:, 2])
     warm = est.dpr_gray_to_rgb_sh(g) * np.array([1.0, 0.8, 0.6])
     assert np.allclose(est.rgb_sh_to_dpr_gray(warm), g * (0.2126 + 0.7152 * 0.8 + 0.0722 * 0.6))
@@ -253,8 +252,6 @@ def test_dominant_direction_of_a_real_yale_photo(photo: str) -> None:
     """Real faces under a known point light (Extended Yale B): the estimate's dominant direction is within 35° of the
     light (measured over 370 photos of six subjects: median 15° frontal, 21° mid, 17° side; docs/lighting.md). The
     previous unconstrained fit put frontal lights behind the head (≈ 150° off)."""
-    from evaluation import yale_data as yd
-
     folder = DATA / "yale_dev" / "yaleB16"
     if not folder.exists():
         pytest.skip(f"{folder} not found: the Yale checks need ../shared/data")

@@ -8,7 +8,7 @@ import pytest
 from blender_relight import camera as cam
 from blender_relight.geometry import HeadGeometry, rasterize
 from blender_relight.lighting import sh as shlib
-from blender_relight.lighting.blender_lights import LightSpec, irradiance_at, light_irradiance, light_to_sh
+from blender_relight.lighting.blender_lights import LightSpec, irradiance_at, light_irradiance
 from blender_relight.lighting.scene import SceneLighting
 from blender_relight.shading import frames, shade
 from blender_relight.shading.shade import split_key

@@ -19,7 +19,7 @@ import pytest
 from blender_relight import cache as cache_mod
 from blender_relight.cache import ClipCache
 from blender_relight.cli import main
-from blender_relight.errors import Cancelled, RelightError
+from blender_relight.errors import Cancelled
 from blender_relight.tracking import tracker as tracker_mod
 from blender_relight.tracking.tracker import track_video
 

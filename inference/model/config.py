@@ -8,7 +8,7 @@ keeps the tests fast. Everything shape-related in the network and in the ONNX ex
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)

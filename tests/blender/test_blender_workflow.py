@@ -495,12 +495,17 @@ def test_ui_timer_ends_an_analysis_started_without_waiting(scene, bpy_module, da
 
 def test_ctrl_c_during_a_blocking_analysis_leaves_nothing_busy(scene, bpy_module, data_dir, tmp_path, capfd):
     import _thread
+    import signal
     import threading
 
     bpy = bpy_module
     settings = scene.portrait_relight
     prefs = bpy.context.preferences.addons[PACKAGE].preferences
     prefs.cache_dir = str(tmp_path / "cache")
+    # Ctrl-C reaches Python only through Python's SIGINT handler, which Python does not install when it starts with
+    # SIGINT ignored (a test run started in the background by a shell: then ``interrupt_main`` does nothing). A
+    # Blender started from a console has it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         clip = _clip_cut(data_dir, tmp_path / "cut.mp4", 10, 60)
         _import(bpy, clip)
@@ -520,6 +525,7 @@ def test_ctrl_c_during_a_blocking_analysis_leaves_nothing_busy(scene, bpy_module
         assert bpy.ops.portrait_relight.analyse.poll()
     finally:
         prefs.cache_dir = ""
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_words_frame_numbers_dark_light_and_unsaved_output(scene, bpy_module, short_clip, tmp_path, monkeypatch):
