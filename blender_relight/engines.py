@@ -364,8 +364,8 @@ class GeometryEngine:
         from blender_relight.geometry.raster import feather_seam
         from blender_relight.lighting import analytic
         from blender_relight.lighting import sh as shmath
-        from blender_relight.shading import ShadowCache, prepare, shade
-        from blender_relight.shading.shade import edge_fill, extend, split_key
+        from blender_relight.shading import ShadowCache, prepare
+        from blender_relight.shading.shade import edge_fill, extend, source_shading
 
         if index in self._frames:
             return self._frames[index]
@@ -383,12 +383,9 @@ class GeometryEngine:
         small = feather_seam(rasterize(geometry, track.camera, self.shading_size))
         inputs = prepare(small, track.camera)
         shadows = ShadowCache()
-        # The plate's own light, shaded as a target is (its key exact and with its cast shadow, the rest SH): the
-        # same light as target then changes nothing, and shadows already in the plate are not added twice.
-        source = shade(None, split_key(_source_sh(track)), caster, inputs=inputs, shadows=shadows, per_light=False,
-                       shadow_resolution=self.shadow_resolution)
-        flat = inputs.index
-        e_src = source.diffuse.reshape(-1, 3)[flat]
+        # The plate's own light, shaded as a target's SH part is (``shade.source_shading``): the same light as
+        # target changes nothing; its key's highlight is what the plate already shows.
+        e_src, src_specular = source_shading(_source_sh(track), caster, inputs, shadows, self.shadow_resolution)
         guard = (analytic.GUARD_FRACTION * e_src.mean(axis=0) + 1e-6).astype(np.float32)
         # pixels just past the mesh's edge take the ratio of the nearest shaded pixel (the matte reaches them softly)
         s = self.shading_size
@@ -406,14 +403,16 @@ class GeometryEngine:
         a3 = alpha[box][..., None]
 
         def make_passes() -> dict[str, np.ndarray]:
-            src_full = cv2.resize(extend(source.diffuse, small.mask), up, interpolation=cv2.INTER_LINEAR)
+            src_img = np.zeros((s * s, 3), np.float32)
+            src_img[inputs.index] = e_src
+            src_full = cv2.resize(extend(src_img.reshape(s, s, 3), small.mask), up, interpolation=cv2.INTER_LINEAR)
             full = feather_seam(rasterize(geometry, track.camera, size))
             return {"albedo": (crop_linear * np.pi / np.maximum(src_full, 1e-3)
                                * (alpha[..., None] > 1e-3)).astype(np.float32),
                     "normal": shmath.rotate_eg3d_to_sh(full.normal).astype(np.float32),
                     "depth": np.where(full.mask, full.depth, 0.0).astype(np.float32)[..., None]}
 
-        entry = _HeadFrame(geometry, caster, inputs, shadows, e_src, source.specular.reshape(-1, 3)[flat], guard,
+        entry = _HeadFrame(geometry, caster, inputs, shadows, e_src, src_specular, guard,
                            fill, box, alpha, (crop_linear[box] * a3).astype(np.float32),
                            (crop_linear[box] * (1.0 - a3)).astype(np.float32),
                            np.repeat(a3, 3, axis=2).astype(np.float32), make_passes, hair_labels)
@@ -446,13 +445,9 @@ class GeometryEngine:
         import cv2
 
         from blender_relight.shading import shade
-        from blender_relight.shading.shade import split_key
 
         frame = self._frame(index, crop_linear, track)
-        # the SH part's directional key is shaded like a light (exact cosine, cast shadow), as the source's is:
-        # the plate's own light as target then gives the plate back, and an SH-only light (a DPR file) has shadows
-        world = split_key(lighting.sh)
-        lighting = SceneLighting(sh=world.sh, lights=tuple(lighting.lights) + world.lights)
+        # direct lights with their cast shadows, the SH part (world, a DPR file) as SH, as the source is shaded
         result = shade(None, lighting, frame.caster, inputs=frame.inputs, shadows=frame.shadows,
                        shadow_resolution=self.shadow_resolution, per_light=False, images=False)
         flat = frame.inputs.index

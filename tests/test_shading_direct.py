@@ -11,7 +11,7 @@ from blender_relight.lighting import sh as shlib
 from blender_relight.lighting.blender_lights import LightSpec, irradiance_at, light_irradiance
 from blender_relight.lighting.scene import SceneLighting
 from blender_relight.shading import frames, shade
-from blender_relight.shading.shade import split_key
+from blender_relight.shading.shade import sh_key_light, source_shading
 
 
 def _quad(x0, x1, y0, y1, z, n=8):
@@ -115,19 +115,26 @@ def test_specular_peaks_at_the_mirror_direction_and_vanishes_behind():
     assert res_b.specular.max() == 0.0 and res_b.diffuse.max() == 0.0
 
 
-def test_sh_remainder_and_split_key_give_back_the_same_light():
+def test_the_source_light_as_target_gives_ratio_one_and_its_key_highlight():
+    """The plate's own light as the target changes nothing (its SH irradiance on both sides), and what the plate's
+    highlights came from is its key's: a sun along the SH's first band with the band's irradiance."""
+    from blender_relight.shading import prepare
+
     geo, gb = _scene(with_blocker=False)
     sh = shlib.directional_light_sh(np.array([0.3, -1.0, 0.2]), np.full(3, 2.0)) + shlib.ambient_sh(np.full(3, 0.1))
-    res = shade(gb, SceneLighting(sh=sh), geo)
-    n_sh = shlib.rotate_eg3d_to_sh(gb.normal[gb.mask])
-    np.testing.assert_allclose(res.diffuse[gb.mask], np.maximum(shlib.irradiance(n_sh, sh), 0), rtol=1e-4, atol=1e-5)
-    split = split_key(sh)
-    assert len(split.lights) == 1
-    np.testing.assert_allclose(split.total_sh(), sh, atol=1e-9)  # key + remainder is the same SH
-    key = split.lights[0]
+    inputs = prepare(gb, gb.camera)
+    diffuse, specular = source_shading(sh, geo, inputs)
+    target = shade(None, SceneLighting(sh=sh), geo, inputs=inputs, per_light=False, images=False)
+    np.testing.assert_allclose(target.diffuse_values, diffuse, rtol=1e-6)
+    n_sh = shlib.rotate_eg3d_to_sh(gb.normal.reshape(-1, 3)[inputs.index])
+    np.testing.assert_allclose(diffuse, np.maximum(shlib.irradiance(n_sh, sh), 0), rtol=1e-4, atol=1e-5)
+    key = sh_key_light(sh)
     np.testing.assert_allclose(-np.asarray(key.direction), np.array([0.3, -1.0, 0.2]) / np.linalg.norm([0.3, -1, .2]),
                                atol=1e-9)
     assert key.power == pytest.approx(2.0)
+    sun = shade(None, SceneLighting(lights=(key,)), geo, inputs=inputs, per_light=False, images=False)
+    np.testing.assert_allclose(specular, sun.specular_values, rtol=1e-6)
+    assert specular.max() > 0.0 and target.specular_values.max() == 0.0  # an SH light adds no highlight
 
 
 def test_real_head_side_light_shadows_the_far_cheek_only():

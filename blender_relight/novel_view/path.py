@@ -50,8 +50,8 @@ def _receivers(source: render.SourceView, geometry) -> np.ndarray:
 class GeometryShading:
     """The geometry engine's shading at a new view, done as the filmed view does it: ``shading.shade`` at ``size``²
     (the new view's G-buffer taken every other pixel: shading is smooth; its normals feathered across the face/shell
-    seam at that size, ``raster.feather_seam``), the source light shaded alike (the SH's
-    key as a light with its cast shadow, ``shade.split_key``), the ratio per shaded pixel carried to the pixels just
+    seam at that size, ``raster.feather_seam``), the source light shaded alike
+    (``shade.source_shading``), the ratio per shaded pixel carried to the pixels just
     past the mesh's edge (the nearest shaded pixel), resized to the head's box of the crop. Per view the shading
     inputs, the source light and the edge map are kept; shadow maps are kept per frame and light; a light change
     shades the target values only and makes pass images when they are read."""
@@ -76,8 +76,8 @@ class GeometryShading:
         from blender_relight.geometry.head import shadow_caster
         from blender_relight.geometry.raster import feather_seam
         from blender_relight.lighting import analytic
-        from blender_relight.shading import ShadowCache, prepare, shade
-        from blender_relight.shading.shade import edge_fill, split_key
+        from blender_relight.shading import ShadowCache, prepare
+        from blender_relight.shading.shade import edge_fill, source_shading
 
         shaded = source.geometry if source.shading_geometry is None else source.shading_geometry
         if source.shading_geometry is not None:  # the filmed view's shading G-buffer, made at this camera
@@ -92,14 +92,13 @@ class GeometryShading:
             source._shadows = ShadowCache()
             source._receivers = _receivers(source, shaded)
         inputs = dataclasses.replace(prepare(small, label), receivers=source._receivers)
-        src = shade(None, split_key(source.source_sh), caster, inputs=inputs, shadows=source._shadows,
-                    per_light=False, images=False, shadow_resolution=self.shadow_resolution)
+        e_src, src_specular = source_shading(source.source_sh, caster, inputs, source._shadows,
+                                             self.shadow_resolution)
         s = small.mask.shape[0]
         # pixels just past the mesh's edge take the nearest shaded pixel's ratio (as the filmed view's)
         fill = edge_fill(small.mask, REACH * s)
-        e_src = src.diffuse_values
         state = {"inputs": inputs, "caster": caster, "shadows": source._shadows, "source": e_src,
-                 "source_specular": src.specular_values, "fill": fill, "size": s,
+                 "source_specular": src_specular, "fill": fill, "size": s,
                  "guard": (analytic.GUARD_FRACTION * e_src.mean(axis=0) + 1e-6).astype(np.float32)}
         return state
 
@@ -111,11 +110,8 @@ class GeometryShading:
 
         from blender_relight.engines import _shading_ratio, pass_name
         from blender_relight.shading import shade
-        from blender_relight.shading.shade import split_key
 
         state = self._view_state(view, source)
-        world = split_key(lighting.sh)
-        lighting = SceneLighting(sh=world.sh, lights=tuple(lighting.lights) + world.lights)
         result = shade(None, lighting, state["caster"], inputs=state["inputs"], shadows=state["shadows"],
                        shadow_resolution=self.shadow_resolution, per_light=False, images=False)
         size = view.gbuffer.mask.shape[0]

@@ -481,15 +481,27 @@ def sh_key_light(sh_rgb: np.ndarray, name: str = "source key") -> LightSpec | No
     return LightSpec("SUN", colour=tuple(per_channel / strength), power=strength, direction=-gray / length, name=name)
 
 
-def split_key(sh_rgb: np.ndarray) -> "SceneLighting":
-    """An SH light as its directional key (:func:`sh_key_light`) plus the SH remainder: shaded by :func:`shade` it
-    gives the same light with an exact cosine and a cast shadow for the key, which is how a target light is shaded,
-    so the same light as source and target gives a ratio of exactly 1."""
-    from blender_relight.lighting.blender_lights import light_to_sh
+def source_shading(source_sh: np.ndarray, caster, inputs: ShadingInputs, shadows: ShadowCache | None = None,
+                   shadow_resolution: int = shadow.DEFAULT_RESOLUTION) -> tuple[np.ndarray, np.ndarray]:
+    """The plate's own light at the shaded pixels, (diffuse (N, 3), specular (N, 3)): the two things a relight
+    divides by and subtracts.
+
+    Diffuse: the estimate's SH irradiance, shaded exactly as a target's SH part is, so the plate's own light as the
+    target gives a ratio of exactly 1, and an SH light (a DPR file, Blender's world) is shaded as the smooth light
+    it describes. (Reading an SH light as the sharpest sun its first band allows plus an SH rest, with the sun's
+    exact cosine and cast shadow, made DPR lights read weaker than DPR's own relight by DPR's estimator: x slope
+    0.61 against 0.76 on lp_d3; docs/evaluation.md.) The plate's own cast shadows are therefore kept, not lifted:
+    the estimate's direction is not sharp enough (15-20° median error on Yale) to divide a shadow edge out.
+    Specular: the highlight of the estimate's directional key (:func:`sh_key_light`), what the plate's own
+    highlights came from, so that a target light's highlight is added only where the plate lacks one.
+    """
     from blender_relight.lighting.scene import SceneLighting
 
-    sh = shlib.as_rgb(sh_rgb)
+    sh = shlib.as_rgb(source_sh)
+    diffuse = shade(None, SceneLighting(sh=sh), inputs=inputs, per_light=False, images=False).diffuse_values
     key = sh_key_light(sh)
     if key is None:
-        return SceneLighting(sh=sh)
-    return SceneLighting(sh=sh - light_to_sh(key), lights=(key,))
+        return diffuse, np.zeros_like(diffuse)
+    highlight = shade(None, SceneLighting(sh=np.zeros((9, 3)), lights=(key,)), caster, inputs=inputs,
+                      shadows=shadows, shadow_resolution=shadow_resolution, per_light=False, images=False)
+    return diffuse, highlight.specular_values
