@@ -107,6 +107,16 @@ class EngineRelight:
         self.name = name
         self.cache = MemoryCache()
 
+    def begin_clip(self, path: Path) -> None:
+        """A fresh engine and cache for each clip: engines keep per-frame products (the matte, the fitted head) by
+        frame index, as a session does for its one clip. (Shared over clips, every clip after the first was relit
+        with the first clip's matte at the same frame indices: a halo of the wrong head's outline on the
+        background, in the protocol's figures until this fix.)"""
+        from blender_relight.engines import make_engine
+
+        self.engine = make_engine(self.name)
+        self.cache = MemoryCache()
+
     def reset(self) -> None:
         pass
 

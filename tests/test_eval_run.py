@@ -74,3 +74,30 @@ def test_pose_error_against_reference_cameras(tmp_path: Path) -> None:
     np.save(clip.with_suffix(".cameras.npy"), np.zeros((5, 24), np.float32))
     with pytest.raises(Exception, match="cameras.npy"):
         load_clip_frames(clip, stride=1, max_frames=1)
+
+
+def test_an_engine_system_starts_each_clip_afresh() -> None:
+    """Frames of two clips at the same index: after ``begin_clip`` the second clip is relit as by a fresh system,
+    not with the first clip's matte (which the engine keeps by frame index, as a session does for its one clip)."""
+    import numpy as np
+
+    from blender_relight import colour
+    from blender_relight.lighting import sh as shlib
+    from evaluation.systems import EngineRelight
+    from tests.test_geometry_head import _tracked
+
+    light = shlib.directional_light_sh(np.array([0.2, -1.0, 0.4]), np.full(3, 1.2)) + shlib.ambient_sh(np.full(3, 0.08))
+    target = shlib.directional_light_sh(np.array([-1.0, -0.5, 0.2]), np.full(3, 1.5)) + shlib.ambient_sh(np.full(3, 0.1))
+    frames = []
+    for clip in ("lp_d3.mp4", "lp_d0.mp4"):
+        track, crop = _tracked(clip, 30)
+        track.source_sh = light
+        frames.append((track, colour.uint8_srgb_to_linear(crop)))
+    shared = EngineRelight("geometry")
+    shared.relight(frames[0][1], frames[0][0], target)
+    stale = shared.relight(frames[1][1], frames[1][0], target)
+    shared.begin_clip(Path("lp_d0.mp4"))
+    second = shared.relight(frames[1][1], frames[1][0], target)
+    fresh = EngineRelight("geometry").relight(frames[1][1], frames[1][0], target)
+    np.testing.assert_array_equal(second, fresh)
+    assert np.abs(stale - fresh).mean() > 1e-3  # without it the first clip's matte is reused
