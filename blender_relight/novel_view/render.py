@@ -112,38 +112,55 @@ def _smooth_fill(weighted_colour: np.ndarray, weight: np.ndarray, work: int = 25
     return cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-#: Side of the grid a source's gain to the plate is worked out on, and the range the gain is held to.
+#: Side of the grid a source's gain to the plate is worked out on, the range the gain is held to, and every how
+#: many head pixels it is measured at (the gain is smooth: a few samples per grid cell).
 GAIN_WORK = 64
 GAIN_RANGE = (0.5, 2.0)
+GAIN_STRIDE = 8
 
 
 def matched_gain(size: int, pixels: np.ndarray, plate: np.ndarray, other: np.ndarray, weight: np.ndarray,
                  where: np.ndarray) -> np.ndarray:
-    """Per-channel gain (len(where), 3) that brings ``other`` (a source's colour at the source light, at the head
-    pixels ``pixels``) to the plate's colour, smooth over the image: the ratio of the two push-pull fills of
-    ``plate`` and ``other`` weighted by ``weight`` (where both are trusted), at ``GAIN_WORK``², read at the pixels
-    ``where`` (indices into ``pixels``).
+    """(gain, near): the per-channel gain (len(where), 3) that brings ``other`` (a source's colour at the source light, at the head
+    pixels ``pixels``, flat indices into size²) to the plate's colour, smooth over the image: the ratio of the two
+    push-pull fills of ``plate`` and ``other`` weighted by ``weight`` (where both are trusted), binned on a
+    ``GAIN_WORK``² grid, read at the flat pixel indices ``where``, and the plate's smooth fill there (None, and a
+    gain of 1, where the two do not overlap).
 
     Why: the clip texture and its mirror image are stored shading-normalised by each frame's estimated light and
     re-shaded by this frame's; where that estimate is lopsided (a key from one side that the frame does not have)
     the mirrored side came out far darker and greyer than the cheek it continues (a dark band down a turned
     head's side on lp_s18). Matched to the plate where they overlap, only their detail is taken."""
-    if where.size == 0 or float(weight.sum()) < 16.0:
-        return np.ones((where.size, 3), np.float32)
-    w = np.zeros(size * size, np.float32)
-    w[pixels] = weight
-    num = np.zeros((size * size, 3), np.float32)
-    den = np.zeros((size * size, 3), np.float32)
-    num[pixels] = plate * weight[:, None]
-    den[pixels] = other * weight[:, None]
+    if where.size == 0 or float(weight.sum()) < 2.0:
+        return np.ones((where.size, 3), np.float32), None
     k = GAIN_WORK
-    shrink = [cv2.resize(a.reshape(size, size, -1), (k, k), interpolation=cv2.INTER_AREA) for a in (num, den, w)]
-    ws = shrink[2].reshape(k, k)
-    pp_num = fill.push_pull(shrink[0] / np.maximum(ws, 1e-6)[..., None], ws)
-    pp_den = fill.push_pull(shrink[1] / np.maximum(ws, 1e-6)[..., None], ws)
+    ys, xs = np.divmod(pixels, size)
+    cell = (ys * k // size) * k + xs * k // size
+    ws = np.bincount(cell, weight, k * k).reshape(k, k)
+    norm = np.maximum(ws, 1e-9)[..., None]
+    num = np.stack([np.bincount(cell, weight * plate[:, c], k * k) for c in range(3)], 1).reshape(k, k, 3) / norm
+    den = np.stack([np.bincount(cell, weight * other[:, c], k * k) for c in range(3)], 1).reshape(k, k, 3) / norm
+    support = np.clip(ws / max(float(np.percentile(ws[ws > 0], 50)), 1e-9), 0.0, 1.0).astype(np.float32)
+    pp_num = fill.push_pull(num.astype(np.float32), support)
+    pp_den = fill.push_pull(den.astype(np.float32), support)
     gain = np.clip(pp_num / np.maximum(pp_den, 1e-4), GAIN_RANGE[0], GAIN_RANGE[1]).astype(np.float32)
     gain = cv2.resize(cv2.GaussianBlur(gain, (0, 0), 1.5), (size, size), interpolation=cv2.INTER_LINEAR)
-    return gain.reshape(-1, 3)[pixels[where]]
+    near = cv2.resize(cv2.GaussianBlur(pp_num, (0, 0), 1.5), (size, size), interpolation=cv2.INTER_LINEAR)
+    return gain.reshape(-1, 3)[where], near.reshape(-1, 3)[where]
+
+
+#: Brightness ratios (either way) between a texture or mirror colour and the plate's smooth colour around it over
+#: which the source goes from used to not used.
+AGREE_RATIO = (1.5, 2.2)
+
+
+def agreement(colour: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """(N,) in [0, 1]: 1 where ``colour`` (N, 3, as seen) is within ``AGREE_RATIO`` of ``near`` (the plate's smooth
+    colour there) in brightness, falling to 0 beyond."""
+    a = colour.sum(axis=1) + 1e-4
+    b = near.sum(axis=1) + 1e-4
+    ratio = np.maximum(a / b, b / a)
+    return (1.0 - reproject.smoothstep(AGREE_RATIO[0], AGREE_RATIO[1], ratio)).astype(np.float32)
 
 
 _WORKER = None
@@ -355,16 +372,26 @@ class NovelViewRenderer:
                 other = np.zeros((open_.size, 3), np.float32)
                 left = rest[open_]
                 if texture is not None:
-                    uv = gb.uv.reshape(-1, 2)[pixels]
-                    e_all = None
+                    uv_all = gb.uv.reshape(-1, 2)[pixels]
+                    uv = uv_all[open_]
+                    sub = np.arange(0, pixels.size, GAIN_STRIDE)  # where the gain to the plate is measured
+                    e_sub = None
                     for name, mirrored in (("texture", False), ("mirror", True)):
                         colour, trust = texture.sample(uv, mirrored=mirrored)
                         use = np.clip(trust / 0.5, 0.0, 1.0)  # a texel seen with half trust is used fully
-                        if e_all is None:
-                            e_all = tex.normalising_shading(normals, source.source_sh)
-                        # matched to the plate where both see the head (a smooth gain, extended outward)
-                        gain = matched_gain(size, pixels, plate, colour * e_all, w_plate * use, open_)
-                        colour, use = colour[open_] * gain, use[open_]
+                        if use.max(initial=0.0) > 0.0:
+                            # matched to the plate where both see the head (a smooth gain, extended outward)
+                            c_sub, t_sub = texture.sample(uv_all[sub], mirrored=mirrored)
+                            if e_sub is None:
+                                e_sub = tex.normalising_shading(normals[sub], source.source_sh)
+                            gain, near = matched_gain(size, pixels[sub], plate[sub], c_sub * e_sub,
+                                                      w_plate[sub] * np.clip(t_sub / 0.5, 0.0, 1.0),
+                                                      pixels[open_])
+                            colour = colour * gain
+                            # ... and not used where it still disagrees with the plate's colour around it (an
+                            # asymmetric hairdo mirrors hair onto the other cheek)
+                            if near is not None:
+                                use = use * agreement(colour * e, near)
                         w = left * use
                         other += w[:, None] * colour
                         weights[name][pixels[open_]] = w
