@@ -35,8 +35,9 @@ MP_CHIN, MP_FOREHEAD = 152, 10
 BODY_BELOW = 0.12
 BODY_EDGE = 0.03
 BODY_RAMP = 0.2
-#: ... and beside the face, below this many face heights above the chin (about the jaw's angle).
-BODY_SIDE = 0.25
+#: ... and beside the face from this many face heights above the chin (less BODY_BELOW: about the jaw's angle;
+#: at 0.25 the sample's collar ring beside the jaw was still half carried and broke at ±15-30°).
+BODY_SIDE = 0.35
 
 
 def body_region(points_crop: np.ndarray, size: int, ramp: float = BODY_RAMP) -> np.ndarray:
