@@ -71,7 +71,7 @@ class SourceView:
     shading_geometry: object | None = None
     relight_alpha: np.ndarray | None = None
     #: Where the crop is the body below the head (crop size, [0, 1], ``source.body_region``): the torso stays put, so
-    #: the head's motion does not carry it along and what was behind the old head is not shown there. None: no body.
+    #: the head's motion does not carry it along (the surroundings' flow is faded out over it). None: no body.
     body: np.ndarray | None = None
 
 
@@ -120,12 +120,12 @@ GAIN_STRIDE = 8
 
 
 def matched_gain(size: int, pixels: np.ndarray, plate: np.ndarray, other: np.ndarray, weight: np.ndarray,
-                 where: np.ndarray) -> np.ndarray:
-    """(gain, near): the per-channel gain (len(where), 3) that brings ``other`` (a source's colour at the source light, at the head
-    pixels ``pixels``, flat indices into size²) to the plate's colour, smooth over the image: the ratio of the two
-    push-pull fills of ``plate`` and ``other`` weighted by ``weight`` (where both are trusted), binned on a
-    ``GAIN_WORK``² grid, read at the flat pixel indices ``where``, and the plate's smooth fill there (None, and a
-    gain of 1, where the two do not overlap).
+                 where: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(gain, near): the per-channel gain (len(where), 3) that brings ``other`` (a source's colour at the source
+    light, at the head pixels ``pixels``, flat indices into size²) to the plate's colour, smooth over the image:
+    the ratio of the two push-pull fills of ``plate`` and ``other`` weighted by ``weight`` (where both are trusted),
+    binned on a ``GAIN_WORK``² grid, read at the flat pixel indices ``where``, and the plate's smooth fill there
+    (None, and a gain of 1, where the two do not overlap).
 
     Why: the clip texture and its mirror image are stored shading-normalised by each frame's estimated light and
     re-shaded by this frame's; where that estimate is lopsided (a key from one side that the frame does not have)
