@@ -316,9 +316,71 @@ def _relax(radius: np.ndarray, fixed: np.ndarray, iterations: int = SMOOTH_ITERA
     return r.reshape(-1)
 
 
-def head_geometry(track, matte: np.ndarray | None = None) -> HeadGeometry:
+#: Carving the shell to the filmed matte's visual hull: a shell point counts as inside where the matte at its
+#: projection is at least CARVE_MATTE (the carved surface projects onto the matte's outline, so this is where a new
+#: view's coverage, ``novel_view.render.MATTE_ALPHA``, is already nearly full: carved to the matte's half-way point
+#: it was drawn half see-through); points are pulled toward the head's centre down to CARVE_MIN of their radius
+#: (searched in CARVE_STEPS steps, then refined by bisection).
+CARVE_MATTE = 0.75
+CARVE_MIN = 0.45
+CARVE_STEPS = 24
+#: Shell directions (head frame, y up) carved: fully from CARVE_FROM_Y + 0.3 up (crown, back-top), none below
+#: CARVE_FROM_Y (the sides and the neck keep the prior shape, see-through where it passes the matte).
+CARVE_FROM_Y = 0.4
+
+
+def _carve_to_hull(points: np.ndarray, centre: np.ndarray, matte: np.ndarray, camera_label: np.ndarray,
+                   weight: np.ndarray | None = None) -> np.ndarray:
+    """``points`` (shell vertices, world) pulled along their ray from ``centre`` until they project into ``matte``
+    seen from ``camera_label``: the shell cut to the filmed silhouette's visual hull.
+
+    Why: the shell's outline is fitted to an envelope of the matte and its hidden back and top follow the prior
+    shape, so at a new view part of it (the back-top above a head seen from above, the side of a turned head)
+    projects outside the filmed matte. A new view's coverage is the matte at each point's projection, so that part
+    was drawn see-through: a notch in the hair at the shell's back-top, with the background showing through. Cut
+    to the hull, the surface a new ray meets first is inside the matte. A point projecting outside the crop is
+    tested at the crop's edge (the matte running off the crop says "at least this far"): the head may go on there,
+    background at the edge says it does not. ``weight`` (per point, 0..1): how far each point is carved (1: all
+    the way to the hull, 0: kept)."""
+    size = matte.shape[0]
+    m = np.ascontiguousarray(matte, dtype=np.float32)
+    rel = np.asarray(points, np.float64) - centre
+
+    def inside(lam: np.ndarray, which: np.ndarray | slice = slice(None)) -> np.ndarray:
+        xy, _ = raster.project(centre + rel[which] * lam[:, None], camera_label, size)
+        xy = np.clip(xy, 0.0, size - 1.0)
+        return _sample(m, xy) >= CARVE_MATTE
+
+    n = len(rel)
+    best = np.full(n, CARVE_MIN)
+    found = np.zeros(n, bool)
+    for lam in np.linspace(1.0, CARVE_MIN, CARVE_STEPS):  # outermost inside step first
+        todo = np.flatnonzero(~found)
+        if todo.size == 0:
+            break
+        ok = np.zeros(n, bool)
+        ok[todo] = inside(np.full(todo.size, lam), todo)
+        best[ok] = lam
+        found |= ok
+    step = (1.0 - CARVE_MIN) / (CARVE_STEPS - 1)
+    lo, hi = best.copy(), np.minimum(best + step, 1.0)
+    refine = found & (best < 1.0)
+    for _ in range(4):  # bisect between the last inside and the first outside step
+        mid = 0.5 * (lo + hi)
+        ok = inside(mid)
+        lo = np.where(refine & ok, mid, lo)
+        hi = np.where(refine & ~ok, mid, hi)
+    lam = np.where(found, lo, CARVE_MIN)
+    if weight is not None:
+        lam = 1.0 - np.asarray(weight, np.float64) * (1.0 - lam)
+    return centre + rel * lam[:, None]
+
+
+def head_geometry(track, matte: np.ndarray | None = None, carve: bool = False) -> HeadGeometry:
     """From a FrameTrack (tracking/tracker.py) and optionally the plate's head matte (crop size, [0, 1]) to this
-    frame's head mesh in EG3D world coordinates (see the module docstring)."""
+    frame's head mesh in EG3D world coordinates (see the module docstring). ``carve`` (with a matte): the shell cut
+    to the matte's visual hull from the filmed camera (:func:`_carve_to_hull`), the shape a new view moves; the
+    filmed view's shading keeps the smooth uncut shell."""
     from blender_relight.tracking import pose
 
     if track.points is None or track.camera is None:
@@ -357,7 +419,14 @@ def head_geometry(track, matte: np.ndarray | None = None) -> HeadGeometry:
     # drop shell triangles wholly under the face mesh
     under = np.where(front, _sample(inner, mxy), 0.0) > 0.99
     shell_tris = shell_tris[~np.all(under[shell_tris], axis=1)]
-    vertices = np.concatenate([face_world, to_world(shell_head)]).astype(np.float32)
+    shell_world = to_world(shell_head)
+    if carve and matte is not None:
+        # Only the upper head (crown, back-top, temples) is cut: below, the hull of one view is a wall under the chin
+        # and beside the jaw (the neck and the head's side seen by no camera), which a new view would draw opaque
+        # with fill colours where the prior shell and the matte's see-through coverage show the torso and wall.
+        up = np.clip((dirs[:, 1] - CARVE_FROM_Y) / 0.3, 0.0, 1.0)
+        shell_world = _carve_to_hull(shell_world, centre_world, m, label, up * up * (3.0 - 2.0 * up))
+    vertices = np.concatenate([face_world, shell_world]).astype(np.float32)
     triangles = np.concatenate([_face_topology(), shell_tris + NUM_FACE]).astype(np.int32)
     uv = np.concatenate([_face_uv(), shell_uv]).astype(np.float32)
     part = np.concatenate([np.zeros(NUM_FACE, np.uint8), np.ones(len(dirs), np.uint8)])

@@ -7,9 +7,10 @@ re-shaded with the frame's source irradiance, so the result is a plate at the so
 then relights it exactly as it relights the filmed view (``plate × E_target / E_source`` at the new view's normals).
 
 Outside the new head: the frame's background with the old head filled from the clip's clean plate where other frames
-saw behind it (``background``), else inpainted (``fill.inpainted_background``), carried along by the head's motion near it, the torso
-untouched. The returned ``alpha`` covers the old head and the new one, so a replace-paste of the crop into the full
-frame leaves no ghost of the old head.
+saw behind it (``background``), else inpainted (``fill.inpainted_background``), carried along by the head's motion
+near it, the torso (``SourceView.body``: collar and shoulders below the jaw) untouched. The returned ``alpha``
+covers the old head and the new one, so a replace-paste of the crop into the full frame leaves no ghost of the old
+head.
 """
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ class SourceView:
     #: head (``geometry``) and its coverage.
     shading_geometry: object | None = None
     relight_alpha: np.ndarray | None = None
+    #: Where the crop is the body below the head (crop size, [0, 1], ``source.body_region``): the torso stays put, so
+    #: the head's motion does not carry it along (the surroundings' flow is faded out over it). None: no body.
+    body: np.ndarray | None = None
 
 
 @dataclass
@@ -106,6 +110,57 @@ def _smooth_fill(weighted_colour: np.ndarray, weight: np.ndarray, work: int = 25
     w = cv2.resize(weight, (work, work), interpolation=cv2.INTER_AREA)
     filled = fill.push_pull(c / np.maximum(w, 1e-6)[..., None], w)
     return cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+#: Side of the grid a source's gain to the plate is worked out on, the range the gain is held to, and every how
+#: many head pixels it is measured at (the gain is smooth: a few samples per grid cell).
+GAIN_WORK = 64
+GAIN_RANGE = (0.5, 2.0)
+GAIN_STRIDE = 8
+
+
+def matched_gain(size: int, pixels: np.ndarray, plate: np.ndarray, other: np.ndarray, weight: np.ndarray,
+                 where: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(gain, near): the per-channel gain (len(where), 3) that brings ``other`` (a source's colour at the source
+    light, at the head pixels ``pixels``, flat indices into size²) to the plate's colour, smooth over the image:
+    the ratio of the two push-pull fills of ``plate`` and ``other`` weighted by ``weight`` (where both are trusted),
+    binned on a ``GAIN_WORK``² grid, read at the flat pixel indices ``where``, and the plate's smooth fill there
+    (None, and a gain of 1, where the two do not overlap).
+
+    Why: the clip texture and its mirror image are stored shading-normalised by each frame's estimated light and
+    re-shaded by this frame's; where that estimate is lopsided (a key from one side that the frame does not have)
+    the mirrored side came out far darker and greyer than the cheek it continues (a dark band down a turned
+    head's side on lp_s18). Matched to the plate where they overlap, only their detail is taken."""
+    if where.size == 0 or float(weight.sum()) < 2.0:
+        return np.ones((where.size, 3), np.float32), None
+    k = GAIN_WORK
+    ys, xs = np.divmod(pixels, size)
+    cell = (ys * k // size) * k + xs * k // size
+    ws = np.bincount(cell, weight, k * k).reshape(k, k)
+    norm = np.maximum(ws, 1e-9)[..., None]
+    num = np.stack([np.bincount(cell, weight * plate[:, c], k * k) for c in range(3)], 1).reshape(k, k, 3) / norm
+    den = np.stack([np.bincount(cell, weight * other[:, c], k * k) for c in range(3)], 1).reshape(k, k, 3) / norm
+    support = np.clip(ws / max(float(np.percentile(ws[ws > 0], 50)), 1e-9), 0.0, 1.0).astype(np.float32)
+    pp_num = fill.push_pull(num.astype(np.float32), support)
+    pp_den = fill.push_pull(den.astype(np.float32), support)
+    gain = np.clip(pp_num / np.maximum(pp_den, 1e-4), GAIN_RANGE[0], GAIN_RANGE[1]).astype(np.float32)
+    gain = cv2.resize(cv2.GaussianBlur(gain, (0, 0), 1.5), (size, size), interpolation=cv2.INTER_LINEAR)
+    near = cv2.resize(cv2.GaussianBlur(pp_num, (0, 0), 1.5), (size, size), interpolation=cv2.INTER_LINEAR)
+    return gain.reshape(-1, 3)[where], near.reshape(-1, 3)[where]
+
+
+#: Brightness ratios (either way) between a texture or mirror colour and the plate's smooth colour around it over
+#: which the source goes from used to not used.
+AGREE_RATIO = (1.5, 2.2)
+
+
+def agreement(colour: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """(N,) in [0, 1]: 1 where ``colour`` (N, 3, as seen) is within ``AGREE_RATIO`` of ``near`` (the plate's smooth
+    colour there) in brightness, falling to 0 beyond."""
+    a = colour.sum(axis=1) + 1e-4
+    b = near.sum(axis=1) + 1e-4
+    ratio = np.maximum(a / b, b / a)
+    return (1.0 - reproject.smoothstep(AGREE_RATIO[0], AGREE_RATIO[1], ratio)).astype(np.float32)
 
 
 _WORKER = None
@@ -180,8 +235,15 @@ class NovelViewRenderer:
         relit = np.ones_like(matte) if source.relight_alpha is None else np.asarray(source.relight_alpha, np.float32)
         crop = np.asarray(source.crop, np.float32)
         filmed = np.concatenate([crop, matte[..., None], colour_trust[..., None], relit[..., None]], 2)
+        head = np.maximum(head, matte)
+        # Where the surroundings may move: not on the body. (The old head's grown edge below the jaw is still
+        # replaced by what was behind it where the head moved away: it holds the jaw's own shadow, which stayed on
+        # the still neck as a second jaw line.)
+        still = None
+        if source.body is not None:
+            still = np.ascontiguousarray(1.0 - np.clip(np.asarray(source.body, np.float32), 0.0, 1.0))
         entry = {"label": np.asarray(source.label, np.float32), "filmed": np.ascontiguousarray(filmed),
-                 "depth_min": reproject.min_depth(source.gbuffer.depth), "head": np.maximum(head, matte),
+                 "depth_min": reproject.min_depth(source.gbuffer.depth), "head": head, "still": still,
                  "old_head": grown((matte > 0.05).astype(np.float32), OLD_HEAD_GROW_PX), "background": None,
                  "behind": None, "crop_relit": np.ascontiguousarray(np.concatenate([crop, relit[..., None]], 2))}
         self._frames[key] = entry
@@ -225,6 +287,8 @@ class NovelViewRenderer:
         f_ext = cv2.resize(f_small, (size, size), interpolation=cv2.INTER_LINEAR)
         dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 3)
         fade = np.exp(-0.5 * (dist / (SURROUND_SIGMA * size)) ** 2).astype(np.float32)
+        if entry.get("still") is not None:
+            fade *= entry["still"]  # the torso stays put: the collar is not pulled along with the chin
         f_bg = f_ext * fade[..., None]
         gx, gy = _pixel_grid(size)
         mx, my = gx + f_bg[..., 0], gy + f_bg[..., 1]
@@ -281,8 +345,12 @@ class NovelViewRenderer:
         if pixels.size:
             # No matte factor here: where the shell reaches past the filmed head, the plate's colour there is
             # background and the coverage below takes the matte's value, so it stays see-through.
+            # Near the filmed pose the edge stays as filmed (it composites back to the plate); the matte-edge and
+            # grazing rules take over as the view turns away (continuously: no pop).
+            away = float(reproject.smoothstep(EDGE_RULE_DEG[0], EDGE_RULE_DEG[1], np.hypot(view.yaw_deg,
+                                                                                            view.pitch_deg)))
             hit = reproject.lookup(gb.position, gb.normal, pixels, source.label, entry["depth_min"], None,
-                                   self.project, view.label)
+                                   self.project, view.label, graze=away)
             # what surrounds the new head needs only where its pixels came from: made beside the blend below
             surroundings = submit(self._surroundings, source, entry, pixels, hit.xy, mask)
             filmed = reproject.sample(entry["filmed"], hit.xy)  # crop, matte, colour trust, relight in one tap
@@ -291,10 +359,6 @@ class NovelViewRenderer:
             # matte's soft edge the filmed pixel is part background, so its colour comes from the other sources
             # while the coverage below keeps the edge's transparency.
             w_seen = hit.weight
-            # Near the filmed pose the edge stays as filmed (it composites back to the plate); the rule takes
-            # over as the view turns away (continuously: no pop).
-            away = float(reproject.smoothstep(EDGE_RULE_DEG[0], EDGE_RULE_DEG[1], np.hypot(view.yaw_deg,
-                                                                                            view.pitch_deg)))
             w_plate = w_seen * (1.0 - away * (1.0 - colour_ok))
             # What the plate does not give, in order: the clip texture, its mirror image, a smooth fill. Colours of
             # these are shading-normalised (÷ E_source), so they are blended as such and re-shaded once. Only the
@@ -308,10 +372,27 @@ class NovelViewRenderer:
                 other = np.zeros((open_.size, 3), np.float32)
                 left = rest[open_]
                 if texture is not None:
-                    uv = gb.uv.reshape(-1, 2)[pixels[open_]]
+                    uv_all = gb.uv.reshape(-1, 2)[pixels]
+                    uv = uv_all[open_]
+                    sub = np.arange(0, pixels.size, GAIN_STRIDE)  # where the gain to the plate is measured
+                    e_sub = None
                     for name, mirrored in (("texture", False), ("mirror", True)):
                         colour, trust = texture.sample(uv, mirrored=mirrored)
-                        w = left * np.clip(trust / 0.5, 0.0, 1.0)  # a texel seen with half trust is used fully
+                        use = np.clip(trust / 0.5, 0.0, 1.0)  # a texel seen with half trust is used fully
+                        if use.max(initial=0.0) > 0.0:
+                            # matched to the plate where both see the head (a smooth gain, extended outward)
+                            c_sub, t_sub = texture.sample(uv_all[sub], mirrored=mirrored)
+                            if e_sub is None:
+                                e_sub = tex.normalising_shading(normals[sub], source.source_sh)
+                            gain, near = matched_gain(size, pixels[sub], plate[sub], c_sub * e_sub,
+                                                      w_plate[sub] * np.clip(t_sub / 0.5, 0.0, 1.0),
+                                                      pixels[open_])
+                            colour = colour * gain
+                            # ... and not used where it still disagrees with the plate's colour around it (an
+                            # asymmetric hairdo mirrors hair onto the other cheek)
+                            if near is not None:
+                                use = use * agreement(colour * e, near)
+                        w = left * use
                         other += w[:, None] * colour
                         weights[name][pixels[open_]] = w
                         left = left - w
@@ -332,11 +413,13 @@ class NovelViewRenderer:
             # Coverage: the filmed head's silhouette bounds the head (a visual hull from one view): every point of
             # the head, seen or hidden, projects into the filmed matte. So a point of the new view is head as far as
             # the matte at its projection says (sharpened: its soft edge is wider than the hair's), whether the
-            # frame saw it or not; only points projecting outside the crop, where the frame cannot tell, count as
-            # head. (Counting every hidden point as head drew the prior shell's unseen sides, wider than the real
-            # head, as an opaque pale balloon filled from the background's colours.)
-            head_alpha[pixels] = np.where(hit.inside, reproject.smoothstep(MATTE_ALPHA[0], MATTE_ALPHA[1], matte_at),
-                                          1.0)
+            # frame saw it or not. (Counting every hidden point as head drew the prior shell's unseen sides, wider
+            # than the real head, as an opaque pale balloon filled from the background's colours.) A point projecting
+            # outside the crop takes the matte at the crop's edge (the sample's replicated border): the head goes on
+            # past the crop only where the matte runs off it. (Counted as head there, the shell's crown above a crop
+            # cut through the hair stood as a detached cap over a notch seen from above, and the neck below the crop
+            # as a bib over the collar; ``geometry.head`` carves the crown to the same hull.)
+            head_alpha[pixels] = reproject.smoothstep(MATTE_ALPHA[0], MATTE_ALPHA[1], matte_at)
             v = hit.visible
             relight[pixels] = v * relit_at + (1.0 - v)  # surface the frame did not see is relit as head
         head_alpha = head_alpha.reshape(size, size)

@@ -22,12 +22,20 @@ from blender_relight.geometry import raster
 OCCLUSION_TOL = 0.025
 OCCLUSION_RAMP = 0.03
 #: Cosine between normal and the source's view ray: no trust below COS_LOW (grazing: stretched, mixed with the
-#: silhouette), full trust above COS_HIGH.
-COS_LOW, COS_HIGH = 0.08, 0.35
+#: silhouette), full trust above COS_HIGH. (Was 0.08..0.35: a texel only ever seen at cos 0.2 kept 0.85 of the weight
+#: of a square view in a render and brought the grazing streaks the plate rule below rejects back from the texture.)
+COS_LOW, COS_HIGH = 0.12, 0.4
 #: For a new view: the source must face the point at least a little (cosine ramp to COS_FRONT) ...
 COS_FRONT = 0.03
 #: ... and the new view may see it at most this many times more squarely (a filmed pixel stretched 2-3.5x blurs).
 STRETCH = (2.0, 3.5)
+#: Away from the filmed pose, a filmed pixel is also trusted only where the source saw the surface squarely enough
+#: (cosine ramp ``GRAZE``): where the source's ray grazes the geometry a filmed pixel spans a long strip of it, so
+#: any misfit between the shell and the real hair or cheek there is drawn out along the rays (the hair streaks seen
+#: on a turned head's side, which the stretch rule alone let through up to 3.5x); other frames, the mirror image or
+#: the fill give that surface instead. Lower than the clip texture's ramp: the plate is the sharpest source, and
+#: rejecting it up to cos 0.4 left wide smooth fill on the sides of a still's turned head.
+GRAZE = (0.06, 0.25)
 
 
 def smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
@@ -64,7 +72,7 @@ class SourceLookup:
 
 def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_label: np.ndarray,
            source_depth_min: np.ndarray, source_matte: np.ndarray | None, project,
-           target_label: np.ndarray | None = None) -> SourceLookup:
+           target_label: np.ndarray | None = None, graze: float = 0.0) -> SourceLookup:
     """Project the new view's world points ``position[pixels]`` into the source camera and weigh them.
 
     ``project`` is the geometry package's ``project(points, label, size) -> (xy, depth)`` so the depth test uses the
@@ -72,7 +80,9 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
     where the new view sees the surface much more squarely than the source did (the filmed pixel would be
     stretched: ratio of the two cosines between ``STRETCH`` bounds), so the filmed camera itself trusts every pixel
     it sees, silhouettes included; without it (the clip texture, which has no one target) it falls with the
-    source's own grazing angle (``COS_LOW``..``COS_HIGH``).
+    source's own grazing angle (``COS_LOW``..``COS_HIGH``). ``graze`` (0..1, with ``target_label``): how far the
+    source's grazing rule (``GRAZE``) applies besides the stretch rule; the caller fades it in as the view leaves the
+    filmed pose (0 there: the filmed camera gives back every pixel it saw).
     """
     size = source_depth_min.shape[0]
     pts = np.asarray(position, np.float32).reshape(-1, 3)[pixels]
@@ -113,6 +123,8 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
         cos_t = cosine_to(camera.split_label(target_label)[0][:3, 3])
         stretch = np.maximum(cos_t, 0.0) / np.maximum(cos, 1e-3)
         facing = smoothstep(0.0, COS_FRONT, cos) * (1.0 - smoothstep(STRETCH[0], STRETCH[1], stretch))
+        if graze > 0.0:
+            facing = facing * (1.0 - np.float32(graze) * (1.0 - smoothstep(GRAZE[0], GRAZE[1], cos)))
     seen = (visible * smoothstep(0.0, COS_FRONT, cos) * inside).astype(np.float32)
     weight = visible * facing * inside
     if target_label is None:
