@@ -21,6 +21,7 @@ import numpy as np
 
 from blender_relight.lighting.scene import SceneLighting
 from blender_relight.novel_view import background, clip, render, source as source_mod
+from blender_relight.novel_view.views import clamp_view
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ class GeometryShading:
         return state
 
     def prepare(self, full, label: np.ndarray, source: render.SourceView) -> dict:
-        """The shading inputs of G-buffer ``full`` (seen from ``label``), the source light there, the edge map."""
+        """The shading inputs of G-buffer ``full`` (seen from ``label``; None where ``source`` has its own shaded
+        head, which is rasterised here), the source light there, the edge map."""
         from blender_relight.engines import REACH
         from blender_relight.geometry.head import shadow_caster
         from blender_relight.geometry.raster import feather_seam
@@ -212,7 +214,14 @@ class NovelViewPath:
             def start_shading(gbuffer, label: np.ndarray) -> None:  # beside the reprojection, on the worker
                 started.append(render.submit(self.shade.prepare, gbuffer, label, src))
 
-            nv = self.renderer.render(src, camera_label, on_gbuffer=start_shading)
+            if src.shading_geometry is not None:
+                # The shaded head is the frame's own: its G-buffer needs the camera only, so its shading begins on
+                # the worker before the moved head is rasterised (the two rasters and the reprojection overlap).
+                # The label is the one the renderer clamps the camera to (the same call).
+                start_shading(None, clamp_view(src.label, camera_label).label)
+                nv = self.renderer.render(src, camera_label)
+            else:
+                nv = self.renderer.render(src, camera_label, on_gbuffer=start_shading)
             nv._shading_started = started[0] if started else None
             self._views[key] = nv
             while len(self._views) > KEEP:
