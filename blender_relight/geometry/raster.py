@@ -305,12 +305,15 @@ def rasterize(geometry, camera_label: np.ndarray, size: int = 512, vertex_normal
     if hits.pixel.size:
         # Planar (channel, pixel) arrays: every step below is a contiguous 1-D loop (about half the time of the
         # same arithmetic on (pixel, channel) rows; the values are the same).
-        t = np.ascontiguousarray(take(tris, hits.triangle).T)  # (3, N) corner vertices
+        corners = np.ascontiguousarray(tris.T)
+        t = [np.take(corners[k], hits.triangle) for k in range(3)]  # each pixel's corner vertices, per corner
         # perspective-correct weights: screen barycentrics over each vertex's depth, renormalised
-        wz = np.ascontiguousarray(hits.bary.T) / np.take(z.astype(np.float32), t)
+        z32 = z.astype(np.float32)
+        wz = [hits.bary[:, k] / np.take(z32, t[k]) for k in range(3)]
         total = wz[0] + wz[1]
         total += wz[2]
-        wz /= total
+        for w_k in wz:
+            w_k /= total
         vn = _vertex_normals(verts, tris) if vertex_normals is None else np.asarray(vertex_normals, np.float64)
         # position, normal and UV interpolated together: one gather per corner
         attrs = np.ascontiguousarray(np.concatenate([verts.astype(np.float32), vn.astype(np.float32),
@@ -320,13 +323,13 @@ def rasterize(geometry, camera_label: np.ndarray, size: int = 512, vertex_normal
         values += np.take(attrs, t[2], axis=1) * wz[2]
         n = values[3:6]
         n /= np.sqrt(np.maximum(n[0] * n[0] + n[1] * n[1] + n[2] * n[2], 1e-20))
-        values = values.T
         flat = hits.pixel
         mask.reshape(-1)[flat] = True
         depth.reshape(-1)[flat] = hits.z
-        scatter(position.reshape(-1, 3), flat, values[:, 0:3])
-        scatter(normal.reshape(-1, 3), flat, values[:, 3:6])
-        scatter(uv.reshape(-1, 2), flat, values[:, 6:8])
+        for image, first in ((position, 0), (normal, 3), (uv, 6)):  # channel by channel from the planar rows
+            rows = image.reshape(-1, image.shape[-1])
+            for j in range(image.shape[-1]):
+                rows[:, j][flat] = values[first + j]
         triangle.reshape(-1)[flat] = hits.triangle
         part.reshape(-1)[flat] = np.take(np.asarray(geometry.part), t[0])
     return GBuffer(mask, depth, position, normal, uv, triangle, part, np.asarray(camera_label, np.float32))
