@@ -215,7 +215,10 @@ class NovelViewRenderer:
         crop = np.asarray(source.crop, np.float32)
         if xy is None or pixels.size == 0:
             return crop, np.zeros(mask.shape, np.float32), entry["crop_relit"][..., 3].copy()
-        ys, xs = np.divmod(pixels, size)
+        if size & (size - 1) == 0:  # a power of two (the 512² crop): a shift and a mask, not an int64 divmod
+            ys, xs = pixels >> (size.bit_length() - 1), pixels & (size - 1)
+        else:
+            ys, xs = np.divmod(pixels, size)
         flow = np.zeros((size * size, 2), np.float32)
         scatter(flow, pixels, xy - np.stack([xs, ys], 1).astype(np.float32))
         small = 128  # the extrapolated flow is smooth: push-pull it at a quarter of the size
