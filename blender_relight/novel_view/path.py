@@ -263,9 +263,14 @@ class NovelViewPath:
         ratio, add, makers = self.shade(nv, src, lighting, box, shaded)
         image = np.array(nv.image, copy=True)
         plate = nv.image[box]
-        a = reach[box][..., None]
-        out = plate + a * (plate * (ratio - 1.0) + (0.0 if add is None else add))
-        image[box] = np.maximum(out, 0.0)
+        # plate + a (plate (ratio − 1) + add), in place on the box (the same arithmetic, no temporaries)
+        out = np.subtract(ratio, 1.0, dtype=np.float32)
+        out *= plate
+        if add is not None:
+            out += add
+        out *= reach[box][..., None]
+        out += plate
+        image[box] = np.maximum(out, 0.0, out=out)
         ready, light_free = self._light_free_passes(nv, src)
         return RelitCrop(image.astype(np.float32, copy=False), nv.alpha, LazyPasses(ready, {**light_free, **makers}),
                          list(nv.notes), np.asarray(reach, np.float32))
