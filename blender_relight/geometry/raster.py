@@ -21,12 +21,31 @@ import numpy as np
 
 from blender_relight import camera as cam
 
-#: Side (pixels) of the blocks a triangle's bounding box is tested in.
-TILE = 4
+#: Side (pixels) of the blocks a triangle's bounding box is tested in (a power of two: shifts and masks split the
+#: candidate index).
+TILE_BITS = 2
+TILE = 1 << TILE_BITS
 #: Bounding-box pixels from which a raster is split over two threads (a 512² head has ~575k; a 128² shadow map ~40k).
 PARALLEL_CANDIDATES = 200_000
 
 _POOL = None
+
+
+def take(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``values[index]`` along the first axis. ``np.take`` is several times faster than fancy indexing for the
+    large index arrays of a raster (NumPy 1.26: 0.3 vs 1.6 ms for 177k rows of 3 floats); the values are the same."""
+    return np.take(values, index, axis=0)
+
+
+def scatter(target: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """``target[index] = values`` for rows of a C-contiguous (N, C) ``target``, each row moved as one opaque item
+    (about twice as fast as a fancy-index assignment of rows; the same result)."""
+    rows = np.ascontiguousarray(values, dtype=target.dtype)
+    if target.ndim == 1:
+        target[index] = rows
+        return
+    item = np.dtype((np.void, target.dtype.itemsize * int(np.prod(target.shape[1:]))))
+    target.view(item).reshape(-1)[index] = rows.view(item).reshape(-1)
 
 
 def _pool():
@@ -123,13 +142,13 @@ def raster_screen(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, size: tu
         tile_of = np.repeat(np.arange(nz.size), ntile)  # position in nz of each tile's triangle
         tstart = np.cumsum(ntile) - ntile
         tlocal = np.arange(int(ntile.sum())) - np.repeat(tstart, ntile)
-        trow, tcol = np.divmod(tlocal, tx[tile_of])
-        tri_of = nz[tile_of]  # index into the kept triangles
-        ox = x0[tri_of] + tcol * TILE  # block origin (pixels)
-        oy = y0[tri_of] + trow * TILE
+        trow, tcol = np.divmod(tlocal, take(tx, tile_of))
+        tri_of = take(nz, tile_of)  # index into the kept triangles
+        ox = take(x0, tri_of) + tcol * TILE  # block origin (pixels)
+        oy = take(y0, tri_of) + trow * TILE
 
         def coefficient(v: np.ndarray) -> np.ndarray:  # a plane coefficient as the per-pixel test takes it
-            return v.astype(np.float32).astype(np.float64)[tri_of]
+            return take(v.astype(np.float32).astype(np.float64), tri_of)
 
         A1, B1, C1 = coefficient(a1), coefficient(b1), coefficient(c1)
         A2, B2, C2 = coefficient(a2), coefficient(b2), coefficient(c2)
@@ -141,7 +160,7 @@ def raster_screen(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, size: tu
         span = np.float64(TILE - 1)
 
         def reachable(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-            at, bt, cv = a[tri_of], b[tri_of], c[tri_of]
+            at, bt, cv = take(a, tri_of), take(b, tri_of), take(c, tri_of)
             top = (cv + at * ox + bt * oy) + np.maximum(at, 0.0) * span + np.maximum(bt, 0.0) * span
             slack = 1e-3 + 1e-6 * (np.abs(at) * (np.abs(ox) + span) + np.abs(bt) * (np.abs(oy) + span) + np.abs(cv))
             return top >= -slack
@@ -150,8 +169,8 @@ def raster_screen(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, size: tu
         live = np.flatnonzero(ok)
         if live.size == 0:
             return None
-        tri_of, ox, oy, oxf, oyf = tri_of[live], ox[live], oy[live], oxf[live], oyf[live]
-        A1, B1, C1, A2, B2, C2 = A1[live], B1[live], C1[live], A2[live], B2[live], C2[live]
+        tri_of, ox, oy, oxf, oyf = (take(v, live) for v in (tri_of, ox, oy, oxf, oyf))
+        A1, B1, C1, A2, B2, C2 = (take(v, live) for v in (A1, B1, C1, A2, B2, C2))
         steps = np.arange(TILE, dtype=np.float64)
         pxf = oxf[:, None, None] + steps[None, None, :]  # (n, 1, TILE)
         pyf = oyf[:, None, None] + steps[None, :, None]  # (n, TILE, 1)
@@ -163,19 +182,19 @@ def raster_screen(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, size: tu
 
         l1, l2 = plane(A1, B1, C1), plane(A2, B2, C2)
         inside = (l1 >= eps) & (l2 >= eps) & (l1 + l2 <= 1.0 - eps)
-        inside &= pxf <= x1[tri_of][:, None, None]  # the block's part beyond the bounding box
-        inside &= pyf <= y1[tri_of][:, None, None]
+        inside &= pxf <= take(x1, tri_of)[:, None, None]  # the block's part beyond the bounding box
+        inside &= pyf <= take(y1, tri_of)[:, None, None]
         idx = np.flatnonzero(inside)
         if idx.size == 0:
             return None
-        block, within = np.divmod(idx, TILE * TILE)
-        r, c = np.divmod(within, TILE)
-        l1, l2 = l1.reshape(-1)[idx], l2.reshape(-1)[idx]
-        ct = tri_of[block]
-        pxi = ox[block] + c
-        pyi = oy[block] + r
+        block, within = idx >> (2 * TILE_BITS), idx & (TILE * TILE - 1)  # divmod by TILE², TILE: shifts and masks
+        r, c = within >> TILE_BITS, within & (TILE - 1)
+        l1, l2 = take(l1.reshape(-1), idx), take(l2.reshape(-1), idx)
+        ct = take(tri_of, block)
+        pxi = take(ox, block) + c
+        pyi = take(oy, block) + r
         pxf, pyf = pxi.astype(np.float64), pyi.astype(np.float64)
-        zval = az[ct] * pxf + bz[ct] * pyf + cz[ct]
+        zval = take(az, ct) * pxf + take(bz, ct) * pyf + take(cz, ct)
         return l1, l2, ct, zval, pyi * w + pxi
 
     # Two halves of the triangles (in order) on two threads when there is enough to do: the fragments come out as
@@ -202,16 +221,16 @@ def raster_screen(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, size: tu
     best = np.full(h * w, none, np.int64)
     np.minimum.at(best, pix, key)
     hit = np.flatnonzero(best != none)
-    win = best[hit] & 0xFFFFFFFF
-    wl1, wl2 = l1[win], l2[win]
+    win = take(best, hit) & 0xFFFFFFFF
+    wl1, wl2 = take(l1, win), take(l2, win)
     bary = np.empty((win.size, 3), np.float32)
     bary[:, 1] = wl1
     bary[:, 2] = wl2
     bary[:, 0] = 1.0 - wl1 - wl2
-    zw = zval[win]
+    zw = take(zval, win)
     if interpolate_inverse_z:
         zw = 1.0 / np.maximum(zw, 1e-12)
-    return ScreenHits(hit, kept[ct[win]], bary, zw)
+    return ScreenHits(hit, take(kept, take(ct, win)), bary, zw)
 
 
 @dataclass
@@ -284,27 +303,35 @@ def rasterize(geometry, camera_label: np.ndarray, size: int = 512, vertex_normal
     triangle = np.full((size, size), -1, np.int32)
     part = np.zeros((size, size), np.uint8)
     if hits.pixel.size:
-        t = tris[hits.triangle]
+        # Planar (channel, pixel) arrays: every step below is a contiguous 1-D loop (about half the time of the
+        # same arithmetic on (pixel, channel) rows; the values are the same).
+        corners = np.ascontiguousarray(tris.T)
+        t = [np.take(corners[k], hits.triangle) for k in range(3)]  # each pixel's corner vertices, per corner
         # perspective-correct weights: screen barycentrics over each vertex's depth, renormalised
-        wz = hits.bary / z[t].astype(np.float32)
-        wz /= wz.sum(1, keepdims=True)
+        z32 = z.astype(np.float32)
+        wz = [hits.bary[:, k] / np.take(z32, t[k]) for k in range(3)]
+        total = wz[0] + wz[1]
+        total += wz[2]
+        for w_k in wz:
+            w_k /= total
         vn = _vertex_normals(verts, tris) if vertex_normals is None else np.asarray(vertex_normals, np.float64)
         # position, normal and UV interpolated together: one gather per corner
-        attrs = np.concatenate([verts.astype(np.float32), vn.astype(np.float32),
-                                np.asarray(geometry.uv, np.float32)], axis=1)
-        values = wz[:, 0:1] * attrs[t[:, 0]]
-        values += wz[:, 1:2] * attrs[t[:, 1]]
-        values += wz[:, 2:3] * attrs[t[:, 2]]
-        n = values[:, 3:6]
-        n /= np.sqrt(np.maximum(n[:, 0] * n[:, 0] + n[:, 1] * n[:, 1] + n[:, 2] * n[:, 2], 1e-20))[:, None]
+        attrs = np.ascontiguousarray(np.concatenate([verts.astype(np.float32), vn.astype(np.float32),
+                                                     np.asarray(geometry.uv, np.float32)], axis=1).T)
+        values = np.take(attrs, t[0], axis=1) * wz[0]
+        values += np.take(attrs, t[1], axis=1) * wz[1]
+        values += np.take(attrs, t[2], axis=1) * wz[2]
+        n = values[3:6]
+        n /= np.sqrt(np.maximum(n[0] * n[0] + n[1] * n[1] + n[2] * n[2], 1e-20))
         flat = hits.pixel
         mask.reshape(-1)[flat] = True
         depth.reshape(-1)[flat] = hits.z
-        position.reshape(-1, 3)[flat] = values[:, 0:3]
-        normal.reshape(-1, 3)[flat] = n
-        uv.reshape(-1, 2)[flat] = values[:, 6:8]
+        for image, first in ((position, 0), (normal, 3), (uv, 6)):  # channel by channel from the planar rows
+            rows = image.reshape(-1, image.shape[-1])
+            for j in range(image.shape[-1]):
+                rows[:, j][flat] = values[first + j]
         triangle.reshape(-1)[flat] = hits.triangle
-        part.reshape(-1)[flat] = np.asarray(geometry.part)[t[:, 0]]
+        part.reshape(-1)[flat] = np.take(np.asarray(geometry.part), t[0])
     return GBuffer(mask, depth, position, normal, uv, triangle, part, np.asarray(camera_label, np.float32))
 
 

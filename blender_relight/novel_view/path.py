@@ -21,6 +21,7 @@ import numpy as np
 
 from blender_relight.lighting.scene import SceneLighting
 from blender_relight.novel_view import background, clip, render, source as source_mod
+from blender_relight.novel_view.views import clamp_view
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ class GeometryShading:
         return state
 
     def prepare(self, full, label: np.ndarray, source: render.SourceView) -> dict:
-        """The shading inputs of G-buffer ``full`` (seen from ``label``), the source light there, the edge map."""
+        """The shading inputs of G-buffer ``full`` (seen from ``label``; None where ``source`` has its own shaded
+        head, which is rasterised here), the source light there, the edge map."""
         from blender_relight.engines import REACH
         from blender_relight.geometry.head import shadow_caster
         from blender_relight.geometry.raster import feather_seam
@@ -102,29 +104,40 @@ class GeometryShading:
                  "guard": (analytic.GUARD_FRACTION * e_src.mean(axis=0) + 1e-6).astype(np.float32)}
         return state
 
-    def __call__(self, view: render.NovelView, source: render.SourceView, lighting: SceneLighting,
-                 box: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray | None, dict]:
-        """(E_target / E_source on ``box`` of the crop (h, w, 3), the highlight the plate lacks there or None, pass
-        makers {name: () -> image (S, S, C)}: shading, specular, per-light diffuse/specular/shadow)."""
-        import cv2
-
-        from blender_relight.engines import _shading_ratio, pass_name
+    def target(self, state: dict, lighting: SceneLighting) -> tuple:
+        """(shading result, E_target / E_source, the highlight the plate lacks) per shaded pixel of a view whose
+        :meth:`prepare` gave ``state``: the part of a light change that needs no more of the view (a camera change
+        runs it on the worker, beside the reprojection)."""
+        from blender_relight.engines import _shading_ratio
         from blender_relight.shading import shade
 
-        state = self._view_state(view, source)
         result = shade(None, lighting, state["caster"], inputs=state["inputs"], shadows=state["shadows"],
                        shadow_resolution=self.shadow_resolution, per_light=False, images=False)
+        ratio = _shading_ratio(state["source"], result.diffuse_values, state["guard"])
+        extra = np.maximum(result.specular_values - state["source_specular"], 0.0)
+        return result, ratio, extra
+
+    def __call__(self, view: render.NovelView, source: render.SourceView, lighting: SceneLighting,
+                 box: tuple[slice, slice], shaded: tuple | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """(E_target / E_source on ``box`` of the crop (h, w, 3), the highlight the plate lacks there or None, pass
+        makers {name: () -> image (S, S, C)}: shading, specular, per-light diffuse/specular/shadow). ``shaded``:
+        :meth:`target` of this view and light when it was begun already."""
+        import cv2
+
+        from blender_relight.engines import pass_name
+
+        state = self._view_state(view, source)
+        result, ratio, extra = shaded if shaded is not None else self.target(state, lighting)
         size = view.gbuffer.mask.shape[0]
         s, fill = state["size"], state["fill"]
         rows, cols = box
         target = result.diffuse_values
-        ratio = _shading_ratio(state["source"], target, state["guard"])
-        extra = np.maximum(result.specular_values - state["source_specular"], 0.0)
 
         def image(values: np.ndarray, outside: float) -> np.ndarray:  # shaded values as an s² image (with edge)
             v = np.asarray(values, np.float32).reshape(len(values), -1)
             pad = np.full((1, v.shape[1]), outside, np.float32)
-            return np.concatenate([v, pad])[fill].reshape(s, s, -1)
+            return np.take(np.concatenate([v, pad]), fill, axis=0).reshape(s, s, -1)
 
         def crop_size(img: np.ndarray) -> np.ndarray:
             out = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
@@ -143,12 +156,13 @@ class GeometryShading:
 
 
 def _bbox(mask: np.ndarray, pad: int = 2) -> tuple[slice, slice]:
-    ys, xs = np.nonzero(mask)
+    """The box of ``mask``'s pixels grown by ``pad`` (from its rows and columns that hold any: no pixel list)."""
+    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if ys.size == 0:
         return slice(0, 0), slice(0, 0)
     h, w = mask.shape
-    return (slice(max(ys.min() - pad, 0), min(ys.max() + pad + 1, h)),
-            slice(max(xs.min() - pad, 0), min(xs.max() + pad + 1, w)))
+    return (slice(max(int(ys[0]) - pad, 0), min(int(ys[-1]) + pad + 1, h)),
+            slice(max(int(xs[0]) - pad, 0), min(int(xs[-1]) + pad + 1, w)))
 
 
 class NovelViewPath:
@@ -195,8 +209,11 @@ class NovelViewPath:
                 self._sources.popitem(last=False)
         return src
 
-    def view(self, index: int, crop_linear: np.ndarray, track, camera_label: np.ndarray, cache) -> render.NovelView:
-        """The re-posed frame at its source light (kept for the last few (frame, camera) pairs)."""
+    def view(self, index: int, crop_linear: np.ndarray, track, camera_label: np.ndarray, cache,
+             lighting: SceneLighting | None = None) -> render.NovelView:
+        """The re-posed frame at its source light (kept for the last few (frame, camera) pairs). ``lighting``: the
+        light the view is wanted under, whose shading (``GeometryShading.target``) then begins on the worker as
+        soon as the view's shading inputs exist (``nv._target_started``)."""
         key = (index, np.asarray(track.camera, np.float32).tobytes(), np.asarray(camera_label, np.float32).tobytes())
         nv = self._views.get(key)
         if nv is None:
@@ -207,9 +224,19 @@ class NovelViewPath:
 
             def start_shading(gbuffer, label: np.ndarray) -> None:  # beside the reprojection, on the worker
                 started.append(render.submit(self.shade.prepare, gbuffer, label, src))
+                if lighting is not None:  # queued behind it on the one worker: its state is ready when it runs
+                    started.append(render.submit(lambda: self.shade.target(started[0].result(), lighting)))
 
-            nv = self.renderer.render(src, camera_label, on_gbuffer=start_shading)
+            if src.shading_geometry is not None:
+                # The shaded head is the frame's own: its G-buffer needs the camera only, so its shading begins on
+                # the worker before the moved head is rasterised (the two rasters and the reprojection overlap).
+                # The label is the one the renderer clamps the camera to (the same call).
+                start_shading(None, clamp_view(src.label, camera_label).label)
+                nv = self.renderer.render(src, camera_label)
+            else:
+                nv = self.renderer.render(src, camera_label, on_gbuffer=start_shading)
             nv._shading_started = started[0] if started else None
+            nv._target_started = (lighting, started[1]) if len(started) > 1 else None
             self._views[key] = nv
             while len(self._views) > KEEP:
                 self._views.popitem(last=False)
@@ -221,18 +248,25 @@ class NovelViewPath:
         from blender_relight.engines import LazyPasses, RelitCrop
 
         lighting = SceneLighting.coerce(lighting)
-        nv = self.view(index, crop_linear, track, camera_label, cache)
+        nv = self.view(index, crop_linear, track, camera_label, cache, lighting)
         src = self.source(index, crop_linear, track)
         reach = nv.head_alpha if nv.relight_alpha is None else nv.relight_alpha
         box = getattr(nv, "_box", None)
         if box is None:
             box = nv._box = _bbox(reach > 0)
-        ratio, add, makers = self.shade(nv, src, lighting, box)
+        begun, nv._target_started = getattr(nv, "_target_started", None), None  # once: later lights shade here
+        shaded = begun[1].result() if begun is not None and begun[0] is lighting else None
+        ratio, add, makers = self.shade(nv, src, lighting, box, shaded)
         image = np.array(nv.image, copy=True)
         plate = nv.image[box]
-        a = reach[box][..., None]
-        out = plate + a * (plate * (ratio - 1.0) + (0.0 if add is None else add))
-        image[box] = np.maximum(out, 0.0)
+        # plate + a (plate (ratio − 1) + add), in place on the box (the same arithmetic, no temporaries)
+        out = np.subtract(ratio, 1.0, dtype=np.float32)
+        out *= plate
+        if add is not None:
+            out += add
+        out *= reach[box][..., None]
+        out += plate
+        image[box] = np.maximum(out, 0.0, out=out)
         ready, light_free = self._light_free_passes(nv, src)
         return RelitCrop(image.astype(np.float32, copy=False), nv.alpha, LazyPasses(ready, {**light_free, **makers}),
                          list(nv.notes), np.asarray(reach, np.float32))

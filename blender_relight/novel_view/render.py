@@ -23,6 +23,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from blender_relight.geometry.raster import scatter
 from blender_relight.head_proxy import edge_fade
 from blender_relight.novel_view import fill, reproject, texture as tex
 from blender_relight.novel_view.views import ViewRequest, clamp_view  # noqa: F401 - ViewRequest in NovelView
@@ -276,10 +277,12 @@ class NovelViewRenderer:
         crop = np.asarray(source.crop, np.float32)
         if xy is None or pixels.size == 0:
             return crop, np.zeros(mask.shape, np.float32), entry["crop_relit"][..., 3].copy()
-        ys, xs = np.divmod(pixels, size)
+        if size & (size - 1) == 0:  # a power of two (the 512² crop): a shift and a mask, not an int64 divmod
+            ys, xs = pixels >> (size.bit_length() - 1), pixels & (size - 1)
+        else:
+            ys, xs = np.divmod(pixels, size)
         flow = np.zeros((size * size, 2), np.float32)
-        flow[pixels, 0] = xy[:, 0] - xs
-        flow[pixels, 1] = xy[:, 1] - ys
+        scatter(flow, pixels, xy - np.stack([xs, ys], 1).astype(np.float32))
         small = 128  # the extrapolated flow is smooth: push-pull it at a quarter of the size
         f_small = cv2.resize(flow.reshape(size, size, 2), (small, small), interpolation=cv2.INTER_AREA)
         w_small = cv2.resize(mask.astype(np.float32), (small, small), interpolation=cv2.INTER_AREA)
@@ -289,12 +292,14 @@ class NovelViewRenderer:
         fade = np.exp(-0.5 * (dist / (SURROUND_SIGMA * size)) ** 2).astype(np.float32)
         if entry.get("still") is not None:
             fade *= entry["still"]  # the torso stays put: the collar is not pulled along with the chin
-        f_bg = f_ext * fade[..., None]
+        # the flow's two components as separate (contiguous) images: the arithmetic below runs on plain arrays
+        bg_x, bg_y = f_ext[..., 0] * fade, f_ext[..., 1] * fade
         gx, gy = _pixel_grid(size)
-        mx, my = gx + f_bg[..., 0], gy + f_bg[..., 1]
+        mx, my = gx + bg_x, gy + bg_y
         warped = cv2.remap(entry["crop_relit"], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         out, relit = warped[..., 0:3], warped[..., 3]  # views: blended in place below
-        moved = reproject.smoothstep(0.05, 0.5, _length(f_bg))
+        motion = np.sqrt(bg_x * bg_x + bg_y * bg_y)
+        moved = reproject.smoothstep(0.05, 0.5, motion)
         # What was behind the filmed head, and the old head itself, matter only where a warped position can fall on
         # the old head: its box grown by twice the largest motion (a reflected border tap included).
         if entry.get("behind") is None:
@@ -303,17 +308,22 @@ class NovelViewRenderer:
             entry["behind"] = np.ascontiguousarray(behind)
             entry["head_box"] = (ys_h.min(), ys_h.max(), xs_h.min(), xs_h.max()) if ys_h.size else None
         if entry["head_box"] is not None:
-            reach = int(np.ceil(2.0 * float(_length(f_bg).max()))) + 2
+            reach = int(np.ceil(2.0 * float(motion.max()))) + 2
             y0, y1, x0, x1 = entry["head_box"]
             rows = slice(max(y0 - reach, 0), min(y1 + reach + 1, size))
             cols = slice(max(x0 - reach, 0), min(x1 + reach + 1, size))
             sub = cv2.remap(entry["behind"], np.ascontiguousarray(mx[rows, cols]), np.ascontiguousarray(my[rows, cols]),
                             cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
             r = sub[..., 3] * reproject.smoothstep(REVEAL_PX[0], REVEAL_PX[1], _length(f_ext[rows, cols]))
-            o = out[rows, cols]
-            o += r[..., None] * (sub[..., 0:3] - o)
+            # colour: o + r (behind − o) on the box, all four channels in one contiguous pass (the fourth, the
+            # relight reach, is set after: what was behind the old head is wall, not relit)
+            o = warped[rows, cols]
+            reach_box = o[..., 3] * (1.0 - r)
+            step = sub - o
+            step *= np.repeat(r[..., None], 4, axis=2)
+            o += step
+            o[..., 3] = reach_box
             moved[rows, cols] = np.maximum(moved[rows, cols], r)
-            relit[rows, cols] *= 1.0 - r  # what was behind the old head is wall: not relit
         return out, moved, relit
 
     # -- a new view --------------------------------------------------------------------------------------------------
@@ -339,7 +349,7 @@ class NovelViewRenderer:
         hw = size * size
         weights = {name: np.zeros(hw, np.float32) for name in ("plate", "texture", "mirror", "fill")}
         head = np.zeros((hw, 3), np.float32)
-        normals = gb.normal.reshape(-1, 3)[pixels]
+        normals = np.take(gb.normal.reshape(-1, 3), pixels, axis=0)
         head_alpha = np.zeros(hw, np.float32)
         relight = np.zeros(hw, np.float32)
         if pixels.size:
@@ -368,12 +378,12 @@ class NovelViewRenderer:
             open_ = np.flatnonzero(rest > 0)
             texture = self.texture_provider() if self.texture_provider is not None else None
             if open_.size:
-                e = tex.normalising_shading(normals[open_], source.source_sh)
+                e = tex.normalising_shading(np.take(normals, open_, axis=0), source.source_sh)
                 other = np.zeros((open_.size, 3), np.float32)
                 left = rest[open_]
                 if texture is not None:
-                    uv_all = gb.uv.reshape(-1, 2)[pixels]
-                    uv = uv_all[open_]
+                    uv_all = np.take(gb.uv.reshape(-1, 2), pixels, axis=0)
+                    uv = np.take(uv_all, open_, axis=0)
                     sub = np.arange(0, pixels.size, GAIN_STRIDE)  # where the gain to the plate is measured
                     e_sub = None
                     for name, mirrored in (("texture", False), ("mirror", True)):
@@ -397,10 +407,12 @@ class NovelViewRenderer:
                         weights[name][pixels[open_]] = w
                         left = left - w
                 rest[open_] = left
-                seen[open_] += other * e
+                other *= e
+                other += np.take(seen, open_, axis=0)
+                scatter(seen, open_, other)
             weights["plate"][pixels] = w_plate
             weights["fill"][pixels] = np.maximum(rest, 0.0)
-            head[pixels] = seen
+            scatter(head, pixels, seen)
             if np.any(rest > 0):
                 # The fill: push-pull of the colour known so far over the whole head, in image space. It works on
                 # the colour as seen, not shading-normalised: dividing grazing filmed pixels by a small source
@@ -409,7 +421,12 @@ class NovelViewRenderer:
                 known_w = np.zeros(hw, np.float32)
                 known_w[pixels] = 1.0 - rest
                 filled = _smooth_fill(head.reshape(size, size, 3), known_w.reshape(size, size)).reshape(-1, 3)
-                head[pixels] += np.maximum(rest, 0.0)[:, None] * filled[pixels]
+                need = np.flatnonzero(rest > 0)  # elsewhere the fill's weight is 0: the pixel is kept as it is
+                at = pixels[need]
+                add = np.take(filled, at, axis=0)
+                add *= rest[need][:, None]
+                add += np.take(head, at, axis=0)
+                scatter(head, at, add)
             # Coverage: the filmed head's silhouette bounds the head (a visual hull from one view): every point of
             # the head, seen or hidden, projects into the filmed matte. So a point of the new view is head as far as
             # the matte at its projection says (sharpened: its soft edge is wider than the hair's), whether the

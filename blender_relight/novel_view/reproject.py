@@ -39,8 +39,22 @@ GRAZE = (0.06, 0.25)
 
 
 def smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
-    t = np.clip((np.asarray(x, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
+    """3t² − 2t³ of t = (x − lo) / (hi − lo) clamped to [0, 1], in float32. Written as in-place steps without
+    ``np.clip`` (~4x faster at 512²): a new view takes it on every head pixel several times; the arithmetic, and so
+    every value, is that of ``t * t * (3 - 2 t)``."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 0:
+        t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+        return t * t * (3.0 - 2.0 * t)
+    t = np.subtract(x, np.float32(lo))
+    t /= np.float32(hi - lo)
+    np.maximum(t, np.float32(0.0), out=t)
+    np.minimum(t, np.float32(1.0), out=t)
+    u = np.multiply(t, np.float32(-2.0))
+    u += np.float32(3.0)
+    t2 = np.multiply(t, t)
+    t2 *= u
+    return t2
 
 
 def min_depth(depth: np.ndarray, radius: int = 0) -> np.ndarray:
@@ -85,10 +99,10 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
     filmed pose (0 there: the filmed camera gives back every pixel it saw).
     """
     size = source_depth_min.shape[0]
-    pts = np.asarray(position, np.float32).reshape(-1, 3)[pixels]
-    nrm = np.asarray(normal, np.float32).reshape(-1, 3)[pixels]
-    px, py, pz = pts[:, 0], pts[:, 1], pts[:, 2]
-    nx, ny, nz = nrm[:, 0], nrm[:, 1], nrm[:, 2]
+    # points and normals as contiguous columns (planar): every step below is a plain 1-D loop
+    pts = np.take(np.asarray(position, np.float32).reshape(-1, 3), pixels, axis=0)
+    px, py, pz = np.ascontiguousarray(pts.T)
+    nx, ny, nz = np.ascontiguousarray(np.take(np.asarray(normal, np.float32).reshape(-1, 3), pixels, axis=0).T)
     if project is raster.project:  # the same camera model, in float32 on columns (every head pixel of a view)
         rot, centre, (fx, fy, cx, cy) = raster._camera(source_label, size)
         rot, t = rot.astype(np.float32), centre.astype(np.float32)
@@ -96,16 +110,19 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
         z = dx * rot[0, 2] + dy * rot[1, 2] + dz * rot[2, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             inv = np.float32(1.0) / z
-            xy = np.stack([(dx * rot[0, 0] + dy * rot[1, 0] + dz * rot[2, 0]) * inv * np.float32(fx) + np.float32(cx),
-                           (dx * rot[0, 1] + dy * rot[1, 1] + dz * rot[2, 1]) * inv * np.float32(fy) + np.float32(cy)],
-                          1)
+            x = (dx * rot[0, 0] + dy * rot[1, 0] + dz * rot[2, 0]) * inv * np.float32(fx) + np.float32(cx)
+            y = (dx * rot[0, 1] + dy * rot[1, 1] + dz * rot[2, 1]) * inv * np.float32(fy) + np.float32(cy)
+        xy = np.stack([x, y], 1)
     else:
         xy, z = project(pts, source_label, size)
         xy = np.asarray(xy, dtype=np.float32)
-    inside = (xy[:, 0] >= 0) & (xy[:, 0] <= size - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= size - 1)
-    xi = np.clip(np.rint(xy[:, 0]), 0, size - 1).astype(np.int64)
-    yi = np.clip(np.rint(xy[:, 1]), 0, size - 1).astype(np.int64)
-    front = source_depth_min[yi, xi]
+        x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
+    inside = (x >= 0) & (x <= size - 1) & (y >= 0) & (y <= size - 1)
+    top = np.float32(size - 1)
+    xi = np.minimum(np.maximum(np.rint(x), np.float32(0.0)), top).astype(np.int64)
+    yi = np.minimum(np.maximum(np.rint(y), np.float32(0.0)), top).astype(np.int64)
+    nearest = yi * size + xi
+    front = np.take(source_depth_min.reshape(-1), nearest)
     behind = np.asarray(z, dtype=np.float32) - front
     visible = 1.0 - smoothstep(OCCLUSION_TOL, OCCLUSION_TOL + OCCLUSION_RAMP, behind)
     centre = camera.split_label(source_label)[0][:3, 3]
@@ -130,7 +147,7 @@ def lookup(position: np.ndarray, normal: np.ndarray, pixels: np.ndarray, source_
     if target_label is None:
         seen = (visible * facing * inside).astype(np.float32)
     if source_matte is not None:
-        weight = weight * np.asarray(source_matte, dtype=np.float32)[yi, xi]
+        weight = weight * np.take(np.asarray(source_matte, dtype=np.float32).reshape(-1), nearest)
     return SourceLookup(pixels, xy, weight.astype(np.float32), seen, inside)
 
 
