@@ -51,6 +51,9 @@ def extension_zip(tmp_path_factory) -> Path:
 
 def _run(code: str, env_extra: dict[str, str], *flags: str) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", **env_extra)
+    # a checkout on PYTHONPATH would be imported instead of the installed extension's wheels, which is what these
+    # subprocesses check
+    env.pop("PYTHONPATH", None)
     proc = subprocess.run([sys.executable, *flags, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                           env=env, timeout=300, cwd=str(Path(env_extra.get("HOME", "/tmp"))))
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
