@@ -101,13 +101,10 @@ class EngineRelight:
     shaded per light with cast shadows: ``engines.GeometryEngine``), so both rows are exactly what users get."""
 
     def __init__(self, name: str) -> None:
-        from blender_relight.engines import make_engine
-
-        self.engine = make_engine(name)
         self.name = name
-        self.cache = MemoryCache()
+        self.begin_clip(None)
 
-    def begin_clip(self, path: Path) -> None:
+    def begin_clip(self, path: Path | None) -> None:
         """A fresh engine and cache for each clip: engines keep per-frame products (the matte, the fitted head) by
         frame index, as a session does for its one clip. (Shared over clips, every clip after the first was relit
         with the first clip's matte at the same frame indices: a halo of the wrong head's outline on the
