@@ -157,19 +157,6 @@ class AnalyticEngine:
         return RelitCrop(image.astype(np.float32), geo.alpha, passes)
 
 
-def _shading_ratio(source: np.ndarray, target: np.ndarray, guard: np.ndarray) -> np.ndarray:
-    """E_target / E_source per shaded pixel (N, 3), as every engine's ratio: ``analytic.shading_ratio`` (luminance
-    ratio times a bounded chroma ratio) where the lighting module has it, else the guarded per-channel ratio of
-    ``analytic.relight_by_shading`` with its constants. (Transitional: the lead's merge brings shading_ratio; the
-    fallback then goes.)"""
-    from blender_relight.lighting import analytic
-
-    shared = getattr(analytic, "shading_ratio", None)
-    if shared is not None:
-        return np.asarray(shared(source, target), dtype=np.float32)
-    return np.clip((target + guard) / (source + guard), 0.0, analytic.MAX_RATIO).astype(np.float32)
-
-
 @dataclass
 class _HeadFrame:
     """Per-frame, light-independent state of the geometry engine (crop size S, shading size s, N shaded pixels)."""
@@ -180,7 +167,6 @@ class _HeadFrame:
     shadows: object  # shading.ShadowCache of this frame's geometry
     source: np.ndarray  # (N, 3) the plate's own irradiance at the shaded pixels
     source_specular: np.ndarray  # (N, 3) the highlight the plate's own key gives (already in the plate)
-    guard: np.ndarray  # (3,) the ratio's denominator guard (analytic.GUARD_FRACTION of the mean source)
     fill: np.ndarray  # (s*s,) for each shading pixel the shaded pixel whose value it takes (N: none, ratio 1)
     box: tuple[slice, slice]  # the crop's rows and columns the matte touches
     alpha: np.ndarray  # (S, S) soft head matte
@@ -362,7 +348,6 @@ class GeometryEngine:
         from blender_relight.geometry import head_geometry, rasterize
         from blender_relight.geometry.head import shadow_caster
         from blender_relight.geometry.raster import feather_seam
-        from blender_relight.lighting import analytic
         from blender_relight.lighting import sh as shmath
         from blender_relight.shading import ShadowCache, prepare
         from blender_relight.shading.shade import edge_fill, extend, source_shading
@@ -386,7 +371,6 @@ class GeometryEngine:
         # The plate's own light, shaded as a target's SH part is (``shade.source_shading``): the same light as
         # target changes nothing; its key's highlight is what the plate already shows.
         e_src, src_specular = source_shading(_source_sh(track), caster, inputs, shadows, self.shadow_resolution)
-        guard = (analytic.GUARD_FRACTION * e_src.mean(axis=0) + 1e-6).astype(np.float32)
         # pixels just past the mesh's edge take the ratio of the nearest shaded pixel (the matte reaches them softly)
         s = self.shading_size
         fill = edge_fill(small.mask, REACH * s)
@@ -412,7 +396,7 @@ class GeometryEngine:
                     "normal": shmath.rotate_eg3d_to_sh(full.normal).astype(np.float32),
                     "depth": np.where(full.mask, full.depth, 0.0).astype(np.float32)[..., None]}
 
-        entry = _HeadFrame(geometry, caster, inputs, shadows, e_src, src_specular, guard,
+        entry = _HeadFrame(geometry, caster, inputs, shadows, e_src, src_specular,
                            fill, box, alpha, (crop_linear[box] * a3).astype(np.float32),
                            (crop_linear[box] * (1.0 - a3)).astype(np.float32),
                            np.repeat(a3, 3, axis=2).astype(np.float32), make_passes, hair_labels)
@@ -444,18 +428,16 @@ class GeometryEngine:
         when read (:class:`LazyPasses`); ``with_passes`` False leaves them out altogether."""
         import cv2
 
-        from blender_relight.shading import shade
+        from blender_relight.shading.shade import relight_values
 
         frame = self._frame(index, crop_linear, track)
         # direct lights with their cast shadows, the SH part (world, a DPR file) as SH, as the source is shaded
-        result = shade(None, lighting, frame.caster, inputs=frame.inputs, shadows=frame.shadows,
-                       shadow_resolution=self.shadow_resolution, per_light=False, images=False)
+        result, ratio, extra = relight_values(lighting, frame.caster, frame.inputs, frame.shadows,
+                                              self.shadow_resolution, frame.source, frame.source_specular)
         flat = frame.inputs.index
         s = self.shading_size
         size = crop_linear.shape[0]
         target = result.diffuse_values
-        ratio = _shading_ratio(frame.source, target, frame.guard)
-        extra = np.maximum(result.specular_values - frame.source_specular, 0.0)  # highlights the plate lacks
         ones = np.ones((1, 3), np.float32)
         ratio_img = _at_fill(ratio, ones, frame.fill).reshape(s, s, 3)
         rows, cols = frame.box

@@ -77,7 +77,6 @@ class GeometryShading:
         from blender_relight.engines import REACH
         from blender_relight.geometry.head import shadow_caster
         from blender_relight.geometry.raster import feather_seam
-        from blender_relight.lighting import analytic
         from blender_relight.shading import ShadowCache, prepare
         from blender_relight.shading.shade import edge_fill, source_shading
 
@@ -100,22 +99,17 @@ class GeometryShading:
         # pixels just past the mesh's edge take the nearest shaded pixel's ratio (as the filmed view's)
         fill = edge_fill(small.mask, REACH * s)
         state = {"inputs": inputs, "caster": caster, "shadows": source._shadows, "source": e_src,
-                 "source_specular": src_specular, "fill": fill, "size": s,
-                 "guard": (analytic.GUARD_FRACTION * e_src.mean(axis=0) + 1e-6).astype(np.float32)}
+                 "source_specular": src_specular, "fill": fill, "size": s}
         return state
 
     def target(self, state: dict, lighting: SceneLighting) -> tuple:
         """(shading result, E_target / E_source, the highlight the plate lacks) per shaded pixel of a view whose
         :meth:`prepare` gave ``state``: the part of a light change that needs no more of the view (a camera change
         runs it on the worker, beside the reprojection)."""
-        from blender_relight.engines import _shading_ratio
-        from blender_relight.shading import shade
+        from blender_relight.shading.shade import relight_values
 
-        result = shade(None, lighting, state["caster"], inputs=state["inputs"], shadows=state["shadows"],
-                       shadow_resolution=self.shadow_resolution, per_light=False, images=False)
-        ratio = _shading_ratio(state["source"], result.diffuse_values, state["guard"])
-        extra = np.maximum(result.specular_values - state["source_specular"], 0.0)
-        return result, ratio, extra
+        return relight_values(lighting, state["caster"], state["inputs"], state["shadows"], self.shadow_resolution,
+                              state["source"], state["source_specular"])
 
     def __call__(self, view: render.NovelView, source: render.SourceView, lighting: SceneLighting,
                  box: tuple[slice, slice], shaded: tuple | None = None

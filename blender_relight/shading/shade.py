@@ -507,3 +507,18 @@ def source_shading(source_sh: np.ndarray, caster, inputs: ShadingInputs, shadows
     highlight = shade(None, SceneLighting(sh=np.zeros((9, 3)), lights=(key,)), caster, inputs=inputs,
                       shadows=shadows, shadow_resolution=shadow_resolution, per_light=False, images=False)
     return diffuse, highlight.specular_values
+
+
+def relight_values(lighting, caster, inputs: ShadingInputs, shadows: ShadowCache | None, shadow_resolution: int,
+                   source: np.ndarray, source_specular: np.ndarray) -> tuple[ShadingResult, np.ndarray, np.ndarray]:
+    """One light change at one view, per shaded pixel: (the target's :class:`ShadingResult`, the ratio
+    E_target / E_source (``analytic.shading_ratio``: luminance ratio times a bounded chroma ratio), the highlight the
+    plate lacks (the target's specular less the plate's own, :func:`source_shading`)). The filmed view and every new
+    view relight with this, so a light means the same change wherever the camera is."""
+    from blender_relight.lighting import analytic
+
+    result = shade(None, lighting, caster, inputs=inputs, shadows=shadows, shadow_resolution=shadow_resolution,
+                   per_light=False, images=False)
+    ratio = np.asarray(analytic.shading_ratio(source, result.diffuse_values), dtype=np.float32)
+    extra = np.maximum(result.specular_values - source_specular, 0.0)
+    return result, ratio, extra
