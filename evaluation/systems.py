@@ -98,7 +98,10 @@ class EngineRelight:
 
     ``analytic`` is the floor of plain SH-ratio maths with no learning (tracked mesh normals,
     ``lighting.analytic.relight_ratio``) and ``geometry`` the product's default engine (the head's 3D geometry
-    shaded per light with cast shadows: ``engines.GeometryEngine``), so both rows are exactly what users get."""
+    shaded per light with cast shadows: ``engines.GeometryEngine``), so both rows are exactly what users get: the
+    session's body relight (``body.BodyRelight``: neck, shoulders and chest below the head follow the light) is
+    applied to the crop as the session applies it to the frame. (Without it the protocol scored a relit head on a
+    body still under the filmed light, which no user sees: the paper's crop shows the shoulders.)"""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -111,8 +114,11 @@ class EngineRelight:
         background, in the protocol's figures until this fix.)"""
         from blender_relight.engines import make_engine
 
+        from blender_relight.body import BodyRelight
+
         self.engine = make_engine(self.name)
         self.cache = MemoryCache()
+        self.body = BodyRelight()
 
     def reset(self) -> None:
         pass
@@ -121,9 +127,20 @@ class EngineRelight:
         """Relight under a ``SceneLighting`` or an RGB SH (9, 3)."""
         self.engine.prepare(index, crop_linear, frame_track, self.cache)
         relit = self.engine.relight(index, crop_linear, frame_track, lighting, None, self.cache)
+        from blender_relight.lighting.scene import SceneLighting
+        from blender_relight.tracking.align import CropTransform
+
         alpha = np.clip(np.asarray(relit.alpha, dtype=np.float32), 0.0, 1.0)
         alpha = alpha[..., None] if alpha.ndim == 2 else alpha
-        return (alpha * relit.image + (1.0 - alpha) * crop_linear).astype(np.float32)
+        image = (alpha * relit.image + (1.0 - alpha) * crop_linear).astype(np.float32)
+        if getattr(frame_track, "source_sh", None) is None:
+            return image
+        # the session's call (pipeline.relight at the filmed view), with the crop as the frame: the head's weight
+        # is alpha² (the engine's image is blended by alpha and pasted by it again), the base the unrelit crop
+        size = crop_linear.shape[0]
+        return self.body.apply(index, image, crop_linear, colour.linear_to_uint8_srgb(crop_linear),
+                               CropTransform(np.eye(3)[:2], size), alpha[..., 0] ** 2, frame_track.camera,
+                               frame_track.source_sh, SceneLighting.coerce(lighting).total_sh())
 
     def relight(self, crop_linear: np.ndarray, frame_track: object, target_sh_rgb: np.ndarray) -> np.ndarray:
         """The clip protocol's call: ``target_sh_rgb`` in the image's axes (:func:`image_light_to_head`)."""

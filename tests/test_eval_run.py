@@ -101,3 +101,44 @@ def test_an_engine_system_starts_each_clip_afresh() -> None:
     fresh = EngineRelight("geometry").relight(frames[1][1], frames[1][0], target)
     np.testing.assert_array_equal(second, fresh)
     assert np.abs(stale - fresh).mean() > 1e-3  # without it the first clip's matte is reused
+
+
+def test_an_engine_system_relights_the_body_below_the_head_as_the_session_does() -> None:
+    """The protocol scores what users get: the chest in the crop's bottom rows follows a side key (``body``), not
+    only the head; the room beside the person keeps the filmed light."""
+    import numpy as np
+
+    from blender_relight import colour
+    from blender_relight.lighting import sh as shlib
+    from blender_relight.lighting.blender_lights import LightSpec
+    from blender_relight.lighting.scene import SceneLighting
+    from blender_relight.matting import person_matte
+    from evaluation.systems import EngineRelight
+    from tests.test_geometry_head import _tracked
+
+    if not (DATA / "videos" / "lp_s18.mp4").exists():
+        pytest.skip("needs ../shared/data")
+    track, crop8 = _tracked("lp_s18.mp4", 20)
+    crop = colour.uint8_srgb_to_linear(crop8)
+    track.source_sh = shlib.directional_light_sh(np.array([0.0, -0.3, 1.0]), np.full(3, 1.2)) \
+        + shlib.ambient_sh(np.full(3, 0.1))
+    key = LightSpec("SUN", colour=(1, 1, 1), power=2.5, direction=(-0.9, -0.1, -0.4), name="key")
+    system = EngineRelight("geometry")
+    out = system.relight_lighting(20, crop, track, SceneLighting(sh=shlib.ambient_sh(np.full(3, 0.08)), lights=(key,)))
+    lum = lambda x: x @ np.array([0.2126, 0.7152, 0.0722], np.float32)  # noqa: E731
+    ratio = (lum(out) + 1e-3) / (lum(crop) + 1e-3)
+    head = system.engine.relight(20, crop, track, SceneLighting(), None, system.cache).alpha
+    person = person_matte(crop8)
+    chest = (person > 0.9) & (head < 1e-3)
+    chest[: int(0.8 * chest.shape[0])] = False
+    assert chest.sum() > 500, "the crop holds no chest below the head"
+    xs = np.nonzero(chest.any(axis=0))[0]
+    mid = (xs.min() + xs.max()) // 2
+    left, right = chest.copy(), chest.copy()
+    left[:, mid:] = False
+    right[:, :mid] = False
+    assert abs(np.median(ratio[chest]) - 1.0) > 0.2  # the chest took the new light (it stayed at 1 before)
+    # the key's side of the chest is the lighter (the proxy's normals turn only to 45° at the outline: a mild slope)
+    assert np.median(ratio[right]) > 1.08 * np.median(ratio[left])
+    room = (person < 0.01) & (head < 1e-3)
+    np.testing.assert_allclose(out[room], crop[room], atol=1e-6)
