@@ -150,3 +150,40 @@ def test_texture_and_mirror_are_matched_to_the_plate_and_refused_where_they_disa
     np.testing.assert_allclose(gain[:, :2], 2.0, atol=0.1)
     assert agreement(fixed, near).min() > 0.99
     assert agreement(fixed * 3.0, near).max() < 0.01
+
+
+def test_no_echo_of_the_filmed_hair_beside_a_turned_head(sample_session) -> None:
+    """Beside the head turned by 30°, the band the background's hole took beyond the matte's core (the matte's
+    faint hair wisps) shows what was behind the head, not the filmed wisps: they stood as thin dark arcs echoing the
+    old hair outline. (The hole the background is painted into and the region where it replaces the crop carried
+    along with the head were different masks: 22 % of the band's wisp pixels kept the crop before, 4 % now.)"""
+    session, track, crop, path = sample_session
+    nv = path.view(0, crop, track, views.offset_label(track.camera, -30.0, 0.0), session.cache)
+    entry = path.renderer._frames[0]
+    import cv2
+
+    core = cv2.dilate((path.source(0, crop, track).matte > 0.5).astype(np.uint8),
+                      cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (23, 23))) > 0  # the matte's core, grown 11 px
+    band = (entry["old_head"] > 0.2) & ~core & (nv.head_alpha < 0.01)
+    wisps = band & (np.abs(crop - entry["background"]).max(axis=2) > 0.05)  # the filmed wisps, not wall
+    assert wisps.sum() > 500, wisps.sum()
+    nearer_crop = np.abs(nv.image - crop).max(axis=2) < np.abs(nv.image - entry["background"]).max(axis=2)
+    assert (wisps & nearer_crop).sum() < 0.1 * wisps.sum(), ((wisps & nearer_crop).sum(), wisps.sum())
+
+
+def test_no_wall_shows_through_a_turned_cheek(sample_session) -> None:
+    """At ±30° the new head's coverage has no see-through hole that the head surrounds (the shell's jaw projected just
+    outside the filmed matte, and a patch of wall showed through the cheek); the real gap between the jaw and the
+    shoulder, which reaches the outline, stays."""
+    import cv2
+
+    session, track, crop, path = sample_session
+    for yaw in (-30.0, 30.0):
+        nv = path.view(0, crop, track, views.offset_label(track.camera, yaw, 0.0), session.cache)
+        clear = (nv.head_alpha <= 0.5).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(clear, connectivity=4)
+        h, w = clear.shape
+        x, y, bw, bh = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+        enclosed = [k for k in range(1, n) if x[k] > 0 and y[k] > 0 and x[k] + bw[k] < w and y[k] + bh[k] < h]
+        assert not enclosed, (yaw, [int(stats[k, 4]) for k in enclosed])
+        assert ((nv.head_alpha <= 0.5) & nv.gbuffer.mask).sum() > 2000  # the open gap by the neck is still there

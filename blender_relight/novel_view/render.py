@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 OLD_HEAD_GROW_PX = 11
 #: Feather of the new head's coverage edge (px): the geometry's silhouette is hard, a filmed edge is not.
 EDGE_FEATHER_PX = 1.2
+#: The same where the silhouette is the shell (hair) (px).
+HAIR_FEATHER_PX = 3.0
+#: Enclosed see-through holes in the new head's coverage up to this fraction of the crop are closed.
+HOLE_FRACTION = 0.01
 KEEP_FRAMES = 4
 #: How far (fraction of the crop side, Gaussian sigma) the head's motion carries its surroundings along.
 SURROUND_SIGMA = 0.06
@@ -192,6 +196,70 @@ def _length(v: np.ndarray) -> np.ndarray:
     return np.sqrt(v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1])
 
 
+def coverage_edge(mask: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """The new head's coverage (H, W) feathered at its silhouette: :data:`EDGE_FEATHER_PX` where the outline is the
+    face mesh (a cheek or jaw against the wall: a filmed edge is a pixel or so wide), :data:`HAIR_FEATHER_PX` where it
+    is the shell (hair: wisps, not a cut line; a 1-pixel edge drew the shell's smooth outline as a paper cut-out)."""
+    covered = np.asarray(mask, bool)
+    inner = cv2.erode(covered.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
+    face = cv2.GaussianBlur(inner, (0, 0), EDGE_FEATHER_PX) * 1.5
+    hair = cv2.GaussianBlur(inner, (0, 0), HAIR_FEATHER_PX) * 1.5
+    # which of the two the outline is, as a smooth weight (made at a quarter of the size: it only blends two edges)
+    h, w = covered.shape
+    small = (max(w // 4, 1), max(h // 4, 1))
+    shell = cv2.resize(((np.asarray(part) >= 1) & covered).astype(np.float32), small, interpolation=cv2.INTER_AREA)
+    cover = cv2.resize(covered.astype(np.float32), small, interpolation=cv2.INTER_AREA)
+    sigma = HAIR_FEATHER_PX / 4.0
+    weight = cv2.GaussianBlur(shell, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(cover, (0, 0), sigma), 1e-6)
+    weight = np.clip(cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+    return face + weight * (hair - face)
+
+
+def close_small_holes(alpha: np.ndarray, max_fraction: float = HOLE_FRACTION) -> tuple[np.ndarray, np.ndarray | None]:
+    """(``alpha`` (H, W) with its small enclosed holes made opaque with their rims, the holes (bool) or None when there
+    were none): a hole is a see-through region (alpha ≤ 0.5) that the head
+    surrounds on every side and that is smaller than ``max_fraction`` of the image. Why: where the shell's jaw or
+    neck projects just outside the filmed matte (the wall between hair and collar), the visual-hull rule made a
+    patch of wall show through the middle of the turned cheek; a real head has no such hole, and the gaps that are
+    real (between the jaw and the shoulder) reach the head's outline, so they stay."""
+    clear = (alpha <= 0.5).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(clear, connectivity=4)
+    if n <= 1:
+        return alpha, None
+    h, w = alpha.shape
+    x, y, bw, bh, area = (stats[:, k] for k in range(5))
+    touches = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
+    small = (~touches) & (area <= max_fraction * h * w)
+    small[0] = False  # label 0: the opaque pixels
+    if not small.any():
+        return alpha, None
+    holes = small[labels]
+    out = alpha.copy()
+    # opaque with its soft rim (the coverage's feather around it, which let the wall through in part)
+    out[cv2.dilate(holes.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0] = 1.0
+    return out, holes
+
+
+def fill_holes(image: np.ndarray, holes: np.ndarray, known: np.ndarray, amount: np.ndarray, sigma: float = 4.0
+               ) -> None:
+    """``image`` (H, W, 3) on ``holes`` moved, in place and by ``amount`` (H, W) [0, 1] (the smooth fill's share of
+    each pixel: colour a source gave is kept), to the Gaussian-weighted mean of the ``known`` pixels around them
+    (normalised convolution on the holes' box: they are small, and so is the cost). Why: the fill had reached into
+    the hole from the wall it showed, and drew a pale patch in the cheek once the hole was closed."""
+    ys, xs = np.nonzero(holes)
+    pad = int(3 * sigma) + 1
+    h, w = holes.shape
+    rows = slice(max(int(ys.min()) - pad, 0), min(int(ys.max()) + pad + 1, h))
+    cols = slice(max(int(xs.min()) - pad, 0), min(int(xs.max()) + pad + 1, w))
+    weight = (known[rows, cols] & ~holes[rows, cols]).astype(np.float32)
+    box = image[rows, cols]
+    num = cv2.GaussianBlur(np.ascontiguousarray(box * weight[..., None]), (0, 0), sigma)
+    den = cv2.GaussianBlur(weight, (0, 0), sigma)
+    inside = holes[rows, cols]
+    share = amount[rows, cols][inside][:, None]
+    box[inside] += share * (num[inside] / np.maximum(den[inside], 1e-6)[:, None] - box[inside])
+
+
 def plate_trust(matte: np.ndarray) -> np.ndarray:
     """Where a filmed pixel's colour is the head's (H, W) [0, 1]: well inside the matte (eroded by
     ``COLOUR_ERODE_PX``, then ``MATTE_COLOUR``). The matte's soft edge (kept at 128², feathered) is wider than the
@@ -229,14 +297,10 @@ class NovelViewRenderer:
             out = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
             return np.clip(cv2.GaussianBlur(out, (0, 0), max(px / 3.0, 1.0)), 0.0, 1.0).astype(np.float32)
 
-        # The filmed head as the background sees it: the matte grown by a few pixels (its soft edge stops short of
-        # the last hair), and a wider hole the inpainting takes no colour from (also the new-view paste's extent).
-        head = grown((matte > 0.5).astype(np.float32), OLD_HEAD_GROW_PX)
         colour_trust = plate_trust(matte)
         relit = np.ones_like(matte) if source.relight_alpha is None else np.asarray(source.relight_alpha, np.float32)
         crop = np.asarray(source.crop, np.float32)
         filmed = np.concatenate([crop, matte[..., None], colour_trust[..., None], relit[..., None]], 2)
-        head = np.maximum(head, matte)
         # Where the surroundings may move: not on the body. (The old head's grown edge below the jaw is still
         # replaced by what was behind it where the head moved away: it holds the jaw's own shadow, which stayed on
         # the still neck as a second jaw line.)
@@ -244,7 +308,12 @@ class NovelViewRenderer:
         if source.body is not None:
             still = np.ascontiguousarray(1.0 - np.clip(np.asarray(source.body, np.float32), 0.0, 1.0))
         entry = {"label": np.asarray(source.label, np.float32), "filmed": np.ascontiguousarray(filmed),
-                 "depth_min": reproject.min_depth(source.gbuffer.depth), "head": head, "still": still,
+                 "depth_min": reproject.min_depth(source.gbuffer.depth), "still": still,
+                 # the filmed head as the background sees it: the matte (its faint wisps included) grown by a few
+                 # pixels, its soft edge stopping short of the last hair; the hole the background is painted into,
+                 # the region it replaces the carried-along crop in (one mask: with the matte's core as the second,
+                 # the wisps between the two stood beside a turned head as arcs echoing the old outline), and the
+                 # new-view paste's extent
                  "old_head": grown((matte > 0.05).astype(np.float32), OLD_HEAD_GROW_PX), "background": None,
                  "behind": None, "crop_relit": np.ascontiguousarray(np.concatenate([crop, relit[..., None]], 2))}
         self._frames[key] = entry
@@ -303,8 +372,8 @@ class NovelViewRenderer:
         # What was behind the filmed head, and the old head itself, matter only where a warped position can fall on
         # the old head: its box grown by twice the largest motion (a reflected border tap included).
         if entry.get("behind") is None:
-            behind = np.concatenate([self._background(source, entry), entry["head"][..., None]], axis=2)
-            ys_h, xs_h = np.nonzero(entry["head"] > 0)
+            behind = np.concatenate([self._background(source, entry), entry["old_head"][..., None]], axis=2)
+            ys_h, xs_h = np.nonzero(entry["old_head"] > 0)
             entry["behind"] = np.ascontiguousarray(behind)
             entry["head_box"] = (ys_h.min(), ys_h.max(), xs_h.min(), xs_h.max()) if ys_h.size else None
         if entry["head_box"] is not None:
@@ -440,8 +509,9 @@ class NovelViewRenderer:
             v = hit.visible
             relight[pixels] = v * relit_at + (1.0 - v)  # surface the frame did not see is relit as head
         head_alpha = head_alpha.reshape(size, size)
-        inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
-        head_alpha = np.clip(np.minimum(head_alpha, cv2.GaussianBlur(inner, (0, 0), EDGE_FEATHER_PX) * 1.5), 0.0, 1.0)
+        head_alpha, holes = close_small_holes(np.clip(np.minimum(head_alpha, coverage_edge(mask, gb.part)), 0.0, 1.0))
+        if holes is not None:  # a closed hole's smooth fill takes the colour of the head around it (it was wall's)
+            fill_holes(head.reshape(size, size, 3), holes, head_alpha > 0.5, weights["fill"].reshape(size, size))
         if pixels.size:
             background, moved, relight_around = surroundings.result()
         else:
