@@ -187,3 +187,22 @@ def test_no_wall_shows_through_a_turned_cheek(sample_session) -> None:
         enclosed = [k for k in range(1, n) if x[k] > 0 and y[k] > 0 and x[k] + bw[k] < w and y[k] + bh[k] < h]
         assert not enclosed, (yaw, [int(stats[k, 4]) for k in enclosed])
         assert ((nv.head_alpha <= 0.5) & nv.gbuffer.mask).sum() > 2000  # the open gap by the neck is still there
+
+
+def test_the_filmed_hair_beyond_a_turned_heads_outline_is_gone(sample_session) -> None:
+    """Where the filmed head was (matte > 0.5) but the head turned by 15° or 30° no longer is, the view shows what was
+    behind it, not the filmed hair: at ±15° the hair beyond the new outline stood as a loose strand, because the
+    head's surface there moves by 1-2 px while its outline retreats by ~20."""
+    import cv2
+
+    session, track, crop, path = sample_session
+    matte = path.source(0, crop, track).matte
+    for yaw in (-30.0, -15.0, 15.0, 30.0):
+        nv = path.view(0, crop, track, views.offset_label(track.camera, yaw, 0.0), session.cache)
+        entry = path.renderer._frames[0]
+        outside = cv2.dilate((nv.head_alpha > 0.01).astype(np.uint8), np.ones((5, 5), np.uint8)) == 0
+        left_behind = (matte > 0.5) & outside & (np.abs(crop - entry["background"]).max(axis=2) > 0.05)
+        assert left_behind.sum() > 300, (yaw, left_behind.sum())
+        nearer_crop = np.abs(nv.image - crop).max(axis=2) < np.abs(nv.image - entry["background"]).max(axis=2)
+        assert (left_behind & nearer_crop).sum() < 0.1 * left_behind.sum(), \
+            (yaw, (left_behind & nearer_crop).sum(), left_behind.sum())

@@ -332,7 +332,7 @@ class NovelViewRenderer:
         return entry["background"]
 
     def _surroundings(self, source: SourceView, entry: dict, pixels: np.ndarray, xy: np.ndarray | None,
-                      mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      mask: np.ndarray, away: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What the new view shows around the new head, where that differs from the crop (0..1), and the source's
         relight reach carried along with it.
 
@@ -383,7 +383,11 @@ class NovelViewRenderer:
             cols = slice(max(x0 - reach, 0), min(x1 + reach + 1, size))
             sub = cv2.remap(entry["behind"], np.ascontiguousarray(mx[rows, cols]), np.ascontiguousarray(my[rows, cols]),
                             cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-            r = sub[..., 3] * reproject.smoothstep(REVEAL_PX[0], REVEAL_PX[1], _length(f_ext[rows, cols]))
+            # (at least ``away``: once the view has turned, the filmed head beside the new one has turned with it,
+            # even where its outline moved without its surface moving much: at ±15° the hair beyond the new outline
+            # stayed as a strand where the flow there was 1-2 px)
+            r = sub[..., 3] * np.maximum(reproject.smoothstep(REVEAL_PX[0], REVEAL_PX[1], _length(f_ext[rows, cols])),
+                                         np.float32(away))
             # colour: o + r (behind − o) on the box, all four channels in one contiguous pass (the fourth, the
             # relight reach, is set after: what was behind the old head is wall, not relit)
             o = warped[rows, cols]
@@ -431,7 +435,7 @@ class NovelViewRenderer:
             hit = reproject.lookup(gb.position, gb.normal, pixels, source.label, entry["depth_min"], None,
                                    self.project, view.label, graze=away)
             # what surrounds the new head needs only where its pixels came from: made beside the blend below
-            surroundings = submit(self._surroundings, source, entry, pixels, hit.xy, mask)
+            surroundings = submit(self._surroundings, source, entry, pixels, hit.xy, mask, away)
             filmed = reproject.sample(entry["filmed"], hit.xy)  # crop, matte, colour trust, relight in one tap
             plate, matte_at, colour_ok, relit_at = filmed[:, 0:3], filmed[:, 3], filmed[:, 4], filmed[:, 5]
             # The plate's colour is taken where the frame saw the point and the point is head there; on the
