@@ -42,6 +42,23 @@ def _mediapipe_connections():
     return face_mesh_connections
 
 
+def brow_mask(points_px: np.ndarray, shape: tuple[int, int], grow_px: int = 2) -> np.ndarray:
+    """(H, W) bool: the two eyebrows (the convex hull of each brow's mediapipe landmarks, grown by ``grow_px``) of a
+    face whose landmarks ``points_px`` (468+, 3) are in the pixels of an image of ``shape``. What a shading fit leaves
+    out: brow hair is far darker than skin, on the upper face, where it reads as less light from above."""
+    import cv2
+
+    fmc = _mediapipe_connections()
+    pts = np.asarray(points_px, dtype=np.float64)
+    out = np.zeros(shape, np.uint8)
+    for brow in (fmc.FACEMESH_LEFT_EYEBROW, fmc.FACEMESH_RIGHT_EYEBROW):
+        idx = sorted({i for edge in brow for i in edge})
+        cv2.fillConvexPoly(out, cv2.convexHull(np.round(pts[idx, :2]).astype(np.int32)), 1)
+    if grow_px > 0:
+        out = cv2.dilate(out, np.ones((2 * grow_px + 1, 2 * grow_px + 1), np.uint8))
+    return out > 0
+
+
 def _orient(triangles: list[tuple[int, int, int]], directed: set[tuple[int, int]]) -> np.ndarray:
     """Wind every triangle consistently: seed from triangles whose winding the directed edge list decides, then
     propagate across shared edges (neighbours traverse a shared edge in opposite directions)."""

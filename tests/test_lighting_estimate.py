@@ -272,3 +272,42 @@ def _yale_subject(folder):
     if folder not in _YALE_CACHE:
         _YALE_CACHE[folder] = yd.load_subject(folder, names=("A+000E+20", "A-035E+15", "A+050E+00", "A-070E+00"))
     return _YALE_CACHE[folder]
+
+
+def test_the_brows_are_left_out_of_the_fit() -> None:
+    """``face_geometry.brow_mask`` on the shipped sample's crop covers the two eyebrows (two blobs, each above one
+    eye), and the estimator's fit leaves them out (``EXCLUDE_BROWS``): the frame with its brows painted black gives
+    the same estimate, where the fit with them moves."""
+    import cv2
+
+    from blender_relight import colour
+    from blender_relight.demo import sample_path
+    from blender_relight.tracking import align, pose
+    from blender_relight.tracking.landmarks import MediapipeBackend
+    from blender_relight.video import read_image
+
+    image = read_image(sample_path())
+    with MediapipeBackend(max_num_faces=1, static_image_mode=True) as backend:
+        points = backend.detect(image)[0].points
+    t = align.CropTransform.from_landmarks(points)
+    crop8, pts = t.warp(image), t.to_crop(points)
+    brows = fg.brow_mask(pts, crop8.shape[:2])
+    n, labels, stats, centres = cv2.connectedComponentsWithStats(brows.astype(np.uint8))
+    assert n - 1 == 2 and 0.002 < brows.mean() < 0.03, (n - 1, brows.mean())
+    eyes = [pts[[33, 133]], pts[[362, 263]]]  # the corners of each eye (mediapipe)
+    for c in centres[1:]:
+        eye = min(eyes, key=lambda e: abs(e[:, 0].mean() - c[0]))
+        assert eye[:, 0].min() - 10 < c[0] < eye[:, 0].max() + 10 and c[1] < eye[:, 1].min() - 5
+    crop = colour.uint8_srgb_to_linear(crop8)
+    painted = crop.copy()
+    painted[brows] = 0.0
+    c2w = camera.split_label(pose.head_pose(pts).label)[0]
+    np.testing.assert_allclose(est.estimate_frame_sh(crop, pts, c2w), est.estimate_frame_sh(painted, pts, c2w),
+                               atol=1e-6)
+    keep = est.EXCLUDE_BROWS
+    try:
+        est.EXCLUDE_BROWS = False
+        moved = np.abs(est.estimate_frame_sh(crop, pts, c2w) - est.estimate_frame_sh(painted, pts, c2w)).max()
+    finally:
+        est.EXCLUDE_BROWS = keep
+    assert moved > 1e-3
