@@ -6,7 +6,10 @@ camera) requests into files; doing it in one place means one naming scheme, one 
 - ``png``: sRGB PNG (16-bit by default, 8-bit for the sequencer), RGB;
 - ``exr``: linear half-float RGBA OpenEXR (ZIP); the relit frame covers the whole plate, so A is 1 (opaque);
 - ``multilayer``: one EXR per frame with the beauty (half RGBA) and the ``albedo``, ``normal``, ``depth`` (float32),
-  ``shading`` and ``alpha`` (the relit head's matte) layers.
+  ``shading`` and ``alpha`` (the relit head's matte) layers, and each light's (below).
+
+With passes, PNG and EXR frames get one EXR per pass and frame in a folder per pass (``albedo/albedo_000000.exr``
+…), each Blender light's ``light_<name>_diffuse``, ``_specular`` and ``_shadow`` from the geometry engine included.
 
 A job file beside the frames records what was asked (frames, lights, cameras, engine, format, the clip's cache key).
 A rerun of the same request keeps the frames already written (resume); a different request first removes every file
@@ -34,6 +37,8 @@ from blender_relight.io_utils import ensure_writable_dir, write_bytes_atomic
 FORMATS = ("png", "exr", "multilayer")
 SUFFIXES = (".png", ".exr")
 PASS_NAMES = ("albedo", "normal", "depth", "shading", "alpha")
+#: A per-light pass (``engines.pass_name``: each Blender light's diffuse, specular and shadow in the geometry engine).
+LIGHT_PASS = r"light_[^/]+_(?:diffuse|specular|shadow)"
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -69,7 +74,7 @@ class FrameNaming:
         """Every file this naming can write in the folder (any format), passes included."""
         passes = "|".join(PASS_NAMES)
         return re.compile(rf"^(?:{re.escape(self.prefix)}-?\d{{{self.digits},}}\.(?:png|exr)"
-                          rf"|(?:{passes})/(?:{passes})_-?\d{{{self.digits},}}\.exr)$")
+                          rf"|(?P<p>{passes}|{LIGHT_PASS})/(?P=p)_-?\d{{{self.digits},}}\.exr)$")
 
 
 class SequenceWriter:
@@ -96,10 +101,19 @@ class SequenceWriter:
         return self.out_dir / self.naming.name(index, self.suffix)
 
     def files(self, index: int) -> list[Path]:
-        """Every file the frame makes: the main file, plus one EXR per pass in a sub-folder for PNG/EXR frames."""
-        extra = [] if self.format == "multilayer" or not self.passes else \
-            [self.out_dir / self.naming.pass_name(name, index) for name in PASS_NAMES]
+        """Every file the frame makes: the main file, plus one EXR per pass in a sub-folder for PNG/EXR frames (the
+        per-light ones as far as they are written: which lights have passes is the engine's to say)."""
+        if self.format == "multilayer" or not self.passes:
+            return [self.path(index)]
+        extra = [self.out_dir / self.naming.pass_name(name, index) for name in PASS_NAMES]
+        extra += [folder / Path(self.naming.pass_name(folder.name, index)).name for folder in self._light_folders()
+                  if (folder / Path(self.naming.pass_name(folder.name, index)).name).is_file()]
         return [self.path(index), *extra]
+
+    def _light_folders(self) -> list[Path]:
+        """The per-light pass folders in the output folder."""
+        light = re.compile(rf"^{LIGHT_PASS}$")
+        return sorted(p for p in self.out_dir.iterdir() if p.is_dir() and light.match(p.name))
 
     def is_written(self, index: int) -> bool:
         """Whether every file of the frame exists (a pass added to the request makes the frame unfinished)."""
@@ -114,6 +128,12 @@ class SequenceWriter:
         from blender_relight.video import write_image
 
         target = self.path(index)
+        if self.passes and self.format != "multilayer":
+            # the passes first, the main file last: a frame whose main file exists is whole (``is_written``)
+            light = re.compile(rf"^{LIGHT_PASS}$")
+            for name in [*PASS_NAMES, *sorted(n for n in relit.passes if light.match(n))]:
+                if name in relit.passes:
+                    exr.write(self.out_dir / self.naming.pass_name(name, index), {name: relit.passes[name]})
         if self.format == "png":
             write_image(target, relit.image, bits=self.png_bits)
         elif self.format == "exr":
@@ -123,21 +143,19 @@ class SequenceWriter:
             layers.update({name: relit.passes[name] for name in PASS_NAMES if name in relit.passes})
             layers.update({name: p for name, p in relit.passes.items() if name not in PASS_NAMES})  # per light
             exr.write(target, layers)
-        if self.passes and self.format != "multilayer":
-            for name in PASS_NAMES:
-                if name in relit.passes:
-                    exr.write(self.out_dir / self.naming.pass_name(name, index), {name: relit.passes[name]})
         return target
 
     def existing_files(self) -> list[Path]:
         """Files in the folder that this naming could have written (of any format, passes included)."""
         pattern = self.naming.pattern()
         found = [p for p in self.out_dir.iterdir() if p.is_file() and pattern.match(p.name)]
-        for name in PASS_NAMES:
-            sub = self.out_dir / name
-            if sub.is_dir():
-                found += [p for p in sub.iterdir() if p.is_file() and pattern.match(f"{name}/{p.name}")]
+        for sub in self._pass_folders():
+            found += [p for p in sub.iterdir() if p.is_file() and pattern.match(f"{sub.name}/{p.name}")]
         return sorted(found)
+
+    def _pass_folders(self) -> list[Path]:
+        """The standard and per-light pass folders in the output folder."""
+        return [self.out_dir / n for n in PASS_NAMES if (self.out_dir / n).is_dir()] + self._light_folders()
 
     def remove_stale(self, keep: Iterable[Path] = ()) -> int:
         """Delete this naming's files except ``keep``; returns how many went. Files of other names stay."""
@@ -147,9 +165,8 @@ class SequenceWriter:
             if path not in keep:
                 path.unlink(missing_ok=True)
                 removed += 1
-        for name in PASS_NAMES:
-            sub = self.out_dir / name
-            if sub.is_dir() and not any(sub.iterdir()):
+        for sub in self._pass_folders():
+            if not any(sub.iterdir()):
                 sub.rmdir()
         return removed
 

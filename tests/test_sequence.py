@@ -200,3 +200,34 @@ def test_multilayer_exr_carries_each_lights_passes(tmp_path):
     finally:
         session.close()
     assert {"light_Key_diffuse", "light_Key_specular", "light_Key_shadow"} <= layers, sorted(layers)
+
+
+def test_png_passes_carry_each_lights_passes_and_resume_keeps_them(tmp_path):
+    """PNG frames with passes get each Blender light's diffuse, specular and shadow as EXRs in their own folders
+    (before, only the standard five reached PNG/EXR sequences); a rerun of the same request keeps them (resume),
+    and a different request removes the old light's folders with its frames."""
+    from blender_relight.lighting.blender_lights import LightSpec
+    from blender_relight.lighting.scene import SceneLighting
+    from blender_relight.pipeline import ClipSession
+
+    session = ClipSession(ASTRONAUT, cache_dir=tmp_path / "cache", engine="geometry")
+    out = tmp_path / "png"
+    try:
+        def lit(name: str) -> SceneLighting:
+            key = LightSpec("SUN", power=3.0, direction=(-0.7, 0.7, -0.2), name=name)
+            return SceneLighting(sh=np.zeros((9, 3)), lights=(key,))
+
+        sequence.render_sequence(session, out, frames=[0], light=lambda i: lit("Key"), passes=True)
+        names = ["light_Key_diffuse", "light_Key_specular", "light_Key_shadow"]
+        files = [out / n / f"{n}_000000.exr" for n in names]
+        assert all(f.is_file() for f in files), sorted(p.name for p in out.iterdir())
+        shadow = exr.read(files[2])
+        assert shadow and 0.0 <= float(np.min(next(iter(shadow.values())))) <= 1.0
+        stamp = [f.stat().st_mtime_ns for f in files]
+        summary = sequence.render_sequence(session, out, frames=[0], light=lambda i: lit("Key"), passes=True)
+        assert "1 already there" in summary.lines[-1] and [f.stat().st_mtime_ns for f in files] == stamp
+        sequence.render_sequence(session, out, frames=[0], light=lambda i: lit("Rim"), passes=True)
+        assert not any((out / n).exists() for n in names)
+        assert (out / "light_Rim_diffuse" / "light_Rim_diffuse_000000.exr").is_file()
+    finally:
+        session.close()
