@@ -132,7 +132,10 @@ def test_geometric_estimator_recovers_known_light() -> None:
         assert shading_err(est, wrong) > 3 * errors[-1]
         assert metrics.lighting_error(estimate.rgb_sh_to_dpr_gray(est)[None], wrong[None])[0] > \
             metrics.lighting_error(estimate.rgb_sh_to_dpr_gray(est)[None], gray[None])[0]
-    assert max(errors) < 0.05, errors
+    # 0.067 / 0.046 (lights 0 / 3) with the brows left out of the fit (estimate.EXCLUDE_BROWS), 0.040 / 0.047 with them: this
+    # face's albedo is uniform, so its brow pixels carry shading; on real faces they carry albedo (Yale: the
+    # direction error falls 1.1-1.5 deg in every bin without them, docs/lighting.md)
+    assert max(errors) < 0.075, errors
 
 
 def test_coefficient_slope_follows_the_target_and_is_undefined_for_a_constant_one():
