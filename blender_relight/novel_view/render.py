@@ -217,8 +217,8 @@ def coverage_edge(mask: np.ndarray, part: np.ndarray) -> np.ndarray:
 
 def close_small_holes(alpha: np.ndarray, max_fraction: float = HOLE_FRACTION) -> tuple[np.ndarray, np.ndarray | None]:
     """(``alpha`` (H, W) with its small enclosed holes made opaque with their rims, the holes (bool) or None when there
-    were none): a hole is a see-through region (alpha ≤ 0.5) that the head
-    surrounds on every side and that is smaller than ``max_fraction`` of the image. Why: where the shell's jaw or
+    were none): a hole is a see-through region (alpha ≤ 0.5) that the head surrounds on every side and that is
+    smaller than ``max_fraction`` of the image. Why: where the shell's jaw or
     neck projects just outside the filmed matte (the wall between hair and collar), the visual-hull rule made a
     patch of wall show through the middle of the turned cheek; a real head has no such hole, and the gaps that are
     real (between the jaw and the shoulder) reach the head's outline, so they stay."""
